@@ -1,0 +1,81 @@
+"""Shared base config. Every other config starts from `get_config()` here and overrides a few keys.
+
+Run: python -m experiments.train --config=configs/default.py --workdir=DIR [--config.key=value ...]
+The config is locked, so a misspelt key is an error that lists the valid keys.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+
+def loss_config(name: str = "softmax_cross_entropy", **hparams) -> ml_collections.ConfigDict:
+  """`loss.name` plus a typed placeholder for every hyperparameter any registered loss takes.
+
+  Unset (None) means "the loss's own default"; setting one the chosen loss does not take is an error.
+  """
+  import robust_losses  # local import: configs stay cheap to import for tools that only read them
+
+  cfg = ml_collections.ConfigDict({"name": name})
+  for hp, typ in sorted(robust_losses.hparam_types().items()):
+    cfg[hp] = config_dict.placeholder(typ)
+  for hp, value in hparams.items():
+    cfg[hp] = value
+  return cfg
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # Data. `dataset` is 'digits' (embedded, no download), 'npz' (with data_path) or a TFDS name.
+  c.dataset = "digits"
+  c.data_path = ""          # for dataset='npz': keras mnist.npz layout
+  c.data_dir = ""           # TFDS data_dir ('' = TFDS default)
+  c.tfds_config = ""        # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
+  c.real_label_key = ""     # which human label set for noise.kind='real' ('' = dataset default)
+  c.train_split = ""         # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
+  c.image_size = 0          # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
+  c.val_size = 0            # clean validation hold-out from train, used to pick the best epoch
+
+  # Label noise (experiments/noise.py).
+  c.noise = ml_collections.ConfigDict()
+  c.noise.kind = "symmetric"  # none|symmetric|uniform|asymmetric|pairflip|matrix|real
+  c.noise.rate = 0.4
+  c.noise.matrix = config_dict.placeholder(tuple)  # K×K row-stochastic, for kind='matrix'
+
+  # Model (experiments/models.py); 'auto' picks one that fits the input shape.
+  c.model = "auto"
+  c.compute_dtype = "float32"  # or 'bfloat16' (params stay float32)
+
+  # Loss (robust_losses registry).
+  c.loss = loss_config("softmax_cross_entropy")
+  c.clip_warmup_epochs = 0    # dynamic-clipping losses: train unclipped for this many epochs first
+  c.prune_start_epoch = 40    # truncated Lq: first epoch at which pruning weights are computed
+  c.prune_every_epochs = 10   # ... and how often they are recomputed
+
+  # Optimisation.
+  c.num_epochs = 30
+  c.batch_size = 128          # global batch, split evenly over all devices
+  c.optimizer = "sgd"         # sgd|adam|adamw
+  c.learning_rate = 0.1
+  c.momentum = 0.9
+  c.nesterov = True
+  c.weight_decay = 1e-4
+  c.schedule = "cosine"       # constant|cosine|step
+  c.lr_boundaries = config_dict.placeholder(tuple)  # epochs, for schedule='step'
+  c.lr_decay = 0.1            # factor at each boundary, for schedule='step'
+  c.warmup_epochs = 0
+  c.grad_clip_norm = 0.0      # >0: the gradient-clipping baseline (optax.clip_by_global_norm)
+
+  # Runs.
+  c.seed = 0
+  c.num_seeds = 1             # seeds seed..seed+num_seeds-1 train together, vmapped in one program
+  c.eval_batch_size = 256     # per device
+  c.train_eval_max_examples = 10000  # memorisation metrics on this many training examples (0 = all)
+  c.steps_per_call = 50       # optimisation steps per compiled call (lax.scan); progress updates between
+  c.checkpoint_every_epochs = 1
+  c.keep_checkpoints = 2
+  c.skip_nonfinite = False    # True: skip and count non-finite steps instead of stopping the run
+  c.num_devices = 0           # data-parallel over this many devices (0 = all)
+  c.distributed = False       # jax.distributed.initialize() (multi-host; also on by the standard env vars)
+  c.overwrite = False         # workdir holds a run of another config: move it aside instead of refusing
+  c.progress = True
+  return c

@@ -1,0 +1,388 @@
+"""Loads image-classification datasets into host memory; augments and normalises batches on device.
+
+Every dataset becomes a `Dataset` of uint8 numpy arrays. The largest supported one (mini-ImageNet at
+84 px, ~1 GB) fits in host RAM, which keeps per-example state (the ids behind pruning weights) and
+batch gathering plain numpy indexing.
+
+Sources:
+  * `digits`: scikit-learn's bundled 8x8 digits, no download.
+  * `npz`: a local file in the keras `mnist.npz` layout.
+  * TFDS names: read through `tfds.data_source` (ArrayRecord random access), so TensorFlow is not
+    needed at training time. Preparing a dataset once does need TensorFlow and internet; see
+    `DatasetNotPreparedError`.
+
+Real-noise datasets (`cifar10_n`, `cifar100_n`, `controlled_noisy_web_labels`) also return the
+human/web labels as `real_noisy_labels`; `y_train` stays the clean label where one exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sklearn.datasets
+import sklearn.model_selection
+import tensorflow_datasets as tfds
+from PIL import Image, ImageOps
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dataset:
+  """A whole dataset in host memory. Images are uint8 [N, H, W, C]; labels int32 [N]."""
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray           # clean labels; for web-noise data with no clean label, the noisy one
+  x_test: np.ndarray
+  y_test: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...]       # per channel, of x_train / 255
+  std: tuple[float, ...]
+  augment_flip: bool            # horizontal flip preserves the label (not for digits)
+  augment_crop_pad: int         # zero padding of the random crop; 0 disables it
+  real_noisy_labels: np.ndarray | None = None  # human/web labels aligned with y_train
+  x_val: np.ndarray | None = None              # hold-out from train; y_val has the clean labels
+  y_val: np.ndarray | None = None
+  train_ids: np.ndarray         # int32 0..N-1, stable ids for per-example state
+
+
+class DatasetNotPreparedError(FileNotFoundError):
+  """A TFDS dataset is not on disk in the ArrayRecord format that `tfds.data_source` reads."""
+
+
+# -------------------------------------------------------------------------------- specs
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+  """What differs between datasets. For tuples of choices, the first entry is the default."""
+  flip: bool
+  crop_pad: int | None = None           # None: image_size // 8 (4 px at 32 px, as on CIFAR)
+  tfds: bool = True
+  configs: tuple[str, ...] = ()         # TFDS builder configs
+  train_splits: tuple[str, ...] = ("train",)
+  test_split: str = "test"
+  noisy_label_keys: tuple[str, ...] = ()
+  image_size: int | None = None         # set for datasets stored at varying sizes: resized on load
+  manual_download: bool = False         # `tfds build` needs files fetched by hand first
+
+
+# Controlled Noisy Web Labels ships one training split per web-noise level (train_00 ... train_80);
+# each is a different image set, so the level is chosen with `train_split`.
+_CNWL_SPLITS = tuple(f"train_{p:02d}" for p in (40, 0, 5, 10, 15, 20, 30, 50, 60, 80))
+
+_SPECS = {
+    # 8x8 digits: a 1 px shift is 12% of the image and digits are not mirror-symmetric, so no
+    # augmentation at all.
+    "digits": _Spec(flip=False, crop_pad=0, tfds=False),
+    # Unknown content in the mnist.npz layout: treated like digits (no flip), crop pad = size // 8.
+    "npz": _Spec(flip=False, tfds=False),
+    "mnist": _Spec(flip=False, crop_pad=2),
+    "fashion_mnist": _Spec(flip=True, crop_pad=2),
+    "cifar10": _Spec(flip=True, crop_pad=4),
+    "cifar100": _Spec(flip=True, crop_pad=4),
+    "svhn_cropped": _Spec(flip=False, crop_pad=4),
+    # CIFAR-N (Wei et al., ICLR 2022): human labels exist for the train split only.
+    "cifar10_n": _Spec(flip=True, crop_pad=4, manual_download=True, noisy_label_keys=(
+        "aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
+    "cifar100_n": _Spec(flip=True, crop_pad=4, manual_download=True, noisy_label_keys=("noise_label",)),
+    # Imagewang = Imagenette + Imagewoof (20 classes); its validation split, used as the test set,
+    # holds Imagewoof images only. Images come at varying sizes: centre crop + resize on load.
+    "imagewang": _Spec(flip=True, configs=("160px", "320px", "full-size"), test_split="validation",
+                       image_size=64),
+    # Red/Blue mini-ImageNet (Jiang et al., ICML 2020): 'label' is the web label and there is no
+    # clean one; the 'validation' split is clean and serves as the test set. Stored at 84x84.
+    "controlled_noisy_web_labels": _Spec(
+        flip=True, configs=("mini_imagenet_red", "mini_imagenet_blue"), train_splits=_CNWL_SPLITS,
+        test_split="validation", noisy_label_keys=("label",), image_size=84, manual_download=True),
+}
+DATASETS = tuple(_SPECS)
+
+_NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def validate(name: str, *, data_path: str | None = None, real_label_key: str | None = None,
+             tfds_config: str | None = None, image_size: int | None = None, val_size: int = 0,
+             train_split: str | None = None, data_dir: str | None = None, val_seed: int = 0) -> None:
+  """Cheap argument checks, run before anything is loaded or compiled. Takes `load`'s arguments."""
+  del data_dir, val_seed  # nothing to check without reading data
+  if name not in _SPECS:
+    raise ValueError(f"dataset={name!r} is unknown; valid choices: {list(DATASETS)}")
+  spec = _SPECS[name]
+  if name == "npz":
+    if not data_path:
+      raise ValueError("dataset='npz' needs data_path, a .npz file with arrays "
+                       f"{', '.join(_NPZ_ARRAYS)} (the keras mnist.npz layout)")
+    if not os.path.isfile(data_path):
+      raise ValueError(f"data_path={data_path!r}: no such file")
+  if real_label_key is not None and real_label_key not in spec.noisy_label_keys:
+    if spec.noisy_label_keys:
+      raise ValueError(f"real_label_key={real_label_key!r} is not a label set of {name!r}; "
+                       f"valid choices: {list(spec.noisy_label_keys)}")
+    with_labels = [n for n, s in _SPECS.items() if s.noisy_label_keys]
+    raise ValueError(f"real_label_key={real_label_key!r} was given, but {name!r} has no human/web "
+                     f"labels; datasets that do: {with_labels}")
+  if tfds_config is not None and tfds_config not in spec.configs:
+    raise ValueError(f"tfds_config={tfds_config!r} is not a config of {name!r}; "
+                     f"valid choices: {list(spec.configs) or 'none (leave it unset)'}")
+  if train_split is not None and train_split not in spec.train_splits:
+    raise ValueError(f"train_split={train_split!r} is not a training split of {name!r}; "
+                     f"valid choices: {list(spec.train_splits)}")
+  if image_size is not None:
+    if spec.image_size is None:
+      raise ValueError(f"image_size={image_size!r} was given, but {name!r} has a fixed image size; "
+                       "resizing applies to imagewang and controlled_noisy_web_labels")
+    if image_size < 1:
+      raise ValueError(f"image_size={image_size!r} is out of range; valid range is >= 1")
+  if val_size < 0:
+    raise ValueError(f"val_size={val_size!r} is out of range; valid range is >= 0")
+
+
+def load(name: str, *, data_dir: str | None = None, data_path: str | None = None,
+         real_label_key: str | None = None, image_size: int | None = None, val_size: int = 0,
+         val_seed: int = 0, tfds_config: str | None = None, train_split: str | None = None) -> Dataset:
+  """Loads a whole dataset into host memory.
+
+  Args:
+    name: one of `DATASETS`.
+    data_dir: TFDS data directory (None: the TFDS default, usually ~/tensorflow_datasets).
+    data_path: the .npz file, for name='npz'.
+    real_label_key: which human/web label set becomes `real_noisy_labels` (None: the first in
+      the dataset's list, e.g. 'aggre_label' for cifar10_n, the least noisy set).
+    image_size: side of the square images for datasets stored at varying sizes (64 for imagewang,
+      84 for controlled_noisy_web_labels).
+    val_size: examples held out of train as a validation set (0: none).
+    val_seed: seed of the hold-out draw.
+    tfds_config: TFDS builder config (imagewang: '160px'; controlled_noisy_web_labels:
+      'mini_imagenet_red').
+    train_split: training split; only controlled_noisy_web_labels has several, one per web-noise
+      level (default 'train_40').
+  """
+  validate(name, data_path=data_path, real_label_key=real_label_key, tfds_config=tfds_config,
+           image_size=image_size, val_size=val_size, train_split=train_split)
+  spec = _SPECS[name]
+  image_size = image_size or spec.image_size
+  if name == "digits":
+    (x_train, y_train), (x_test, y_test) = _load_digits()
+    noisy, num_classes = None, 10
+  elif name == "npz":
+    (x_train, y_train), (x_test, y_test) = _load_npz(data_path)
+    noisy, num_classes = None, int(max(y_train.max(), y_test.max())) + 1
+  else:
+    noisy_key = real_label_key or (spec.noisy_label_keys[0] if spec.noisy_label_keys else None)
+    full_name = f"{name}/{tfds_config or spec.configs[0]}" if spec.configs else name
+    train, num_classes = _load_tfds(full_name, train_split or spec.train_splits[0], data_dir,
+                                    noisy_key=noisy_key, image_size=image_size)
+    test, _ = _load_tfds(full_name, spec.test_split, data_dir, image_size=image_size)
+    (x_train, y_train, noisy), (x_test, y_test, _) = train, test
+
+  x_val = y_val = None
+  if val_size:
+    train_idx, val_idx = _hold_out(len(y_train), val_size, val_seed)
+    x_val, y_val = x_train[val_idx], y_train[val_idx]
+    x_train, y_train = x_train[train_idx], y_train[train_idx]
+    noisy = None if noisy is None else noisy[train_idx]
+
+  mean, std = _channel_mean_std(x_train)
+  crop_pad = spec.crop_pad if spec.crop_pad is not None else x_train.shape[1] // 8
+  return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+                 num_classes=num_classes, mean=mean, std=std, augment_flip=spec.flip,
+                 augment_crop_pad=crop_pad, real_noisy_labels=noisy, x_val=x_val, y_val=y_val,
+                 train_ids=np.arange(len(y_train), dtype=np.int32))
+
+
+# -------------------------------------------------------------------------------- sources
+def _load_digits():
+  """sklearn's 1797 8x8 digits with a fixed stratified 70/30 split: 1257 train / 540 test."""
+  digits = sklearn.datasets.load_digits()
+  # Pixel values are counts 0..16; rescale so every dataset shares the uint8 0..255 convention.
+  images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
+  x_train, x_test, y_train, y_test = sklearn.model_selection.train_test_split(
+      images, digits.target.astype(np.int32), test_size=0.3, stratify=digits.target, random_state=0)
+  return (x_train, y_train), (x_test, y_test)
+
+
+def _load_npz(path):
+  """Reads and checks a keras-style .npz; every error names the file and the array at fault."""
+  try:
+    # allow_pickle=False: an .npz is a data file, reading it should never execute code.
+    npz = np.load(path, allow_pickle=False)
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path}: not a valid .npz file ({e})") from e
+  if not isinstance(npz, np.lib.npyio.NpzFile):
+    raise ValueError(f"{path}: holds a single array, not an .npz archive of {list(_NPZ_ARRAYS)}")
+  with npz:
+    missing = [k for k in _NPZ_ARRAYS if k not in npz.files]
+    if missing:
+      raise ValueError(f"{path}: missing arrays {missing}; the file has {npz.files}, "
+                       f"needs {list(_NPZ_ARRAYS)}")
+    try:
+      arrays = {k: npz[k] for k in _NPZ_ARRAYS}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # e.g. object arrays, corrupt members
+      raise ValueError(f"{path}: cannot read its arrays ({e})") from e
+
+  splits = []
+  for part in ("train", "test"):
+    x = _npz_images(path, f"x_{part}", arrays[f"x_{part}"])
+    y = _npz_labels(path, f"y_{part}", arrays[f"y_{part}"])
+    if len(x) != len(y):
+      raise ValueError(f"{path}: x_{part} has {len(x)} images but y_{part} has {len(y)} labels")
+    if not len(x):
+      raise ValueError(f"{path}: x_{part} is empty")
+    splits.append((x, y))
+  if splits[0][0].shape[1:] != splits[1][0].shape[1:]:
+    raise ValueError(f"{path}: x_train images are {splits[0][0].shape[1:]} but x_test images are "
+                     f"{splits[1][0].shape[1:]}; they must match")
+  return splits
+
+
+def _npz_images(path, key, x):
+  if x.ndim == 3:  # [N, H, W] grayscale, as in mnist.npz
+    x = x[..., None]
+  if x.ndim != 4:
+    raise ValueError(f"{path}: {key} has shape {x.shape}; expected [N, H, W] or [N, H, W, C]")
+  if x.dtype == np.uint8:
+    return x
+  if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    raise ValueError(f"{path}: {key} has dtype {x.dtype}; expected uint8, integer or float images")
+  if x.size and (x.min() < 0 or x.max() > 255):
+    raise ValueError(f"{path}: {key} values span [{x.min()}, {x.max()}]; expected [0, 255] "
+                     "(or [0, 1] for float images)")
+  # Floats with max <= 1 are taken as [0, 1] images; anything else as [0, 255].
+  if np.issubdtype(x.dtype, np.floating) and x.size and x.max() <= 1:
+    x = x * 255
+  return np.round(x).astype(np.uint8)
+
+
+def _npz_labels(path, key, y):
+  if y.ndim != 1:
+    raise ValueError(f"{path}: {key} has shape {y.shape}; expected [N] integer class indices")
+  if not np.issubdtype(y.dtype, np.integer):
+    raise ValueError(f"{path}: {key} has dtype {y.dtype}; labels must be integer class indices")
+  if len(y) and y.min() < 0:
+    raise ValueError(f"{path}: {key} has negative labels (min {y.min()}); expected class indices >= 0")
+  return y.astype(np.int32)
+
+
+_READ_BATCH = 1024  # records per data-source read: amortises ArrayRecord's per-call overhead
+
+
+def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None):
+  """Reads one TFDS split into numpy: ((images, labels, noisy labels or None), num_classes)."""
+  try:
+    source = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:
+    # TFDS reports a missing dataset confusingly (e.g. NotImplementedError about TFRecord), so check
+    # directly and say how to prepare it. Anything else is a genuine error and propagates.
+    if tfds.builder(full_name, data_dir=data_dir).is_prepared():
+      raise
+    raise DatasetNotPreparedError(_not_prepared_message(full_name, data_dir)) from e
+
+  n = len(source)
+  labels = np.empty(n, np.int32)
+  noisy = None if noisy_key is None else np.empty(n, np.int32)
+  images = None  # allocated once the first (possibly resized) image gives the shape
+  for start in range(0, n, _READ_BATCH):
+    for i, example in enumerate(source.__getitems__(list(range(start, min(start + _READ_BATCH, n))))):
+      image = example["image"] if image_size is None else _center_crop_resize(example["image"], image_size)
+      if images is None:
+        images = np.empty((n, *image.shape), np.uint8)
+      images[start + i] = image
+      labels[start + i] = example["label"]
+      if noisy is not None:
+        noisy[start + i] = example[noisy_key]
+  return (images, labels, noisy), source.dataset_info.features["label"].num_classes
+
+
+def _center_crop_resize(image, size):
+  """Centre crop to a square, then resize to size x size (bicubic, which antialiases when shrinking)."""
+  channels = image.shape[-1]
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  pil = ImageOps.fit(pil, (size, size), method=Image.Resampling.BICUBIC)
+  return np.asarray(pil, np.uint8).reshape(size, size, channels)
+
+
+def _not_prepared_message(full_name, data_dir):
+  name = full_name.split("/")[0]
+  where = data_dir or "the TFDS default data_dir (TFDS_DATA_DIR or ~/tensorflow_datasets)"
+  cmd = f"tfds build {full_name} --file_format=array_record"
+  if data_dir:
+    cmd += f" --data_dir={data_dir}"
+  message = (f"TFDS dataset {full_name!r} is not prepared in {where}. Prepare it once with\n  {cmd}\n"
+             "This step needs TensorFlow and internet access (e.g. `pip install tensorflow` in a "
+             "separate environment); reading it afterwards needs neither.")
+  if _SPECS[name].manual_download:
+    message += (f"\n{name} also needs files downloaded by hand first; add --manual_dir=DIR and see "
+                f"https://www.tensorflow.org/datasets/catalog/{name} for what to put there.")
+  return message
+
+
+# -------------------------------------------------------------------------------- splits & stats
+def _hold_out(n, val_size, seed):
+  """Random (unstratified) indices: (train, val), both in increasing order.
+
+  The validation labels are the clean ones: selecting the epoch on a clean validation set is the
+  TCE paper's protocol. With truly noisy data no clean labels exist, so this is optimistic.
+  """
+  if val_size >= n:
+    raise ValueError(f"val_size={val_size} must be smaller than the training set ({n} examples)")
+  val = np.zeros(n, bool)
+  val[np.random.default_rng(seed).choice(n, size=val_size, replace=False)] = True
+  return np.flatnonzero(~val), np.flatnonzero(val)
+
+
+def _channel_mean_std(x):
+  """Per-channel mean and std of x / 255.
+
+  Accumulated over chunks: np.std would build a float64 copy of the whole set (8 GB for
+  mini-ImageNet). Sums of squared uint8 values stay exact in float64 up to ~1e11 pixels.
+  """
+  pixels = x.reshape(-1, x.shape[-1])
+  total = np.zeros(x.shape[-1])
+  total_sq = np.zeros(x.shape[-1])
+  for start in range(0, len(pixels), 1 << 20):
+    chunk = pixels[start:start + (1 << 20)].astype(np.float64)
+    total += chunk.sum(0)
+    total_sq += np.square(chunk).sum(0)
+  mean = total / len(pixels)
+  std = np.sqrt(np.maximum(total_sq / len(pixels) - mean**2, 0))
+  return tuple(float(m) for m in mean / 255), tuple(float(s) for s in std / 255)
+
+
+# -------------------------------------------------------------------------------- on device
+def augment(rng, images, *, crop_pad: int, flip: bool):
+  """Random crop (zero padding `crop_pad`) and random horizontal flip, independently per example.
+
+  Works on uint8 or float [B, H, W, C] and keeps the dtype; apply it before `normalize` so the
+  padding is black, as torchvision's RandomCrop(padding=...) does. Identity when there is nothing
+  to do.
+  """
+  crop_rng, flip_rng = jax.random.split(rng)
+  if crop_pad:
+    images = random_crop(crop_rng, images, crop_pad)
+  if flip:
+    images = random_flip(flip_rng, images)
+  return images
+
+
+def random_crop(rng, images, pad: int):
+  """Pads each side by `pad` zeros and crops back to [H, W] at a random offset per example."""
+  _, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  offsets = jax.random.randint(rng, (images.shape[0], 2), 0, 2 * pad + 1)
+  crop = lambda image, offset: jax.lax.dynamic_slice(
+      image, (offset[0], offset[1], 0), (height, width, channels))
+  return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(rng, images, prob: float = 0.5):
+  """Mirrors each example left-right with probability `prob`."""
+  do_flip = jax.random.bernoulli(rng, prob, (images.shape[0],))
+  return jnp.where(do_flip[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+def normalize(images, mean, std, dtype=jnp.float32):
+  """(images / 255 - mean) / std per channel, computed in float32 and returned as `dtype`."""
+  x = jnp.asarray(images, jnp.float32) / 255.0
+  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  return x.astype(dtype)

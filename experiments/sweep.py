@@ -1,0 +1,118 @@
+"""Runs a grid of losses × noise settings × seeds and writes tables and plots that compare them.
+
+  python -m experiments.sweep --config=configs/sweeps/digits.py --workdir=runs/sweep [--config.key=value ...]
+
+A cell of the table is one loss at one noise setting, over `num_seeds` seeds. All seeds of a cell, and with
+`group_noise` all noise settings of a loss, train together as vmapped replicas of one compiled program, in
+one workdir DIR/runs/<run>/, so a run resumes like any training run and one with a finished summary.json
+is never run again.
+DIR gets results.csv, results.md and plots/*.png (experiments/report.py) after every cell.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import sys
+import time
+
+import ml_collections
+
+from experiments import report, train
+
+
+def slug(text: str) -> str:
+  return re.sub(r"[^a-z0-9.]+", "_", text.lower()).strip("_")
+
+
+def noise_label(noise: dict) -> str:
+  return f"{noise['kind']}:{noise['rate']:g}"
+
+
+def _selected(items, only: str, key):
+  if not only:
+    return list(items)
+  wanted = [w.strip() for w in only.split(",") if w.strip()]
+  chosen = [it for it in items if key(it) in wanted]
+  missing = sorted(set(wanted) - {key(it) for it in chosen})
+  if missing:
+    raise ValueError(f"{missing} not in the grid; valid choices: {[key(it) for it in items]}")
+  return chosen
+
+
+def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
+  """The grid as runs {id, loss, noises, config}, in table order (loss-major).
+
+  A run trains one loss at one or more noise settings: with `group_noise`, all noise settings of a loss
+  are replicas of one program (the correction losses excepted: their loss depends on the noise). Each run's
+  config is the base config with the loss entry and its overrides applied. Everything is validated here,
+  before anything is trained or compiled.
+  """
+  losses = _selected(sweep.losses, sweep.only_losses, lambda l: l["label"])
+  noises = _selected(sweep.noise, sweep.only_noise, noise_label)
+  labels = [l["label"] for l in losses]
+  if len(set(labels)) != len(labels):
+    raise ValueError(f"loss labels must be unique; got {labels}")
+  runs = []
+  for loss in losses:
+    config = copy.deepcopy(sweep.base)
+    config.seed = sweep.seed
+    config.num_seeds = sweep.num_seeds
+    config.loss.name = loss["name"]
+    for hp, value in loss.get("hparams", {}).items():
+      if hp not in config.loss:
+        raise ValueError(f"loss {loss['label']!r}: unknown hyperparameter {hp!r}")
+      config.loss[hp] = value
+    for key, value in {**loss.get("overrides", {}), **sweep.base_overrides}.items():
+      if key not in config:
+        raise ValueError(f"loss {loss['label']!r}: override of unknown config key {key!r}")
+      config[key] = value
+    together = sweep.group_noise and loss["name"] not in train.CORRECTED
+    groups = [noises] if together else [[n] for n in noises]
+    for group in groups:
+      train.validate_static(config, group)
+      suffix = "" if together else "__" + slug(noise_label(group[0]))
+      runs.append({"id": slug(loss["label"]) + suffix, "loss": dict(loss), "noises": group, "config": config})
+  return runs
+
+
+def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  runs = expand(sweep)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "sweep_config.json"), "w") as f:
+    f.write(sweep.to_json(indent=2))
+  t0 = time.time()
+  for i, r in enumerate(runs, 1):
+    run_dir = os.path.join(workdir, "runs", r["id"])
+    if report.finished(os.path.join(run_dir, "summary.json")):
+      print(f"[{i}/{len(runs)}] {r['id']}: done already")
+      continue
+    print(f"[{i}/{len(runs)}] {r['id']}: {len(r['noises'])} noise setting(s) × {sweep.num_seeds} seeds "
+          f"({time.time() - t0:.0f}s into this sweep)", flush=True)
+    try:
+      train.train_and_evaluate(r["config"], run_dir, r["noises"])
+    except train.NonFiniteError as e:
+      # A loss that diverges is a result, not a crash of the sweep: recorded as failed in its summary.
+      print(f"  {r['id']} failed: {e}")
+    report.write(workdir, runs)
+  paths = report.write(workdir, runs)
+  print(f"\nSweep finished in {time.time() - t0:.0f}s.\n  table: {paths['md']}\n  csv:   {paths['csv']}\n"
+        f"  plots: {', '.join(paths['plots'])}")
+  return runs
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  train.quiet_logs()
+  train.enable_compilation_cache()
+  run(flags.FLAGS.config, flags.FLAGS.workdir)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for the sweep's cells, tables and plots.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,435 @@
+"""Trains a classifier on noisy labels with a robust loss; data-parallel over all devices.
+
+  python -m experiments.train --config=configs/digits.py --workdir=runs/digits [--config.key=value ...]
+
+Rerunning the same command on the same workdir resumes from the last complete checkpoint. WORKDIR gets
+config.json, metrics.jsonl (one line per epoch), TensorBoard events in tb/, checkpoints/ and, at the end,
+summary.json. The compiled parts live in train_lib.py; this file is the loop around them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import robust_losses
+from experiments import checkpoints, input_pipeline, models, noise, optimizers, train_lib
+
+TRUNCATED = "truncated_generalized_cross_entropy"
+CORRECTED = ("forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+class NonFiniteError(FloatingPointError):
+  pass
+
+
+# ----------------------------------------------------------------------------------------------- config
+def loss_hparams(config) -> dict:
+  """The hyperparameters set in `config.loss` (unset placeholders mean the loss's own default)."""
+  return {k: v for k, v in config.loss.items() if k != "name" and v is not None}
+
+
+def noise_settings(config, settings=None) -> list[dict]:
+  """The noise settings of a run: config.noise alone, or several (a sweep row trained as one program)."""
+  if not settings:
+    return [{"kind": config.noise.kind, "rate": float(config.noise.rate)}]
+  return [{"kind": n["kind"], "rate": float(n["rate"])} for n in settings]
+
+
+def _matrix(config):
+  return None if config.noise.matrix is None else np.asarray(config.noise.matrix)
+
+
+def build_loss(config, num_classes: int, settings: list[dict]):
+  hparams = loss_hparams(config)
+  if config.loss.name in CORRECTED and "transition_matrix" not in hparams:
+    if len(settings) > 1:
+      raise ValueError(f"{config.loss.name} uses the noise's transition matrix, so it trains one noise setting "
+                       f"per run; got {len(settings)}")
+    # Patrini et al.'s known-T setting: the noise model's own expected transition matrix.
+    hparams["transition_matrix"] = noise.transition_matrix(
+        settings[0]["kind"], settings[0]["rate"], num_classes=num_classes, dataset=config.dataset,
+        matrix=_matrix(config))
+  return robust_losses.get(config.loss.name, **hparams)
+
+
+def data_kwargs(config) -> dict:
+  """Arguments of input_pipeline.load (and validate) from the config ('' / 0 mean the dataset default)."""
+  return dict(data_dir=config.data_dir or None, data_path=config.data_path or None,
+              real_label_key=config.real_label_key or None, image_size=config.image_size or None,
+              val_size=config.val_size, val_seed=config.seed, tfds_config=config.tfds_config or None,
+              train_split=config.train_split or None)
+
+
+def validate_static(config, settings=None) -> None:
+  """Checks that need no data; run before anything is loaded or compiled."""
+  input_pipeline.validate(config.dataset, **data_kwargs(config))
+  if config.model != "auto" and config.model not in models.names():
+    raise ValueError(f"model={config.model!r} is unknown; valid choices: {['auto', *models.names()]}")
+  if config.loss.name not in robust_losses.names():
+    raise ValueError(f"loss.name={config.loss.name!r} is unknown; valid choices: {robust_losses.names()}")
+  for n in noise_settings(config, settings):
+    if n["kind"] not in noise.KINDS:
+      raise ValueError(f"noise.kind={n['kind']!r} is unknown; valid choices: {noise.KINDS}")
+    if not 0 <= n["rate"] <= 1:
+      raise ValueError(f"noise.rate={n['rate']!r} is out of range; valid range is [0, 1]")
+  if config.compute_dtype not in DTYPES:
+    raise ValueError(f"compute_dtype={config.compute_dtype!r} is unknown; valid choices: {list(DTYPES)}")
+  for key, low in (("num_epochs", 1), ("batch_size", 1), ("num_seeds", 1), ("eval_batch_size", 1),
+                   ("steps_per_call", 0), ("checkpoint_every_epochs", 1), ("keep_checkpoints", 1),
+                   ("val_size", 0), ("train_eval_max_examples", 0), ("clip_warmup_epochs", 0),
+                   ("prune_start_epoch", 0), ("prune_every_epochs", 1)):
+    if config[key] < low:
+      raise ValueError(f"{key}={config[key]!r} is out of range; valid range is >= {low}")
+  ndev = config.num_devices or jax.device_count()
+  if not 0 <= config.num_devices <= jax.device_count():
+    raise ValueError(f"num_devices={config.num_devices} is out of range; valid range is 0 (all) to "
+                     f"{jax.device_count()}")
+  if config.batch_size % ndev:
+    raise ValueError(f"batch_size={config.batch_size} is not divisible by the device count {ndev}; "
+                     f"use a multiple of {ndev}")
+  optimizers.validate(config)
+  # Hyperparameter ranges: the registry checks them at construction (a placeholder T for correction).
+  if config.loss.name not in CORRECTED:
+    robust_losses.get(config.loss.name, **loss_hparams(config))
+
+
+def validate_with_data(config, data: input_pipeline.Dataset, settings: list[dict]) -> None:
+  n = len(data.y_train)
+  if config.batch_size > n:
+    raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} examples)")
+  for n in settings:
+    noise.validate(n["kind"], n["rate"], num_classes=data.num_classes, dataset=config.dataset,
+                   matrix=_matrix(config))
+  if any(n["kind"] == "real" for n in settings) and data.real_noisy_labels is None:
+    raise ValueError(f"noise.kind='real' needs a dataset with human/web labels; {config.dataset!r} has none "
+                     "(use cifar10_n, cifar100_n or controlled_noisy_web_labels)")
+  build_loss(config, data.num_classes, settings)
+
+
+# ------------------------------------------------------------------------------------------------ setup
+def make_program(config, data: input_pipeline.Dataset, loss_fn) -> train_lib.Program:
+  input_shape = data.x_train.shape[1:]
+  name = models.default_for(input_shape) if config.model == "auto" else config.model
+  model = models.create(name, num_classes=data.num_classes, input_shape=input_shape,
+                        axis_name=train_lib.AXIS, dtype=DTYPES[config.compute_dtype])
+  steps_per_epoch = len(data.y_train) // config.batch_size  # the remainder is dropped, reshuffled each epoch
+  return train_lib.Program(
+      model=model, loss_fn=loss_fn, tx=optimizers.create(config, steps_per_epoch), mesh=train_lib.make_mesh(
+          jax.devices()[:config.num_devices] if config.num_devices else None),
+      batch_size=config.batch_size, num_train=len(data.y_train), steps_per_epoch=steps_per_epoch,
+      eval_batch_size=config.eval_batch_size, mean=tuple(data.mean), std=tuple(data.std),
+      augment_crop_pad=data.augment_crop_pad, augment_flip=data.augment_flip,
+      skip_nonfinite=config.skip_nonfinite, clip_warmup_steps=config.clip_warmup_epochs * steps_per_epoch,
+      compute_dtype=DTYPES[config.compute_dtype])
+
+
+def noisy_labels(config, data, replicas) -> list[noise.NoisyLabels]:
+  """One noise draw per replica (noise setting, seed): each seed gets its own noisy labels."""
+  return [noise.apply_noise(data.y_train, kind=n["kind"], rate=n["rate"], num_classes=data.num_classes, seed=s,
+                            dataset=config.dataset, matrix=_matrix(config), real_labels=data.real_noisy_labels)
+          for n, s in replicas]
+
+
+class Evaluator:
+  """Host side of evaluation: padded device copies of each set, and accuracy bookkeeping."""
+
+  def __init__(self, prog, data, noisy, config):
+    self.prog = prog
+    n = len(data.y_train)
+    limit = config.train_eval_max_examples or n
+    self.train_subset = np.sort(np.random.default_rng(0).permutation(n)[:limit])
+    self.sets = {"test": self._put(data.x_test), "train": self._put(data.x_train[self.train_subset])}
+    if data.x_val is not None:
+      self.sets["val"] = self._put(data.x_val)
+    self.y_test, self.y_val = data.y_test, data.y_val
+    self.noisy = np.stack([nl.labels for nl in noisy])
+    self.clean = data.y_train
+    self.is_noisy = np.stack([nl.is_noisy for nl in noisy])
+    self.x_train_full = data.x_train
+    self.R = len(noisy)
+
+  def _put(self, x):
+    padded = train_lib.pad(x, train_lib.pad_for_eval(self.prog, len(x)))
+    return len(x), train_lib.replicate(self.prog.mesh, padded)
+
+  def predict(self, state, name):
+    n, x = self.sets[name]
+    labels = np.zeros((self.R, x.shape[0]), np.int32)
+    pred, _ = train_lib.eval_fn(self.prog)(state, x, labels)
+    return np.asarray(pred)[:, :n]
+
+  def prune_weights(self, state, q, k):
+    """w = 1[p_y > k] on the whole training set with each replica's noisy labels (truncated Lq)."""
+    n, x = self._put(self.x_train_full)
+    labels = train_lib.pad(self.noisy, x.shape[0], axis=1)
+    _, w = train_lib.eval_fn(self.prog, q, k)(state, x, labels)
+    return np.asarray(w)[:, :n]
+
+  def metrics(self, state) -> dict:
+    out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}
+    if "val" in self.sets:
+      out["val_accuracy"] = (self.predict(state, "val") == self.y_val).mean(1)
+    pred = self.predict(state, "train")
+    sub = self.train_subset
+    noisy, clean, is_noisy = self.noisy[:, sub], self.clean[sub], self.is_noisy[:, sub]
+    with np.errstate(invalid="ignore", divide="ignore"):
+      # Memorisation: accuracy on clean-labelled examples vs how many noisy labels the model has fitted.
+      out["train_accuracy_clean_subset"] = ((pred == clean) & ~is_noisy).sum(1) / (~is_noisy).sum(1)
+      out["train_memorised_noisy_subset"] = ((pred == noisy) & is_noisy).sum(1) / is_noisy.sum(1)
+      out["train_corrected_noisy_subset"] = ((pred == clean) & is_noisy).sum(1) / is_noisy.sum(1)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- loop
+def _jsonable(x):
+  if isinstance(x, np.ndarray):
+    return [_jsonable(v) for v in x.tolist()]
+  if isinstance(x, (list, tuple)):
+    return [_jsonable(v) for v in x]
+  if isinstance(x, float) and not math.isfinite(x):
+    return None
+  if isinstance(x, (np.floating, np.integer)):
+    return _jsonable(x.item())
+  return x
+
+
+def _write_json(path, obj):
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(_jsonable(obj), f, indent=2)
+  os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def summarise(config, history, noisy, replicas, train_seconds, status, error=None) -> dict:
+  select = "val_accuracy" if config.val_size else "test_accuracy"
+  per_seed = []
+  for r, (setting, seed) in enumerate(replicas):
+    curve = [h[select][r] for h in history]
+    best = int(np.argmax(curve)) if curve else -1
+    per_seed.append({
+        "seed": seed, "noise_kind": setting["kind"], "noise_rate": setting["rate"],
+        "test_accuracy_last": history[-1]["test_accuracy"][r] if history else None,
+        "test_accuracy_best": history[best]["test_accuracy"][r] if history else None,
+        "best_epoch": best + 1 if history else None,  # 1-based: epochs completed
+        "noise_rate_realised": noisy[r].rate_realised,
+        "noise": noise.summary(noisy[r]),
+    })
+  mean = lambda key: (float(np.mean([p[key] for p in per_seed])) if history else None)
+  return {
+      "status": status, "error": error,
+      "test_accuracy_last": mean("test_accuracy_last"), "test_accuracy_best": mean("test_accuracy_best"),
+      "best_epoch": per_seed[0]["best_epoch"] if len(replicas) == 1 else [p["best_epoch"] for p in per_seed],
+      "best_epoch_selected_by": select,
+      "noise_rate_realised": mean("noise_rate_realised") if per_seed else None,
+      "train_seconds": train_seconds, "epochs_completed": len(history),
+      "num_devices": config.num_devices or jax.device_count(),
+      "seeds": sorted({s for _, s in replicas}), "per_seed": per_seed, "config": json.loads(config.to_json()),
+  }
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings: list[dict] | None = None) -> dict:
+  """Trains `config.num_seeds` seeds (× each noise setting in `settings`, default config.noise) as vmapped
+  replicas of one program; returns (and writes) the summary."""
+  validate_static(config, settings)
+  data = input_pipeline.load(config.dataset, **data_kwargs(config))
+  settings_given = settings
+  settings = noise_settings(config, settings)
+  validate_with_data(config, data, settings)
+  checkpoints.guard_workdir(workdir, config, {"noise_settings": settings} if settings_given else None)
+  lead = jax.process_index() == 0
+
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  replicas = [(n, s) for n in settings for s in seeds]
+  noisy = noisy_labels(config, data, replicas)
+  loss_fn = build_loss(config, data.num_classes, settings)
+  prog = make_program(config, data, loss_fn)
+  keys = train_lib.replicate(prog.mesh, jax.random.key_data(train_lib.replica_keys([s for _, s in replicas])))
+  keys = jax.random.wrap_key_data(keys)
+  labels = train_lib.replicate(prog.mesh, np.stack([nl.labels for nl in noisy]))
+  x_train = train_lib.replicate(prog.mesh, data.x_train)
+  evaluator = Evaluator(prog, data, noisy, config)
+
+  state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
+  ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
+  meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None}
+  restored = ckpt.restore_latest(state)
+  if restored is not None:
+    state, meta = restored
+    if lead:
+      print(f"Resuming from step {meta['step']} (epoch {meta['step'] / prog.steps_per_epoch:.2f}) in {workdir}")
+  history = meta["history"]
+
+  writer = None
+  if lead:
+    writer = _summary_writer(os.path.join(workdir, "tb"), purge_step=len(history) + 1)
+  spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
+  chunk = config.steps_per_call or spe
+  step, t0, seconds_before = int(meta["step"]), time.time(), float(meta["train_seconds"])
+  train_chunk = train_lib.train_chunk_fn(prog)
+  prune = (config.loss.name == TRUNCATED)
+  bar = None
+  if lead and config.progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
+               desc=f"{config.loss.name} " + ",".join(f"{n['kind']}:{n['rate']:g}" for n in settings))
+
+  def finish(status, error=None):
+    summary = summarise(config, history, noisy, replicas, seconds_before + time.time() - t0, status, error)
+    if lead:
+      _write_json(os.path.join(workdir, "summary.json"), summary)
+    return summary
+
+  def save(accum):
+    ckpt.save(step, state, {"step": step, "history": history, "accum": accum,
+                            "train_seconds": seconds_before + time.time() - t0})
+
+  try:
+    while step < total:
+      epoch = step // spe
+      if step % spe == 0:
+        accum = {"loss": 0.0, "accuracy": 0.0, "clipped": 0.0, "steps": 0, "skipped": 0}
+        if prune and epoch >= config.prune_start_epoch and (epoch - config.prune_start_epoch) % \
+            config.prune_every_epochs == 0:
+          hp = loss_fn.hparams
+          w = evaluator.prune_weights(state, hp["q"], hp["k"])
+          state = state.replace(example_weights=train_lib.replicate(prog.mesh, w))
+      else:
+        accum = meta["accum"]
+      try:
+        while step < (epoch + 1) * spe:
+          n = min(chunk, (epoch + 1) * spe - step)
+          state, m = train_chunk(state, keys, labels, x_train, jnp.arange(step, step + n, dtype=jnp.int32))
+          m = jax.tree.map(np.asarray, m)  # [R, n] each
+          bad = ~m["finite"].all(0)
+          if bad.any() and not config.skip_nonfinite:
+            first = step + int(np.argmax(bad))
+            raise NonFiniteError(
+                f"non-finite loss or gradient at step {first} (epoch {first // spe + 1}) with loss "
+                f"{config.loss.name}: the usual causes are a learning rate too high for this loss, "
+                "a loss hyperparameter at the edge of its range, or float16/bfloat16 overflow. The last good "
+                "checkpoint is kept; set --config.skip_nonfinite=True to skip such steps instead.")
+          ok = m["finite"]
+          for key in ("loss", "accuracy", "clipped"):
+            accum[key] += float(np.where(ok, m[key], 0.0).sum(1).mean())
+          accum["steps"] += n
+          accum["skipped"] += int((~ok).sum())
+          step += n
+          if bar is not None:
+            bar.update(n)
+            bar.set_postfix(loss=f"{accum['loss'] / accum['steps']:.3f}",
+                            acc=f"{accum['accuracy'] / accum['steps']:.3f}")
+      except KeyboardInterrupt:
+        if lead:
+          print(f"\nInterrupted: saving a checkpoint at step {step}; rerun the same command to resume.")
+        save(accum)
+        ckpt.wait()
+        finish("interrupted")
+        raise
+
+      record = {"epoch": epoch + 1, "step": step,
+                "train_loss": accum["loss"] / spe, "train_accuracy_noisy_labels": accum["accuracy"] / spe,
+                "clipped_fraction": accum["clipped"] / spe, "skipped_steps": accum["skipped"]}
+      if prune:
+        record["pruned_fraction"] = 1.0 - np.asarray(state.example_weights).mean(1)
+      record.update(evaluator.metrics(state))
+      record = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
+      history.append(record)
+      if lead:
+        _log_epoch(workdir, writer, history, bar)
+      if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:
+        save(None)
+  except NonFiniteError as e:
+    if bar is not None:
+      bar.close()
+    finish("failed", str(e))
+    raise
+  finally:
+    ckpt.close()
+    if writer is not None:
+      writer.close()
+  if bar is not None:
+    bar.close()
+  summary = finish("completed")
+  if lead:
+    print(f"test accuracy last {summary['test_accuracy_last']:.4f} best {summary['test_accuracy_best']:.4f} "
+          f"(epoch {summary['best_epoch']}), realised noise {summary['noise_rate_realised']:.3f}; "
+          f"summary in {os.path.join(workdir, 'summary.json')}")
+  return summary
+
+
+def _summary_writer(*args, **kwargs):
+  """tensorboardX.SummaryWriter, imported without PyTorch: when torch is installed tensorboardX imports it
+  (8 s here) only to support torch tensors, which we never log."""
+  blocked = "torch" not in sys.modules
+  if blocked:
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if blocked:
+      del sys.modules["torch"]
+  return SummaryWriter(*args, **kwargs)
+
+
+def enable_compilation_cache(path: str | None = None) -> None:
+  """Persistent XLA cache: identical programs (the same model's init, one loss's train step at another noise
+  setting, a resumed run) are compiled once. XLA:CPU compiles RNG-heavy programs slowly (seconds each)."""
+  path = path or os.environ.get("JAX_COMPILATION_CACHE_DIR") or os.path.expanduser("~/.cache/robust_losses/jax")
+  jax.config.update("jax_compilation_cache_dir", path)
+
+
+def _log_epoch(workdir, writer, history, bar):
+  record = history[-1]
+  # Rewritten whole from the history, so a resumed run never repeats or loses a line.
+  with open(os.path.join(workdir, "metrics.jsonl.tmp"), "w") as f:
+    for h in history:
+      f.write(json.dumps(_jsonable(h)) + "\n")
+  os.replace(os.path.join(workdir, "metrics.jsonl.tmp"), os.path.join(workdir, "metrics.jsonl"))
+  for key, value in record.items():
+    if key in ("epoch", "step"):
+      continue
+    value = np.atleast_1d(np.asarray(value, np.float64))
+    writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
+  line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f} "
+          f"test acc {np.mean(record['test_accuracy']):.4f} "
+          f"memorised {np.nanmean(record['train_memorised_noisy_subset']):.3f}")
+  if bar is None:  # with a progress bar, its running loss/accuracy already show; keep the console short
+    print(line)
+
+
+def quiet_logs():
+  """orbax logs every checkpoint step at INFO through absl; keep the console for our progress and results."""
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+
+
+def main(argv):
+  del argv
+  from absl import flags
+  quiet_logs()
+  enable_compilation_cache()
+  config = flags.FLAGS.config
+  if config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ:
+    jax.distributed.initialize()
+  try:
+    train_and_evaluate(config, flags.FLAGS.workdir)
+  except KeyboardInterrupt:
+    sys.exit(130)
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,221 @@
+"""The compiled parts of training: state, the data-parallel train chunk and the evaluation pass.
+
+Everything here is written once for a stack of R *replicas* (independent runs that differ in seed and in
+their noisy labels) and `jax.vmap`ped over that leading axis; a single run is R = 1. The per-device program
+is the pmap model written with `jax.shard_map` over a 1-D mesh with axis ``batch``: every device holds the
+(replicated) training set, gathers its own slice of each global batch, and gradients, BatchNorm statistics
+and batch-statistics losses (dynamic clipping) are reduced over ``batch``. Data order, augmentation and
+initialisation are derived from (seed, step) alone, so a resumed run replays exactly what an uninterrupted
+run would have done, and the result does not depend on the number of devices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from experiments import input_pipeline
+
+AXIS = "batch"
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Per-replica training state; every leaf has a leading replica axis R."""
+  step: jax.Array           # int32 [R], optimisation steps taken
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  example_weights: jax.Array  # float32 [R, N]: truncated-Lq pruning weights (ones otherwise)
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = jax.devices() if devices is None else list(devices)
+  return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
+
+
+def replicate(mesh, tree):
+  """Puts host arrays on every device of `mesh` (also across processes: each passes the same data)."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
+
+
+def replica_keys(seeds) -> jax.Array:
+  return jnp.stack([jax.random.key(int(s)) for s in seeds])
+
+
+def _stream(key, name: str):
+  """Independent RNG streams (init, data order, augmentation) from one seed key."""
+  return jax.random.fold_in(key, {"init": 0, "data": 1, "augment": 2}[name])
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What the compiled programs depend on. Runs that share a Program (e.g. the noise settings of one
+  sweep row) share compiled code, because the jitted functions are cached per Program."""
+  model: Any                 # flax.linen Module (hashable dataclass)
+  loss_fn: Any               # robust_losses registry object
+  tx: optax.GradientTransformation
+  mesh: jax.sharding.Mesh
+  batch_size: int
+  num_train: int
+  steps_per_epoch: int
+  eval_batch_size: int
+  mean: tuple
+  std: tuple
+  augment_crop_pad: int
+  augment_flip: bool
+  skip_nonfinite: bool
+  clip_warmup_steps: int
+  compute_dtype: Any = jnp.float32
+
+  def __hash__(self):  # optax transformations are not hashable; identity is what the cache needs
+    return id(self)
+
+
+def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
+  """Initialises R replicas (one per key), replicated over the mesh."""
+  def one(key):
+    variables = prog.model.init(_stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}), opt_state=prog.tx.init(params),
+                      example_weights=jnp.ones((prog.num_train,), jnp.float32))
+  out_sharding = NamedSharding(prog.mesh, P())
+  return jax.jit(jax.vmap(one), out_shardings=out_sharding)(keys)
+
+
+def _preprocess(prog: Program, images, key=None, positions=None):
+  if key is not None and (prog.augment_crop_pad or prog.augment_flip):
+    # One key per *global* example position, so augmentation is independent of the device count.
+    aug = lambda k, im: input_pipeline.augment(k, im[None], crop_pad=prog.augment_crop_pad,
+                                                flip=prog.augment_flip)[0]
+    images = jax.vmap(aug)(jax.vmap(lambda p: jax.random.fold_in(key, p))(positions), images)
+  return input_pipeline.normalize(images, prog.mean, prog.std, dtype=prog.compute_dtype)
+
+
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+@functools.lru_cache(maxsize=None)
+def train_chunk_fn(prog: Program) -> Callable:
+  """Returns jit(f)(state, keys, labels, x_train, steps) -> (state, per-step metrics [R, T]).
+
+  `steps` (int32 [T]) are the global step numbers to run; they must lie in one epoch. `labels` are the
+  per-replica (noisy) training labels [R, N]; `x_train` the uint8 images [N, H, W, C], replicated.
+  """
+  ndev = prog.mesh.size
+  local_bs = prog.batch_size // ndev
+  num_classes = prog.model.num_classes
+
+  def replica(state: TrainState, key, labels, x, steps):
+    epoch = steps[0] // prog.steps_per_epoch
+    perm = jax.random.permutation(jax.random.fold_in(_stream(key, "data"), epoch), prog.num_train)
+    dev = jax.lax.axis_index(AXIS)
+
+    def step_fn(state: TrainState, step):
+      start = (step % prog.steps_per_epoch) * prog.batch_size + dev * local_bs
+      idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
+      images = _preprocess(prog, x[idx], jax.random.fold_in(_stream(key, "augment"), step),
+                           positions=start + jnp.arange(local_bs))
+      onehot = jax.nn.one_hot(labels[idx], num_classes)
+      weights = state.example_weights[idx] if prog.loss_fn.uses_example_weights else None
+
+      def loss_of(params):
+        logits, new_vars = prog.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
+                                            train=True, mutable=["batch_stats"])
+        losses, aux = prog.loss_fn.call_with_aux(logits, onehot, axis_name=AXIS, weights=weights)
+        if "unclipped" in aux and prog.clip_warmup_steps:
+          losses = jnp.where(step < prog.clip_warmup_steps, aux["unclipped"], losses)
+          aux = dict(aux, clipped=jnp.where(step < prog.clip_warmup_steps, 0.0, aux["clipped"]))
+        return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
+
+      # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
+      varying = jax.lax.pcast(state.params, AXIS, to="varying")
+      (loss, (logits, batch_stats, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(varying)
+      grads = jax.lax.pmean(grads, AXIS)
+      loss = jax.lax.pmean(loss, AXIS)
+      updates, opt_state = prog.tx.update(grads, state.opt_state, state.params)
+      new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                          batch_stats=batch_stats, opt_state=opt_state)
+      finite = jnp.isfinite(loss) & _all_finite(grads)
+      # A non-finite step never reaches the state: with skip_nonfinite it is skipped and counted; otherwise
+      # the host stops the run at the end of the chunk with the last good state intact.
+      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+      if not prog.skip_nonfinite:
+        new = new.replace(step=jnp.where(finite, new.step, state.step))
+      else:
+        new = new.replace(step=state.step + 1)
+      metrics = {
+          "loss": loss,
+          "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels[idx]), AXIS),
+          "clipped": jax.lax.pmean(jnp.mean(aux.get("clipped", jnp.zeros(()))), AXIS),
+          "finite": finite,
+      }
+      return new, metrics
+
+    return jax.lax.scan(step_fn, state, steps)
+
+  def per_device(state, keys, labels, x, steps):
+    return jax.vmap(replica, in_axes=(0, 0, 0, None, None))(state, keys, labels, x, steps)
+
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(), P(), P(), P()), out_specs=P())
+  return jax.jit(fn, donate_argnums=(0,))
+
+
+@functools.lru_cache(maxsize=None)
+def eval_fn(prog: Program, prune_q: float | None = None, prune_k: float | None = None) -> Callable:
+  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], prune weights float32 [R, M]).
+
+  `x` is a uint8 image set [M, H, W, C] padded so that M is a multiple of devices × eval batch; `labels`
+  [R, M] are only used for the truncated-Lq weights w = 1[p_y > k] (ones when no pruning is asked for).
+  Each device evaluates a contiguous block, so the output keeps the input order.
+  """
+  from robust_losses import truncated_lq_prune_weights  # local: keeps this module importable alone
+
+  num_classes = prog.model.num_classes
+
+  def replica(state: TrainState, x, labels):
+    nb = x.shape[0] // prog.eval_batch_size
+    xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
+    yb = labels.reshape(nb, prog.eval_batch_size)
+
+    def batch(_, inputs):
+      images, y = inputs
+      logits = prog.model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                                _preprocess(prog, images), train=False)
+      if prune_q is None:
+        w = jnp.ones(y.shape, jnp.float32)
+      else:
+        w = truncated_lq_prune_weights(logits, jax.nn.one_hot(y, num_classes), q=prune_q, k=prune_k)
+      return None, (jnp.argmax(logits, -1).astype(jnp.int32), w)
+
+    _, (pred, w) = jax.lax.scan(batch, None, (xb, yb))
+    return pred.reshape(-1), w.reshape(-1)
+
+  def per_device(state, x, labels):
+    return jax.vmap(replica, in_axes=(0, None, 0))(state, x, labels)
+
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)),
+                     out_specs=(P(None, AXIS), P(None, AXIS)))
+  return jax.jit(fn)
+
+
+def pad_for_eval(prog: Program, n: int) -> int:
+  """Size that `n` examples are padded to for `eval_fn` (padding is dropped from the outputs)."""
+  block = prog.mesh.size * prog.eval_batch_size
+  return -(-n // block) * block
+
+
+def pad(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
+  widths = [(0, 0)] * a.ndim
+  widths[axis] = (0, size - a.shape[axis])
+  return np.pad(a, widths)

@@ -1,0 +1,67 @@
+"""robust_losses: noise-robust classification losses in JAX.
+
+Every loss maps logits [..., K] and one-hot/soft labels [..., K] to per-example losses [...], computed
+in float32, with an optional per-example `where` mask. Use the functions directly or through the
+registry: `robust_losses.get(name, **hparams)` (see `robust_losses.names()`).
+
+ICCE (Li et al., PRCV 2021) is not implemented: its formula is not available (see `tamed`'s docstring).
+"""
+from robust_losses.bitempered import bi_tempered_logistic_loss
+from robust_losses.classification import bootstrapped_cross_entropy
+from robust_losses.classification import focal_loss
+from robust_losses.classification import mean_absolute_error
+from robust_losses.classification import mean_squared_error
+from robust_losses.classification import sigmoid_binary_cross_entropy
+from robust_losses.classification import softmax_cross_entropy
+from robust_losses.clipping import batch_threshold
+from robust_losses.clipping import binary_cross_entropy_dynamic_clipping
+from robust_losses.clipping import clipped_cross_entropy
+from robust_losses.clipping import clipped_focal_loss
+from robust_losses.clipping import dynamic_clipping
+from robust_losses.correction import backward_corrected_cross_entropy
+from robust_losses.correction import forward_corrected_cross_entropy
+from robust_losses.generalized import generalized_cross_entropy
+from robust_losses.generalized import truncated_generalized_cross_entropy
+from robust_losses.generalized import truncated_lq_prune_weights
+from robust_losses.registry import Loss
+from robust_losses.registry import get
+from robust_losses.registry import hparam_types
+from robust_losses.registry import names
+from robust_losses.symmetric import active_passive_loss
+from robust_losses.symmetric import normalized_cross_entropy
+from robust_losses.symmetric import normalized_focal_loss
+from robust_losses.symmetric import normalized_generalized_cross_entropy
+from robust_losses.symmetric import reverse_cross_entropy
+from robust_losses.symmetric import symmetric_cross_entropy
+from robust_losses.tamed import tamed_cross_entropy
+
+__all__ = [
+    "Loss",
+    "active_passive_loss",
+    "backward_corrected_cross_entropy",
+    "batch_threshold",
+    "bi_tempered_logistic_loss",
+    "binary_cross_entropy_dynamic_clipping",
+    "bootstrapped_cross_entropy",
+    "clipped_cross_entropy",
+    "clipped_focal_loss",
+    "dynamic_clipping",
+    "focal_loss",
+    "forward_corrected_cross_entropy",
+    "generalized_cross_entropy",
+    "get",
+    "hparam_types",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "names",
+    "normalized_cross_entropy",
+    "normalized_focal_loss",
+    "normalized_generalized_cross_entropy",
+    "reverse_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy",
+    "symmetric_cross_entropy",
+    "tamed_cross_entropy",
+    "truncated_generalized_cross_entropy",
+    "truncated_lq_prune_weights",
+]

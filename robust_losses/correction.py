@@ -1,0 +1,124 @@
+r"""Loss correction with a known noise transition matrix (Patrini et al., CVPR 2017).
+
+:math:`T_{ij} = P(\tilde{y} = j \mid y = i)`: row i is the distribution of the noisy label of a sample
+whose true class is i, so every row sums to 1. Forward correction makes the model's clean posterior
+explain the noisy labels through T; backward correction re-weights the loss by :math:`T^{-1}` so its
+expectation under the noise equals the clean loss.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from robust_losses import _utils
+
+ROW_SUM_ATOL = 1e-5
+MAX_CONDITION_NUMBER = 1e7
+
+
+def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = None,
+                            invertible: bool = False) -> None:
+  """Validates T: square K x K (matching `num_classes`), and when concrete: finite, >= 0, rows sum to 1.
+
+  Raises:
+    ValueError: naming the offending row/entry and the valid range.
+  """
+  shape = np.shape(transition_matrix)
+  if len(shape) != 2 or shape[0] != shape[1]:
+    raise ValueError(f"transition_matrix must be a square K x K matrix; got shape {shape}")
+  if num_classes is not None and shape[0] != num_classes:
+    raise ValueError(f"transition_matrix is {shape[0]} x {shape[1]} but the logits have "
+                     f"{num_classes} classes; it must be {num_classes} x {num_classes}")
+  if not _utils.is_concrete(transition_matrix):
+    return
+  t = np.asarray(transition_matrix, dtype=np.float64)
+  bad = np.argwhere(~np.isfinite(t) | (t < 0))
+  if bad.size:
+    i, j = bad[0]
+    raise ValueError(f"transition_matrix[{i}, {j}]={t[i, j]!r} is out of range; entries must be "
+                     f"probabilities in [0, 1]")
+  sums = t.sum(axis=1)
+  bad_rows = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_ATOL)
+  if bad_rows.size:
+    i = bad_rows[0]
+    raise ValueError(f"transition_matrix row {i} sums to {sums[i]!r}; each row must sum to 1 within "
+                     f"{ROW_SUM_ATOL:g} (T[i, j] = P(noisy label j | true label i))")
+  if invertible:
+    cond = np.linalg.cond(t)
+    if not np.isfinite(cond) or cond > MAX_CONDITION_NUMBER:
+      raise ValueError(f"transition_matrix is singular or ill-conditioned (condition number {cond:.3g}, "
+                       f"must be <= {MAX_CONDITION_NUMBER:g}); backward correction needs its inverse")
+
+
+def forward_corrected_cross_entropy(logits, labels, *, transition_matrix,
+                                    where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Forward-corrected CE :math:`-\sum_j y_j \log (p^\top T)_j` (Patrini et al., 2017).
+
+  The model's softmax is read as the clean posterior :math:`p`; :math:`p^\top T` is then the implied
+  distribution of the noisy label, and CE is taken against the (noisy) labels. The gradient trains the
+  clean posterior while the noise is "explained away" by T. With T = I this is CE.
+
+  Computed in log space, :math:`\log (p^\top T)_j = \mathrm{logsumexp}_i(\log p_i + \log T_{ij})`, so it
+  stays exact for tiny probabilities; zero entries of T are :math:`\log 0 = -\infty` terms. A label on a
+  class that T never produces (an all-zero column) gives an infinite loss.
+
+  Args:
+    logits: [..., K] unnormalised scores (of the clean class).
+    labels: [..., K] one-hot or soft noisy labels.
+    transition_matrix: [K, K] row-stochastic, :math:`T_{ij} = P(\text{noisy } j \mid \text{true } i)`.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32).
+
+  References:
+    Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
+    <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+  """
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  check_transition_matrix(transition_matrix, num_classes=logits.shape[-1])
+  t = _utils.as_float(transition_matrix).astype(logits.dtype)
+  produced = jnp.any(t > 0, axis=0)  # columns (noisy classes) that T can produce at all
+  # Empty columns get log T = 0 so their logsumexp (unused) stays finite and its gradient NaN-free.
+  log_t = jnp.where(t > 0, jnp.log(jnp.where(t > 0, t, 1.0)), jnp.where(produced, -jnp.inf, 0.0))
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  log_noisy = jax.nn.logsumexp(log_probs[..., :, None] + log_t, axis=-2)
+  log_noisy = jnp.where(produced, log_noisy, -jnp.inf)
+  loss = -jnp.sum(jnp.where(labels > 0, labels * log_noisy, 0.0), axis=-1)
+  return _utils.mask(loss, where)
+
+
+def backward_corrected_cross_entropy(logits, labels, *, transition_matrix,
+                                     where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Backward-corrected CE :math:`-\sum_k (y^\top T^{-1})_k \log p_k` (Patrini et al., 2017).
+
+  The per-class CE vector is multiplied by :math:`T^{-1}`, which makes the loss an unbiased estimate of
+  the clean-label CE under the noise model. :math:`T^{-1}` has negative entries, so the loss is not
+  bounded below and individual values can be negative; in practice it is often unstable (Patrini et
+  al. report forward correction working better). With T = I this is CE. The inverse is computed in
+  float64 with NumPy when T is concrete.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft noisy labels.
+    transition_matrix: [K, K] invertible row-stochastic matrix,
+      :math:`T_{ij} = P(\text{noisy } j \mid \text{true } i)`.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32).
+
+  References:
+    Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
+    <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+  """
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  check_transition_matrix(transition_matrix, num_classes=logits.shape[-1], invertible=True)
+  if _utils.is_concrete(transition_matrix):
+    t_inv = jnp.asarray(np.linalg.inv(np.asarray(transition_matrix, np.float64)), logits.dtype)
+  else:
+    t_inv = jnp.linalg.inv(_utils.as_float(transition_matrix)).astype(logits.dtype)
+  corrected = labels @ t_inv
+  loss = -jnp.sum(corrected * jax.nn.log_softmax(logits, axis=-1), axis=-1)
+  return _utils.mask(loss, where)

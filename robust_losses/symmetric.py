@@ -1,0 +1,234 @@
+r"""Symmetric and normalized losses: RCE, SCE (Wang et al., ICCV 2019) and APL (Ma et al., ICML 2020).
+
+A loss is *symmetric* if :math:`\sum_j L(f(x), e_j)` is the same constant for every prediction; such
+losses are provably robust to symmetric label noise (Ghosh et al., AAAI 2017) but underfit on their own.
+Ma et al. make any loss symmetric by normalising it by that sum ("normalized" losses, bounded in [0, 1])
+and pair a normalized *active* loss (one that only looks at the labelled class) with a robust *passive*
+loss (one that also pushes down the other classes) to recover fitting ability: APL.
+"""
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from robust_losses import _utils
+from robust_losses import classification
+from robust_losses import generalized
+
+
+def _reverse_ce_terms(logits, labels, A):
+  log_labels = jnp.log(jnp.where(labels > 0, labels, 1.0))
+  # log 0 := A; labels below exp(A) are clamped the same way (cf. the authors' clip of labels at 1e-4).
+  log_labels = jnp.where(labels > 0, jnp.maximum(log_labels, A), A)
+  return -jnp.sum(jax.nn.softmax(logits, axis=-1) * log_labels, axis=-1)
+
+
+def reverse_cross_entropy(logits, labels, *, A: float = -4.0,
+                          where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Reverse cross entropy :math:`-\sum_k p_k \log y_k`, with :math:`\log 0 := A`.
+
+  CE with the roles of prediction and label swapped. For one-hot labels it equals
+  :math:`-A (1 - p_y)`, i.e. :math:`-A/2` times MAE: symmetric, bounded, robust to noise, and with the
+  small gradient :math:`-A p_y \nabla \mathrm{CE}` on samples the model contradicts. For soft labels,
+  :math:`\log y_k` is clamped below at A (the authors' Keras code clamps labels at 1e-4, i.e.
+  :math:`A \approx -9.21`). Default :math:`A = -4` (the paper's value).
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    A: the value that replaces :math:`\log 0`, < 0.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32), in [0, -A].
+
+  References:
+    Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
+    <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
+  """
+  _utils.check_range("A", A, hi=0.0, hi_open=True)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  return _utils.mask(_reverse_ce_terms(logits, labels, A), where)
+
+
+def symmetric_cross_entropy(logits, labels, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0,
+                            where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Symmetric cross entropy :math:`\alpha \mathrm{CE} + \beta \mathrm{RCE}` (Wang et al., ICCV 2019).
+
+  CE provides fast fitting (large gradients on hard samples), RCE robustness (bounded, symmetric).
+  Defaults are the paper's CIFAR-10 setting :math:`\alpha = 0.1, \beta = 1, A = -4`; CIFAR-100 uses
+  :math:`\alpha = 6, \beta = 0.1`.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    alpha: weight of CE, >= 0.
+    beta: weight of RCE, >= 0.
+    A: :math:`\log 0` in RCE, < 0.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32).
+  """
+  _utils.check_range("alpha", alpha, 0.0)
+  _utils.check_range("beta", beta, 0.0)
+  _utils.check_range("A", A, hi=0.0, hi_open=True)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  ce = optax.losses.softmax_cross_entropy(logits, labels)
+  return _utils.mask(alpha * ce + beta * _reverse_ce_terms(logits, labels, A), where)
+
+
+def _normalize(terms, labels):
+  """sum_k y_k t_k / sum_k t_k: the loss at label y over its sum over all K one-hot labels."""
+  # The denominator is > 0 for K >= 2 (at most one class can have p = 1); the floor only guards K = 1.
+  denominator = jnp.maximum(jnp.sum(terms, axis=-1), jnp.finfo(terms.dtype).tiny)
+  return jnp.sum(labels * terms, axis=-1) / denominator
+
+
+def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Normalized cross entropy :math:`\mathrm{CE}(y) / \sum_j \mathrm{CE}(e_j)
+  = \sum_k y_k \log p_k / \sum_j \log p_j` (Ma et al., ICML 2020).
+
+  Bounded in [0, 1] and symmetric (robust to symmetric noise), but on its own it underfits: it is the
+  active term of APL (e.g. NCE+RCE). Its gradient also pushes up :math:`\log p_j` for the other classes
+  through the denominator.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32), in [0, 1].
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+  """
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  return _utils.mask(_normalize(-jax.nn.log_softmax(logits, axis=-1), labels), where)
+
+
+def normalized_focal_loss(logits, labels, *, gamma: float = 0.5,
+                          where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Normalized focal loss :math:`\mathrm{FL}(y) / \sum_j \mathrm{FL}(e_j)` (Ma et al., ICML 2020).
+
+  :math:`\mathrm{FL}(e_j) = -(1 - p_j)^\gamma \log p_j`. Bounded in [0, 1]; :math:`\gamma = 0` is NCE.
+  Default :math:`\gamma = 0.5` (Ma et al.'s setting).
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    gamma: focusing parameter, >= 0.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32), in [0, 1].
+  """
+  _utils.check_range("gamma", gamma, 0.0)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  terms = classification.focal_terms(jax.nn.log_softmax(logits, axis=-1), gamma)
+  return _utils.mask(_normalize(terms, labels), where)
+
+
+def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
+                                         where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Normalized GCE :math:`(1 - p_y^q) / \sum_j (1 - p_j^q)` (Ma et al., ICML 2020).
+
+  For one-hot labels this is :math:`(1 - p_y^q) / (K - \sum_j p_j^q)`, as in the APL reference code;
+  soft labels use the label-weighted numerator :math:`\sum_k y_k (1 - p_k^q)`. The :math:`1/q` of
+  :math:`L_q` cancels, so the :math:`q \to 0` limit is well defined: q = 0 gives NCE exactly.
+  Default :math:`q = 0.7`.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    q: in [0, 1].
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32), in [0, 1].
+  """
+  _utils.check_range("q", q, 0.0, 1.0)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  terms = generalized.lq_terms(jax.nn.log_softmax(logits, axis=-1), q)
+  return _utils.mask(_normalize(terms, labels), where)
+
+
+def _mae_terms(logits, labels):
+  return jnp.sum(jnp.abs(labels - jax.nn.softmax(logits, axis=-1)), axis=-1)
+
+
+def _apl_active(name, logits, labels, gamma, q):
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  if name == "ce":
+    return -jnp.sum(labels * log_probs, axis=-1)
+  if name == "fl":
+    return jnp.sum(labels * classification.focal_terms(log_probs, gamma), axis=-1)
+  if name == "nce":
+    return _normalize(-log_probs, labels)
+  if name == "nfl":
+    return _normalize(classification.focal_terms(log_probs, gamma), labels)
+  return _normalize(generalized.lq_terms(log_probs, q), labels)  # ngce
+
+
+def _apl_passive(name, logits, labels, A):
+  num_classes = logits.shape[-1]
+  if name == "rce":
+    return _reverse_ce_terms(logits, labels, A)
+  if name == "nrce":
+    # sum_j RCE(e_j) = -A (K - 1) for every prediction.
+    return _reverse_ce_terms(logits, labels, A) / (-A * max(num_classes - 1, 1))
+  if name == "mae":
+    return _mae_terms(logits, labels)
+  return _mae_terms(logits, labels) / max(2 * num_classes - 2, 1)  # nmae: sum_j MAE(e_j) = 2K - 2
+
+
+APL_ACTIVE = ("ce", "fl", "nce", "nfl", "ngce")
+APL_PASSIVE = ("rce", "mae", "nrce", "nmae")
+
+
+def active_passive_loss(logits, labels, *, active: str = "nce", passive: str = "rce", alpha: float = 1.0,
+                        beta: float = 1.0, gamma: float = 0.5, q: float = 0.7, A: float = -4.0,
+                        where: Optional[jax.Array] = None) -> jax.Array:
+  r"""Active-passive loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{passive}` (Ma et al.).
+
+  Active losses only increase :math:`p_y`: 'ce', 'fl' (focal), and the normalized 'nce', 'nfl', 'ngce'.
+  Passive losses also decrease :math:`p_j, j \ne y`: 'rce' (reverse CE), 'mae', and their normalized
+  forms 'nrce' (:math:`\mathrm{RCE} / (-A (K-1))`) and 'nmae' (:math:`\mathrm{MAE} / (2K - 2)`). The
+  paper's robust combinations pair a normalized active loss with a passive one: NCE+RCE (the default),
+  NCE+MAE, NFL+RCE, NFL+MAE; NGCE+MAE/RCE come from the authors' code. Weights: CIFAR-10
+  :math:`\alpha = \beta = 1`; CIFAR-100 :math:`\alpha = 10, \beta = 0.1`; MNIST :math:`\alpha = 1,
+  \beta = 10`. ``gamma`` is used by 'fl'/'nfl', ``q`` by 'ngce', ``A`` by 'rce'/'nrce'.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [..., K] one-hot or soft labels.
+    active: one of 'ce', 'fl', 'nce', 'nfl', 'ngce'.
+    passive: one of 'rce', 'mae', 'nrce', 'nmae'.
+    alpha: weight of the active loss, >= 0.
+    beta: weight of the passive loss, >= 0.
+    gamma: focal parameter, >= 0.
+    q: NGCE parameter, in [0, 1].
+    A: :math:`\log 0` in RCE, < 0.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32).
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+  """
+  _utils.check_choice("active", active, APL_ACTIVE)
+  _utils.check_choice("passive", passive, APL_PASSIVE)
+  _utils.check_range("alpha", alpha, 0.0)
+  _utils.check_range("beta", beta, 0.0)
+  _utils.check_range("gamma", gamma, 0.0)
+  _utils.check_range("q", q, 0.0, 1.0)
+  _utils.check_range("A", A, hi=0.0, hi_open=True)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  loss = (alpha * _apl_active(active, logits, labels, gamma, q)
+          + beta * _apl_passive(passive, logits, labels, A))
+  return _utils.mask(loss, where)
