@@ -296,7 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     while step < total:
       epoch = step // spe
       if step % spe == 0:
-        accum = {"loss": 0.0, "accuracy": 0.0, "clipped": 0.0, "steps": 0, "skipped": 0}
+        zeros = [0.0] * len(replicas)  # per replica; lists so that they go into the JSON checkpoint metadata
+        accum = {"loss": zeros, "accuracy": zeros, "clipped": zeros, "steps": 0, "skipped": [0] * len(replicas)}
         if prune and epoch >= config.prune_start_epoch and (epoch - config.prune_start_epoch) % \
             config.prune_every_epochs == 0:
           hp = loss_fn.hparams
@@ -319,14 +320,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
                 "checkpoint is kept; set --config.skip_nonfinite=True to skip such steps instead.")
           ok = m["finite"]
           for key in ("loss", "accuracy", "clipped"):
-            accum[key] += float(np.where(ok, m[key], 0.0).sum(1).mean())
+            accum[key] = (np.asarray(accum[key]) + np.where(ok, m[key], 0.0).sum(1)).tolist()
           accum["steps"] += n
-          accum["skipped"] += int((~ok).sum())
+          accum["skipped"] = (np.asarray(accum["skipped"]) + (~ok).sum(1)).tolist()
           step += n
           if bar is not None:
             bar.update(n)
-            bar.set_postfix(loss=f"{accum['loss'] / accum['steps']:.3f}",
-                            acc=f"{accum['accuracy'] / accum['steps']:.3f}")
+            bar.set_postfix(loss=f"{np.mean(accum['loss']) / accum['steps']:.3f}",
+                            acc=f"{np.mean(accum['accuracy']) / accum['steps']:.3f}")
       except KeyboardInterrupt:
         if lead:
           print(f"\nInterrupted: saving a checkpoint at step {step}; rerun the same command to resume.")
@@ -335,9 +336,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
         finish("interrupted")
         raise
 
-      record = {"epoch": epoch + 1, "step": step,
-                "train_loss": accum["loss"] / spe, "train_accuracy_noisy_labels": accum["accuracy"] / spe,
-                "clipped_fraction": accum["clipped"] / spe, "skipped_steps": accum["skipped"]}
+      ran = np.maximum(spe - np.asarray(accum["skipped"]), 1)  # steps whose metrics were finite
+      record = {"epoch": epoch + 1, "step": step, "train_loss": np.asarray(accum["loss"]) / ran,
+                "train_accuracy_noisy_labels": np.asarray(accum["accuracy"]) / ran,
+                "clipped_fraction": np.asarray(accum["clipped"]) / ran, "skipped_steps": accum["skipped"]}
       if prune:
         record["pruned_fraction"] = 1.0 - np.asarray(state.example_weights).mean(1)
       record.update(evaluator.metrics(state))
@@ -399,7 +401,7 @@ def _log_epoch(workdir, writer, history, bar):
       continue
     value = np.atleast_1d(np.asarray(value, np.float64))
     writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
-  line = (f"epoch {record['epoch']}: loss {record['train_loss']:.4f} "
+  line = (f"epoch {record['epoch']}: loss {np.mean(record['train_loss']):.4f} "
           f"test acc {np.mean(record['test_accuracy']):.4f} "
           f"memorised {np.nanmean(record['train_memorised_noisy_subset']):.3f}")
   if bar is None:  # with a progress bar, its running loss/accuracy already show; keep the console short
@@ -412,14 +414,27 @@ def quiet_logs():
   logging.set_verbosity(logging.WARNING)
 
 
+def init_distributed(config) -> None:
+  """Multi-host: one process per host (or per GPU), before JAX touches a device.
+
+  On TPU VMs and SLURM/Open MPI clusters JAX finds everything itself; elsewhere set JAX_COORDINATOR_ADDRESS
+  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID. CPU processes use gloo collectives.
+  """
+  if not (config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ):
+    return
+  kwargs = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                               ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**kwargs)
+
+
 def main(argv):
   del argv
   from absl import flags
   quiet_logs()
   enable_compilation_cache()
   config = flags.FLAGS.config
-  if config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ:
-    jax.distributed.initialize()
+  init_distributed(config)
   try:
     train_and_evaluate(config, flags.FLAGS.workdir)
   except KeyboardInterrupt:

@@ -64,91 +64,107 @@ def test_cases_cover_every_registered_loss():
   assert {name for _, name, _ in CASES} == set(robust_losses.names())
 
 
+@functools.lru_cache(maxsize=None)
+def _eager(case_id):
+  _, name, hparams = CASES[CASE_IDS.index(case_id)]
+  return _fn(name, hparams)(*_data())
+
+
 class VariantsTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*CASES)
-  def test_jit_and_eager_agree_with_leading_dims(self, name, hparams):
-    logits, labels = _data()
-    out = self.variant(_fn(name, hparams))(logits, labels)
+  def test_jit_and_eager_agree(self, name, hparams):
+    out = self.variant(_fn(name, hparams))(*_data())
     chex.assert_shape(out, (2, 3))
     chex.assert_type(out, jnp.float32)
-    # Reference: the same examples as one flat batch, under jit. Leading dims are only a batch layout (for
-    # the clipping losses the statistic is over all of them either way); the eager variant also checks
-    # jit == eager.
-    flat = jax.jit(_fn(name, hparams))(logits.reshape(6, K), labels.reshape(6, K))
-    chex.assert_trees_all_close(out, flat.reshape(2, 3), rtol=1e-5, atol=1e-6)
+    case_id = next(c[0] for c in CASES if c[1] == name and c[2] is hparams)
+    chex.assert_trees_all_close(out, _eager(case_id), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_where_masks_examples_and_their_gradients(case):
-  _, name, hparams = case
+# The remaining properties are computed once per case and cached, then checked by separate tests. The
+# gradients are taken in one jitted program per case; the forward-only checks run eagerly, where JAX's
+# per-operation cache is shared by all cases (compiling is what makes these tests slow).
+WHERE = np.array([[True, False, True], [True, True, False]])
+BIG = 1e4
+# Confidently right, confidently wrong (label on a -1e4 class), a tie, and all-equal logits; given in
+# bfloat16 (1e4 rounds to 9984), which also checks that half-precision logits are upcast.
+EXTREME = jnp.array([[BIG, -BIG, -BIG, -BIG], [BIG, -BIG, -BIG, -BIG], [BIG, BIG, -BIG, -BIG],
+                     [-BIG, -BIG, -BIG, -BIG]], jnp.bfloat16)
+EXTREME_LABELS = np.eye(K, dtype=np.float32)[[0, 2, 1, 3]]
+
+
+@functools.lru_cache(maxsize=None)
+def _properties(case_id):
+  _, name, hparams = CASES[CASE_IDS.index(case_id)]
   fn = _fn(name, hparams)
-  logits, labels = _data(seed=1)
-  where = np.array([[True, False, True], [True, True, False]])
+  loss = robust_losses.get(name, **hparams)
+
+  def value_and_grad(x, y, **kwargs):
+    (_, losses), grads = jax.value_and_grad(lambda x: (lambda l: (l.sum(), l))(fn(x, y, **kwargs)),
+                                            has_aux=True)(x)
+    return losses, grads
+
+  logits, labels = _data()
   # Padding may hold garbage: NaN logits in masked rows must not reach outputs or gradients.
-  logits = jnp.where(where[..., None], logits, jnp.nan)
+  masked_logits = jnp.where(WHERE[..., None], logits, jnp.nan)
+  masked, extreme = jax.jit(lambda x, e: (value_and_grad(x, labels, where=WHERE),
+                                          value_and_grad(e, EXTREME_LABELS)))(masked_logits, EXTREME)
+  return jax.device_get({
+      "batched": _eager(case_id),
+      "flat": fn(logits.reshape(-1, K), labels.reshape(-1, K)).reshape(2, 3),
+      "masked": masked,
+      "alone": fn(logits[WHERE], labels[WHERE]),
+      "extreme": extreme,
+      "extreme_as_f32": fn(EXTREME.astype(jnp.float32), EXTREME_LABELS),
+      "registry": loss(logits, labels),
+      "registry_aux": loss.call_with_aux(logits, labels),
+      "registry_where": loss(masked_logits, labels, where=WHERE),
+  }), loss
 
-  @jax.jit
-  def run(x):
-    (_, losses), grads = jax.value_and_grad(
-        lambda x: (lambda l: (l.sum(), l))(fn(x, labels, where=where)), has_aux=True)(x)
-    return losses, grads, fn(x[where], labels[where])
 
-  losses, grads, alone = run(logits)
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_leading_batch_dims(case_id):
+  out, _ = _properties(case_id)
+  # Leading dims are only a batch layout (for the clipping losses the statistic is over all of them).
+  chex.assert_shape(out["batched"], (2, 3))
+  np.testing.assert_allclose(out["batched"], out["flat"], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_where_masks_examples_and_their_gradients(case_id):
+  out, _ = _properties(case_id)
+  losses, grads = out["masked"]
   assert np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))
-  np.testing.assert_array_equal(np.asarray(losses)[~where], 0.0)
-  np.testing.assert_array_equal(np.asarray(grads)[~where], 0.0)
+  np.testing.assert_array_equal(losses[~WHERE], 0.0)
+  np.testing.assert_array_equal(grads[~WHERE], 0.0)
   # The kept examples get exactly the losses of a batch holding only them (for the clipping losses this
   # says masked examples do not enter the batch statistic).
-  np.testing.assert_allclose(np.asarray(losses)[where], alone, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(losses[WHERE], out["alone"], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_finite_at_extreme_logits_and_in_bfloat16(case):
-  _, name, hparams = case
-  fn = _fn(name, hparams)
-  big = 1e4
-  # Confidently right, confidently wrong (label on a -1e4 class), a tie, and all-equal logits.
-  extreme = jnp.array([[big, -big, -big, -big], [big, -big, -big, -big], [big, big, -big, -big],
-                       [-big, -big, -big, -big]])
-  labels = jax.nn.one_hot(jnp.array([0, 2, 1, 3]), K)
-  x16 = _data(shape=(4,), seed=2)[0].astype(jnp.bfloat16)
-
-  def value_and_grad(x):
-    return fn(x, labels), jax.grad(lambda x: fn(x, labels).sum())(x)
-
-  @jax.jit
-  def run(extreme, x16):
-    return value_and_grad(extreme), value_and_grad(x16), fn(x16.astype(jnp.float32), labels)
-
-  (losses, grads), (losses16, grads16), losses32 = run(extreme, x16)
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_finite_values_and_gradients_at_extreme_bfloat16_logits(case_id):
+  out, _ = _properties(case_id)
+  losses, grads = out["extreme"]
+  chex.assert_type(losses, jnp.float32)
+  chex.assert_type(grads, jnp.bfloat16)
   assert np.all(np.isfinite(losses)), losses
-  assert np.all(np.isfinite(grads)), grads
-  chex.assert_type(losses16, jnp.float32)
-  chex.assert_type(grads16, jnp.bfloat16)
-  assert np.all(np.isfinite(losses16)) and np.all(np.isfinite(np.asarray(grads16, np.float32)))
-  # bf16 logits are upcast before any arithmetic: the losses of their float32 values.
-  np.testing.assert_allclose(losses16, losses32, rtol=1e-6, atol=1e-6)
+  assert np.all(np.isfinite(np.asarray(grads, np.float32))), grads
+  # bf16 logits are upcast before any arithmetic: exactly the losses of their float32 values.
+  np.testing.assert_allclose(losses, out["extreme_as_f32"], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-def test_registry_round_trip(case):
-  _, name, hparams = case
-  logits, labels = _data(seed=3)
-  where = jnp.array([[True, True, False], [True, True, True]])
-  loss = robust_losses.get(name, **hparams)
+@pytest.mark.parametrize("case_id", CASE_IDS)
+def test_registry_round_trip(case_id):
+  out, loss = _properties(case_id)
+  _, name, hparams = CASES[CASE_IDS.index(case_id)]
   assert loss.name == name
   assert {k: v for k, v in loss.hparams.items() if k in hparams} == hparams
-
-  @jax.jit
-  def run(x, y, where):
-    return (loss(x, y, where=where), _fn(name, hparams)(x, y, where=where),
-            loss.call_with_aux(x, y, where=where))
-
-  via_registry, direct, (with_aux, aux) = run(logits, labels, where)
-  np.testing.assert_array_equal(via_registry, direct)
-  np.testing.assert_array_equal(with_aux, direct)
+  np.testing.assert_array_equal(out["registry"], out["batched"])
+  with_aux, aux = out["registry_aux"]
+  np.testing.assert_array_equal(with_aux, out["batched"])
+  np.testing.assert_allclose(out["registry_where"], out["masked"][0], rtol=1e-6, atol=1e-7)
   assert set(aux) == ({"clipped", "unclipped"} if loss.uses_batch_statistics else set())
   for value in aux.values():
     chex.assert_shape(value, (2, 3))

@@ -1,0 +1,83 @@
+"""Crash-resume and multi-process training, each run as real subprocesses of the CLI."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cli(workdir, *flags, devices=1, extra_env=None):
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"), **(extra_env or {}))
+  cmd = [sys.executable, "-m", "experiments.train", "--config=configs/digits.py", f"--workdir={workdir}",
+         "--config.progress=False", *flags]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=300):
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def history(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def complete_checkpoints(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
+  flags = ("--config.num_epochs=6", "--config.batch_size=32")  # 39 steps an epoch
+  reference = cli(tmp_path / "ref", *flags)
+  victim = cli(tmp_path / "run", *flags)
+  finish(reference)
+  deadline = time.time() + 240
+  while len(complete_checkpoints(tmp_path / "run")) < 2 and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert victim.poll() is None, "the run finished before it could be killed; make it longer"
+  victim.send_signal(signal.SIGKILL)  # wherever it is: mid-step, mid-eval or mid-save
+  victim.wait()
+  assert not os.path.exists(tmp_path / "run" / "summary.json")
+
+  out = finish(cli(tmp_path / "run", *flags))
+  assert "Resuming from step" in out
+  ref, run = history(tmp_path / "ref"), history(tmp_path / "run")
+  assert [h["epoch"] for h in run] == [1, 2, 3, 4, 5, 6]
+  assert run == ref  # bit-identical metrics, every epoch
+  with open(tmp_path / "run" / "summary.json") as f:
+    assert json.load(f)["status"] == "completed"
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+  flags = ("--config.num_epochs=2",)
+  single = cli(tmp_path / "one", *flags, devices=2)
+  port = _free_port()
+  procs = [cli(tmp_path / "two", *flags, devices=1,
+               extra_env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                          "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  for p in procs:
+    finish(p)
+  finish(single)
+  one, two = history(tmp_path / "one"), history(tmp_path / "two")
+  with open(tmp_path / "two" / "summary.json") as f:
+    assert json.load(f)["num_devices"] == 2
+  for a, b in zip(one, two):
+    np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+    np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
