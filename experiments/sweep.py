@@ -59,6 +59,9 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
     config.seed = sweep.seed
     config.num_seeds = sweep.num_seeds
     config.loss.name = loss["name"]
+    for hp in config.loss:  # a row's loss is exactly its entry, whatever loss the base config had
+      if hp != "name":
+        config.loss[hp] = None
     for hp, value in loss.get("hparams", {}).items():
       if hp not in config.loss:
         raise ValueError(f"loss {loss['label']!r}: unknown hyperparameter {hp!r}")

@@ -1,6 +1,4 @@
 """Loss values against independent NumPy (float64) formulas, and the identities between losses."""
-import functools
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,14 +8,17 @@ import pytest
 
 import robust_losses as rl
 
-# Three examples, K = 4: confident and right, unsure, confident and wrong.
+# Four examples, K = 4: confident and right, unsure, confident and wrong, right. (Shapes [4, 4] and
+# [6, 4] are shared with test_losses.py: eager JAX caches each operation per shape.)
 LOGITS = np.array([[3.0, 0.5, -1.0, 0.2],
                    [0.3, 0.1, -0.2, 0.4],
-                   [2.5, -1.5, 0.0, -0.5]], np.float32)
-Y = np.eye(4, dtype=np.float32)[[0, 2, 3]]
+                   [2.5, -1.5, 0.0, -0.5],
+                   [0.0, 1.0, 0.5, -2.0]], np.float32)
+Y = np.eye(4, dtype=np.float32)[[0, 2, 3, 1]]
 SOFT = np.array([[0.7, 0.1, 0.1, 0.1],
                  [0.0, 0.5, 0.5, 0.0],
-                 [0.25, 0.25, 0.25, 0.25]], np.float32)
+                 [0.25, 0.25, 0.25, 0.25],
+                 [0.1, 0.6, 0.3, 0.0]], np.float32)
 T = np.array([[0.7, 0.1, 0.1, 0.1],
               [0.2, 0.6, 0.1, 0.1],
               [0.0, 0.1, 0.8, 0.1],
@@ -56,11 +57,6 @@ def np_lq(p, q):
   return (1 - p ** q) / q
 
 
-def jcall(fn, *args, **hparams):
-  """fn(*args, **hparams) under jit (one compile is cheaper than eager op-by-op dispatch)."""
-  return jax.jit(functools.partial(fn, **hparams))(*args)
-
-
 def close(actual, expected, **tol):
   np.testing.assert_allclose(np.asarray(actual, np.float64), expected, **(tol or TOL))
 
@@ -70,30 +66,30 @@ def close(actual, expected, **tol):
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_simple_losses(labels):
   p = np_softmax(LOGITS)
-  close(jcall(rl.softmax_cross_entropy, LOGITS, labels), np_ce(LOGITS, labels))
+  close(rl.softmax_cross_entropy(LOGITS, labels), np_ce(LOGITS, labels))
   s = 1 / (1 + np.exp(-LOGITS.astype(np.float64)))
-  close(jcall(rl.sigmoid_binary_cross_entropy, LOGITS, labels),
+  close(rl.sigmoid_binary_cross_entropy(LOGITS, labels),
         (-labels * np.log(s) - (1 - labels) * np.log(1 - s)).mean(-1))
-  close(jcall(rl.mean_absolute_error, LOGITS, labels), np.abs(labels - p).sum(-1))
-  close(jcall(rl.mean_squared_error, LOGITS, labels), ((labels - p) ** 2).sum(-1))
-  close(jcall(rl.focal_loss, LOGITS, labels, gamma=2.0), (labels * np_focal_terms(LOGITS, 2.0)).sum(-1))
-  close(jcall(rl.focal_loss, LOGITS, labels), (labels * np_focal_terms(LOGITS, 0.5)).sum(-1))
-  close(jcall(rl.reverse_cross_entropy, LOGITS, labels), np_rce(LOGITS, labels))
-  close(jcall(rl.reverse_cross_entropy, LOGITS, labels, A=-9.0), np_rce(LOGITS, labels, A=-9.0))
+  close(rl.mean_absolute_error(LOGITS, labels), np.abs(labels - p).sum(-1))
+  close(rl.mean_squared_error(LOGITS, labels), ((labels - p) ** 2).sum(-1))
+  close(rl.focal_loss(LOGITS, labels, gamma=2.0), (labels * np_focal_terms(LOGITS, 2.0)).sum(-1))
+  close(rl.focal_loss(LOGITS, labels), (labels * np_focal_terms(LOGITS, 0.5)).sum(-1))
+  close(rl.reverse_cross_entropy(LOGITS, labels), np_rce(LOGITS, labels))
+  close(rl.reverse_cross_entropy(LOGITS, labels, A=-9.0), np_rce(LOGITS, labels, A=-9.0))
 
 
 def test_mae_and_rce_one_hot_closed_forms():
   p_y = np_py(LOGITS, Y)
-  close(jcall(rl.mean_absolute_error, LOGITS, Y), 2 - 2 * p_y)
-  close(jcall(rl.reverse_cross_entropy, LOGITS, Y), 4.0 * (1 - p_y))
+  close(rl.mean_absolute_error(LOGITS, Y), 2 - 2 * p_y)
+  close(rl.reverse_cross_entropy(LOGITS, Y), 4.0 * (1 - p_y))
 
 
 def test_bootstrapping():
   p, log_p = np_softmax(LOGITS), np_log_softmax(LOGITS)
   soft_target = 0.95 * Y + 0.05 * p
-  close(jcall(rl.bootstrapped_cross_entropy, LOGITS, Y), -(soft_target * log_p).sum(-1))
+  close(rl.bootstrapped_cross_entropy(LOGITS, Y), -(soft_target * log_p).sum(-1))
   hard_target = 0.8 * Y + 0.2 * np.eye(4)[p.argmax(-1)]
-  close(jcall(rl.bootstrapped_cross_entropy, LOGITS, Y, beta=0.8, mode="hard"), -(hard_target * log_p).sum(-1))
+  close(rl.bootstrapped_cross_entropy(LOGITS, Y, beta=0.8, mode="hard"), -(hard_target * log_p).sum(-1))
   # The prediction part of the target is a constant: the gradient is that of beta*CE + (1-beta)*CE(p_sg).
   x = jnp.asarray(LOGITS)
   grad = jax.grad(lambda x: rl.bootstrapped_cross_entropy(x, Y).sum())(x)
@@ -106,13 +102,13 @@ def test_bootstrapping():
 def test_tamed_cross_entropy_value(alpha):
   u = np_ce(LOGITS, Y)
   expected = np.log1p(u) if alpha == 1 else ((1 + u) ** (1 - alpha) - 1) / (1 - alpha)
-  close(jcall(rl.tamed_cross_entropy, LOGITS, Y, alpha=alpha), expected)
+  close(rl.tamed_cross_entropy(LOGITS, Y, alpha=alpha), expected)
 
 
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_generalized_cross_entropy_value(labels):
-  close(jcall(rl.generalized_cross_entropy, LOGITS, labels), (labels * np_lq(np_softmax(LOGITS), 0.7)).sum(-1))
-  close(jcall(rl.generalized_cross_entropy, LOGITS, labels, q=0.3),
+  close(rl.generalized_cross_entropy(LOGITS, labels), (labels * np_lq(np_softmax(LOGITS), 0.7)).sum(-1))
+  close(rl.generalized_cross_entropy(LOGITS, labels, q=0.3),
         (labels * np_lq(np_softmax(LOGITS), 0.3)).sum(-1))
 
 
@@ -121,12 +117,12 @@ def test_truncated_lq_value_weights_and_gradient():
   p_y = np_py(LOGITS, Y)
   assert (p_y > k).any() and (p_y <= k).any()  # the example exercises both branches
   expected = np.where(p_y > k, np_lq(p_y, q), np_lq(k, q))
-  close(jcall(rl.truncated_generalized_cross_entropy, LOGITS, Y), expected)
-  w = np.array([1.0, 0.0, 0.25], np.float32)
-  close(jcall(rl.truncated_generalized_cross_entropy, LOGITS, Y, weights=w),
+  close(rl.truncated_generalized_cross_entropy(LOGITS, Y), expected)
+  w = np.array([1.0, 0.0, 0.25, 0.5], np.float32)
+  close(rl.truncated_generalized_cross_entropy(LOGITS, Y, weights=w),
         w * np_lq(p_y, q) + (1 - w) * np_lq(k, q))
-  np.testing.assert_array_equal(jcall(rl.truncated_lq_prune_weights, LOGITS, Y, q=q, k=k), (p_y > k))
-  chex.assert_type(jcall(rl.truncated_lq_prune_weights, LOGITS, Y, q=q, k=k), jnp.float32)
+  np.testing.assert_array_equal(rl.truncated_lq_prune_weights(LOGITS, Y, q=q, k=k), (p_y > k))
+  chex.assert_type(rl.truncated_lq_prune_weights(LOGITS, Y, q=q, k=k), jnp.float32)
   # Truncated samples (p_y <= k) contribute a constant: zero gradient; kept ones get the GCE gradient.
   x = jnp.asarray(LOGITS)
   grad = jax.grad(lambda x: rl.truncated_generalized_cross_entropy(x, Y).sum())(x)
@@ -137,14 +133,14 @@ def test_truncated_lq_value_weights_and_gradient():
 
 def test_symmetric_and_normalized_values():
   log_p = np_log_softmax(LOGITS)
-  close(jcall(rl.symmetric_cross_entropy, LOGITS, Y, alpha=6.0, beta=0.1), 6.0 * np_ce(LOGITS, Y)
+  close(rl.symmetric_cross_entropy(LOGITS, Y, alpha=6.0, beta=0.1), 6.0 * np_ce(LOGITS, Y)
         + 0.1 * np_rce(LOGITS, Y))
-  close(jcall(rl.normalized_cross_entropy, LOGITS, SOFT), (SOFT * log_p).sum(-1) / log_p.sum(-1))
+  close(rl.normalized_cross_entropy(LOGITS, SOFT), (SOFT * log_p).sum(-1) / log_p.sum(-1))
   fl = np_focal_terms(LOGITS, 0.5)
-  close(jcall(rl.normalized_focal_loss, LOGITS, Y), (Y * fl).sum(-1) / fl.sum(-1))
+  close(rl.normalized_focal_loss(LOGITS, Y), (Y * fl).sum(-1) / fl.sum(-1))
   p = np_softmax(LOGITS)
   # APL reference code: (1 - p_y^q) / (K - sum_j p_j^q).
-  close(jcall(rl.normalized_generalized_cross_entropy, LOGITS, Y, q=0.7),
+  close(rl.normalized_generalized_cross_entropy(LOGITS, Y, q=0.7),
         (1 - np_py(LOGITS, Y) ** 0.7) / (4 - (p ** 0.7).sum(-1)))
 
 
@@ -160,16 +156,16 @@ def test_active_passive_loss_value(active, passive):
   mae = np.abs(Y - p).sum(-1)
   pas = {"rce": np_rce(LOGITS, Y), "nrce": np_rce(LOGITS, Y) / (4.0 * 3), "mae": mae,
          "nmae": mae / 6}[passive]
-  close(jcall(rl.active_passive_loss, LOGITS, Y, active=active, passive=passive, alpha=10.0, beta=0.1),
+  close(rl.active_passive_loss(LOGITS, Y, active=active, passive=passive, alpha=10.0, beta=0.1),
         10.0 * act + 0.1 * pas)
 
 
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_loss_correction_values(labels):
   p = np_softmax(LOGITS)
-  close(jcall(rl.forward_corrected_cross_entropy, LOGITS, labels, transition_matrix=T),
+  close(rl.forward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T),
         -(labels * np.log(p @ T)).sum(-1))
-  close(jcall(rl.backward_corrected_cross_entropy, LOGITS, labels, transition_matrix=T),
+  close(rl.backward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T),
         -((labels @ np.linalg.inv(T)) * np.log(p)).sum(-1), rtol=1e-5, atol=1e-5)
 
 
@@ -199,7 +195,7 @@ def np_bi_tempered(z, y, t1, t2):
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_bi_tempered_value(t1, t2, labels):
   # Enough fixed-point iterations to converge to the exact normaliser.
-  close(jcall(rl.bi_tempered_logistic_loss, LOGITS, labels, t1=t1, t2=t2, num_iters=40),
+  close(rl.bi_tempered_logistic_loss(LOGITS, labels, t1=t1, t2=t2, num_iters=40),
         np_bi_tempered(LOGITS, labels, t1, t2), rtol=1e-4, atol=1e-5)
 
 
@@ -207,19 +203,19 @@ def test_bi_tempered_matches_reference_test_values():
   # Expected values from the unit tests of google/bi-tempered-loss (jax/loss_test.py), num_iters = 5.
   labels = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.2, 0.8, 0.0]], np.float32)
   logits = np.array([[-0.5, 0.1, 2.0], [0.1, 1.5, -5.0], [4.0, -3.0, -6.0]], np.float32)
-  close(jcall(rl.bi_tempered_logistic_loss, logits, labels, t1=0.5, t2=1.5),
+  close(rl.bi_tempered_logistic_loss(logits, labels, t1=0.5, t2=1.5),
         [0.02301914, 0.18972909, 0.93874922], atol=1e-4)
-  close(jcall(rl.bi_tempered_logistic_loss, logits, np.eye(3), t1=0.5, t2=1.5, label_smoothing=0.1),
+  close(rl.bi_tempered_logistic_loss(logits, np.eye(3), t1=0.5, t2=1.5, label_smoothing=0.1),
         [0.76652711, 0.08627685, 1.35443510], atol=1e-4)
   for t1, t2, expected in [(0.9, 1.1, 0.45677936), (0.8, 1.2, 0.34298314), (0.7, 1.3, 0.26295574)]:
-    close(jcall(rl.bi_tempered_logistic_loss, logits[:1], np.array([[0.2, 0.5, 0.3]]), t1=t1, t2=t2),
+    close(rl.bi_tempered_logistic_loss(logits[:1], np.array([[0.2, 0.5, 0.3]]), t1=t1, t2=t2),
           [expected], atol=1e-5)
 
 
 def test_bi_tempered_gradient_is_gradient_of_the_loss():
   # The custom (analytic) gradient must be the derivative of the converged forward loss.
   x = jnp.asarray(LOGITS)
-  f = lambda x: jcall(rl.bi_tempered_logistic_loss, x, SOFT, t1=0.7, t2=1.3, num_iters=40).sum()  # noqa: E731
+  f = lambda x: rl.bi_tempered_logistic_loss(x, SOFT, t1=0.7, t2=1.3, num_iters=40).sum()  # noqa: E731
   grad = np.asarray(jax.grad(f)(x), np.float64)
   eps = 1e-2
   f_np = lambda z: np_bi_tempered(z, SOFT, 0.7, 1.3).sum()  # noqa: E731
@@ -233,17 +229,17 @@ def test_bi_tempered_gradient_is_gradient_of_the_loss():
 
 def test_clipped_loss_values():
   ce = np_ce(LOGITS, Y)
-  close(jcall(rl.clipped_cross_entropy, LOGITS, Y), np.minimum(ce, ce.mean()))
-  close(jcall(rl.clipped_cross_entropy, LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
+  close(rl.clipped_cross_entropy(LOGITS, Y), np.minimum(ce, ce.mean()))
+  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
   fl = (Y * np_focal_terms(LOGITS, 0.5)).sum(-1)
-  close(jcall(rl.clipped_focal_loss, LOGITS, Y, statistic="mean_std", num_std=0.5),
+  close(rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5),
         np.minimum(fl, fl.mean() + 0.5 * fl.std()))
   s = 1 / (1 + np.exp(-LOGITS.astype(np.float64)))
   elements = -Y * np.log(s) - (1 - Y) * np.log(1 - s)
   bce = elements.mean(-1)
-  close(jcall(rl.binary_cross_entropy_dynamic_clipping, LOGITS, Y, statistic="quantile", quantile=0.3),
+  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3),
         np.minimum(bce, np.quantile(bce, 0.3)))
-  close(jcall(rl.binary_cross_entropy_dynamic_clipping, LOGITS, Y, per_element=True),
+  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True),
         np.minimum(elements, elements.mean()).mean(-1))
 
 
@@ -251,10 +247,10 @@ def test_clipped_loss_values():
 
 def _value_and_grad(fn, logits, labels):
   """Per-example losses and d(sum)/d(logits) (= per-example gradients, examples being independent)."""
-  return jax.jit(lambda x, y: (fn(x, y), jax.grad(lambda x: fn(x, y).sum())(x)))(logits, labels)
+  return fn(logits, labels), jax.grad(lambda x: fn(x, labels).sum())(logits)
 
 
-def _random_batch(seed=0, n=8, k=5, scale=3.0):
+def _random_batch(seed=0, n=6, k=4, scale=3.0):
   kx, ky = jax.random.split(jax.random.key(seed))
   return scale * jax.random.normal(kx, (n, k)), jax.nn.one_hot(jax.random.randint(ky, (n,), 0, k), k)
 
@@ -276,8 +272,8 @@ def test_tamed_cross_entropy_gradient_is_scaled_ce_gradient(alpha):
 
 def test_tamed_cross_entropy_alpha_one_is_log1p_ce_and_traced_alpha_matches():
   logits, labels = _random_batch(seed=2)
-  ce = jcall(rl.softmax_cross_entropy, logits, labels)
-  chex.assert_trees_all_close(jcall(rl.tamed_cross_entropy, logits, labels, alpha=1.0), jnp.log1p(ce))
+  ce = rl.softmax_cross_entropy(logits, labels)
+  chex.assert_trees_all_close(rl.tamed_cross_entropy(logits, labels, alpha=1.0), jnp.log1p(ce))
   traced = jax.jit(lambda a: _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=a),
                                              logits, labels))
   for alpha in (0.0, 1.0, 1.5):
@@ -291,22 +287,22 @@ def test_generalized_cross_entropy_limits():
   chex.assert_trees_all_close(
       _value_and_grad(lambda x, y: rl.generalized_cross_entropy(x, y, q=0.0), logits, labels),
       (ce, ce_grad), rtol=0, atol=0)
-  chex.assert_trees_all_close(jcall(rl.generalized_cross_entropy, logits, labels, q=1e-4), ce, rtol=1e-3)
+  chex.assert_trees_all_close(rl.generalized_cross_entropy(logits, labels, q=1e-4), ce, rtol=1e-3)
   p_y = jnp.sum(labels * jax.nn.softmax(logits), -1)
-  chex.assert_trees_all_close(jcall(rl.generalized_cross_entropy, logits, labels, q=1.0), 1 - p_y, atol=1e-6)
+  chex.assert_trees_all_close(rl.generalized_cross_entropy(logits, labels, q=1.0), 1 - p_y, atol=1e-6)
   # Gradient = p_y^q * grad CE.
   _, gce_grad = _value_and_grad(rl.generalized_cross_entropy, logits, labels)
   chex.assert_trees_all_close(gce_grad, p_y[:, None] ** 0.7 * ce_grad, rtol=1e-4, atol=1e-6)
   # NGCE at q = 0 is NCE.
-  chex.assert_trees_all_close(jcall(rl.normalized_generalized_cross_entropy, logits, labels, q=0.0),
-                              jcall(rl.normalized_cross_entropy, logits, labels))
+  chex.assert_trees_all_close(rl.normalized_generalized_cross_entropy(logits, labels, q=0.0),
+                              rl.normalized_cross_entropy(logits, labels))
 
 
 def test_mae_is_symmetric():
-  logits, _ = _random_batch(seed=4, k=5)
-  total = sum(jcall(rl.mean_absolute_error, logits, jnp.broadcast_to(jax.nn.one_hot(j, 5), logits.shape))
-              for j in range(5))
-  chex.assert_trees_all_close(total, jnp.full(logits.shape[0], 2 * 5 - 2.0), atol=1e-5)
+  logits, _ = _random_batch(seed=4)
+  total = sum(rl.mean_absolute_error(logits, jnp.broadcast_to(jax.nn.one_hot(j, 4), logits.shape))
+              for j in range(4))
+  chex.assert_trees_all_close(total, jnp.full(logits.shape[0], 2 * 4 - 2.0), atol=1e-5)
 
 
 def test_identity_transition_matrix_gives_cross_entropy():
@@ -314,7 +310,7 @@ def test_identity_transition_matrix_gives_cross_entropy():
   ce = _value_and_grad(rl.softmax_cross_entropy, logits, labels)
   for fn in (rl.forward_corrected_cross_entropy, rl.backward_corrected_cross_entropy):
     chex.assert_trees_all_close(
-        _value_and_grad(lambda x, y: fn(x, y, transition_matrix=np.eye(5)), logits, labels), ce,
+        _value_and_grad(lambda x, y: fn(x, y, transition_matrix=np.eye(4)), logits, labels), ce,
         rtol=1e-6, atol=1e-6)
 
 
@@ -329,14 +325,14 @@ def test_symmetric_cross_entropy_is_weighted_ce_plus_rce():
   logits, labels = _random_batch(seed=7)
   for alpha, beta in ((0.1, 1.0), (6.0, 0.1)):
     chex.assert_trees_all_close(
-        jcall(rl.symmetric_cross_entropy, logits, labels, alpha=alpha, beta=beta),
-        alpha * jcall(rl.softmax_cross_entropy, logits, labels) + beta * jcall(rl.reverse_cross_entropy, logits, labels),
+        rl.symmetric_cross_entropy(logits, labels, alpha=alpha, beta=beta),
+        alpha * rl.softmax_cross_entropy(logits, labels) + beta * rl.reverse_cross_entropy(logits, labels),
         rtol=1e-6)
 
 
 def test_normalized_losses_lie_in_unit_interval():
-  logits, labels = _random_batch(seed=8, n=64, scale=10.0)
-  logits = logits.at[:4].set(jnp.array([1e4, -1e4, 0.0, 5.0, -5.0]))
+  logits, labels = _random_batch(seed=8, scale=10.0)
+  logits = logits.at[:2].set(jnp.array([1e4, -1e4, 0.0, 5.0]))
   for fn in (rl.normalized_cross_entropy, rl.normalized_focal_loss, rl.normalized_generalized_cross_entropy):
     values = np.asarray(fn(logits, labels))
     assert np.all((values >= 0) & (values <= 1 + 1e-6)), (fn.__name__, values.min(), values.max())
@@ -344,23 +340,23 @@ def test_normalized_losses_lie_in_unit_interval():
 
 def test_function_level_bad_hyperparameters():
   with pytest.raises(ValueError, match=r"alpha=-0.5 is out of range; valid range is \[0, inf\)"):
-    jcall(rl.tamed_cross_entropy, LOGITS, Y, alpha=-0.5)
+    rl.tamed_cross_entropy(LOGITS, Y, alpha=-0.5)
   with pytest.raises(ValueError, match=r"q=1.5 is out of range; valid range is \[0, 1\]"):
-    jcall(rl.generalized_cross_entropy, LOGITS, Y, q=1.5)
+    rl.generalized_cross_entropy(LOGITS, Y, q=1.5)
   with pytest.raises(ValueError, match=r"k=1.0 is out of range; valid range is \(0, 1\)"):
-    jcall(rl.truncated_lq_prune_weights, LOGITS, Y, q=0.7, k=1.0)
+    rl.truncated_lq_prune_weights(LOGITS, Y, q=0.7, k=1.0)
   with pytest.raises(ValueError, match=r"row 1 sums to"):
     bad = T.copy()
     bad[1, 1] += 0.1
-    jcall(rl.forward_corrected_cross_entropy, LOGITS, Y, transition_matrix=bad)
+    rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=bad)
   with pytest.raises(ValueError, match=r"logits have 4 classes"):
-    jcall(rl.forward_corrected_cross_entropy, LOGITS, Y, transition_matrix=np.eye(3))
+    rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=np.eye(3))
   with pytest.raises(ValueError, match=r"singular"):
-    jcall(rl.backward_corrected_cross_entropy, LOGITS, Y, transition_matrix=np.full((4, 4), 0.25))
+    rl.backward_corrected_cross_entropy(LOGITS, Y, transition_matrix=np.full((4, 4), 0.25))
   with pytest.raises(ValueError, match=r"labels must be one-hot or soft labels"):
-    jcall(rl.softmax_cross_entropy, LOGITS, np.array([0, 2, 3]))
+    rl.softmax_cross_entropy(LOGITS, np.array([0, 2, 3]))
   # Traced hyperparameters skip the Python checks instead of failing to trace.
-  jax.jit(lambda q: jcall(rl.generalized_cross_entropy, LOGITS, Y, q=q))(0.5)
+  jax.jit(lambda q: rl.generalized_cross_entropy(LOGITS, Y, q=q))(0.5)
 
 
 def test_registry_label_smoothing_is_optax_smooth_labels():
@@ -374,4 +370,4 @@ def test_registry_label_smoothing_is_optax_smooth_labels():
   reference_smoothed = 0.9 * Y + 0.1 / 3 * (1 - Y)
   chex.assert_trees_all_close(
       rl.get("bi_tempered_logistic_loss", t1=0.8, t2=1.2, label_smoothing=0.1)(LOGITS, Y),
-      jcall(rl.bi_tempered_logistic_loss, LOGITS, reference_smoothed, t1=0.8, t2=1.2), rtol=1e-6)
+      rl.bi_tempered_logistic_loss(LOGITS, reference_smoothed, t1=0.8, t2=1.2), rtol=1e-6)
