@@ -22,6 +22,7 @@ from typing import Callable
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO, "docs", "PERFORMANCE.md")
+_USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # as given by the user, before set_host_devices
 
 
 def block(x):
@@ -146,4 +147,21 @@ def command(argv: list[str] | None = None) -> str:
   """The command line that produced a result, for the docs (XLA_FLAGS included when set by the user)."""
   argv = sys.argv if argv is None else argv
   module = os.path.splitext(os.path.relpath(os.path.abspath(argv[0]), REPO))[0].replace(os.sep, ".")
-  return " ".join(["python -m", module, *[a for a in argv[1:] if not a.startswith("--write-docs")]])
+  args, rest = [], list(argv[1:])
+  while rest:
+    a = rest.pop(0)
+    if a == "--write-docs":
+      if rest and not rest[0].startswith("-"):
+        rest.pop(0)
+    elif not a.startswith("--write-docs="):
+      args.append(a)
+  env = f"XLA_FLAGS='{_USER_XLA_FLAGS}'" if _USER_XLA_FLAGS else ""
+  return " ".join(filter(None, [env, "python -m", module, *args]))
+
+
+def report(args, section: str, markdown: str, info: dict) -> None:
+  """Prints the result and, with --write-docs, replaces its section of the docs (command and machine)."""
+  print(markdown, flush=True)
+  if args.write_docs:
+    update_docs(args.write_docs, section,
+                f"Command: `{command()}`  \nMachine: {machine_line(info)}\n\n{markdown}")

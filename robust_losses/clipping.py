@@ -4,8 +4,9 @@ Hurtik, Tomasiello, Hula & Hynar (Neural Computing & Applications 34, 2022) trai
 entropy whose per-sample losses are all clipped by a constant determined dynamically for every mini-batch
 from its statistics; they report it usable with CE or focal loss and better than gradient clipping.
 **The paper's exact statistic could not be obtained** (neither the paper body nor its code were
-reachable), so here the statistic is configurable — mean, median, a quantile, or mean + k·std — and the
-default is whichever our own ablation selects (see docs/RESULTS.md). No choice below is the paper's.
+reachable), so here the statistic is configurable — mean, median, a quantile, or mean + k·std. The
+default ('mean' at present) is our own choice, to be settled by our ablation (docs/RESULTS.md); no
+choice below, default included, is presented as the paper's.
 
 Mechanics: :math:`\tau = \mathrm{stop\_gradient}(\mathrm{statistic}(\{L_i\}))` over the whole mini-batch
 and the loss is :math:`\min(L_i, \tau)`. A clipped sample (:math:`L_i > \tau`) contributes the constant
@@ -49,8 +50,10 @@ def _masked_quantile(values, valid, quantile, axis_name):
   """np.quantile(values[valid], quantile) (linear interpolation), over all devices of `axis_name`."""
   values, valid = values.reshape(-1), valid.reshape(-1)
   if axis_name is not None:
-    values = jax.lax.all_gather(values, axis_name, tiled=True)
-    valid = jax.lax.all_gather(valid, axis_name, tiled=True)
+    # 'invarying': every device holds the same gathered batch, so tau is known to be replicated (as a
+    # psum result is) and can leave shard_map with out_specs P().
+    values = jax.lax.all_gather(values, axis_name, tiled=True, to="invarying")
+    valid = jax.lax.all_gather(valid, axis_name, tiled=True, to="invarying")
   values, valid = _replicated(values), _replicated(valid)
   # Excluded entries sort to the end as +inf; the n valid ones occupy positions 0..n-1.
   ordered = jnp.sort(jnp.where(valid, values, jnp.inf))
@@ -95,8 +98,9 @@ def dynamic_clipping(losses, *, statistic: str = "mean", quantile: float = 0.9, 
   others their unchanged gradient, and no gradient flows through :math:`\tau` itself.
 
   Statistics: 'mean'; 'median'; 'quantile' (``np.quantile`` with linear interpolation at position
-  ``quantile * (n - 1)``); 'mean_std' = mean + ``num_std`` · std (population std). Default 'mean'. The
-  statistic Hurtik et al. used is unknown (see the module docstring); this default is not theirs.
+  ``quantile * (n - 1)``); 'mean_std' = mean + ``num_std`` · std (population std). Default 'mean', our
+  choice pending the ablation in docs/RESULTS.md: the statistic Hurtik et al. used is unknown (see the
+  module docstring), and this default is not claimed to be theirs.
 
   Data parallelism: inside ``shard_map``/``pmap`` pass the mapped ``axis_name`` and the statistic is
   over the global batch (mean/std by ``psum`` of masked sums and counts; median/quantile by
@@ -121,15 +125,16 @@ def dynamic_clipping(losses, *, statistic: str = "mean", quantile: float = 0.9, 
     statistic here is our configurable stand-in).
   """
   losses = _utils.as_float(losses)
+  where = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), losses.shape)
   tau = batch_threshold(losses, statistic=statistic, quantile=quantile, num_std=num_std, where=where,
                         axis_name=axis_name)
   # where(L > tau, tau, L) rather than minimum(): a loss exactly at tau keeps its full gradient.
-  clipped = _utils.mask(jnp.where(losses > tau, tau, losses),
-                        None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), losses.shape))
+  clipped = _utils.mask(jnp.where(losses > tau, tau, losses), where)
   return (clipped, tau) if return_threshold else clipped
 
 
 def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux):
+  where = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), unclipped.shape)
   clipped, tau = dynamic_clipping(unclipped, statistic=statistic, quantile=quantile, num_std=num_std,
                                   where=where, axis_name=axis_name, return_threshold=True)
   if not return_aux:

@@ -36,13 +36,13 @@ def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = N
   bad = np.argwhere(~np.isfinite(t) | (t < 0))
   if bad.size:
     i, j = bad[0]
-    raise ValueError(f"transition_matrix[{i}, {j}]={t[i, j]!r} is out of range; entries must be "
+    raise ValueError(f"transition_matrix[{i}, {j}]={float(t[i, j])!r} is out of range; entries must be "
                      f"probabilities in [0, 1]")
   sums = t.sum(axis=1)
   bad_rows = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_ATOL)
   if bad_rows.size:
     i = bad_rows[0]
-    raise ValueError(f"transition_matrix row {i} sums to {sums[i]!r}; each row must sum to 1 within "
+    raise ValueError(f"transition_matrix row {i} sums to {float(sums[i])!r}; each row must sum to 1 within "
                      f"{ROW_SUM_ATOL:g} (T[i, j] = P(noisy label j | true label i))")
   if invertible:
     cond = np.linalg.cond(t)

@@ -101,6 +101,7 @@ class Loss:
     self.hparams = dict(hparams)
     self.uses_example_weights = _accepts(fn, "weights")
     self.uses_batch_statistics = _accepts(fn, "axis_name")
+    self._returns_aux = _accepts(fn, "return_aux")
     self._fn = fn
     self._label_smoothing = 0.0 if _accepts(fn, LABEL_SMOOTHING) else hparams[LABEL_SMOOTHING]
     self._fn_hparams = {k: v for k, v in hparams.items() if k != LABEL_SMOOTHING or _accepts(fn, k)}
@@ -121,7 +122,7 @@ class Loss:
       kwargs["axis_name"] = axis_name
     if self._label_smoothing:
       labels = optax.smooth_labels(_utils.as_float(labels), self._label_smoothing)
-    if return_aux and _accepts(self._fn, "return_aux"):
+    if return_aux and self._returns_aux:
       return self._fn(logits, labels, return_aux=True, **kwargs)
     losses = self._fn(logits, labels, **kwargs)
     return (losses, {}) if return_aux else losses

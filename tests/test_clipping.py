@@ -14,12 +14,12 @@ import robust_losses as rl
 # 16 losses as an [8, 2] global batch (8 examples x 2 "positions", to exercise leading dims), distinct
 # values so that every statistic is unambiguous.
 LOSSES = np.random.default_rng(0).permutation(np.linspace(0.1, 3.2, 16)).astype(np.float32).reshape(8, 2)
-# Padding in the middle and at the end, as a data-parallel batch would have; masked values are huge so
-# that letting them into the statistic would show.
+# Padding in the middle and at the end, as a data-parallel batch would have; padded values are NaN, so
+# letting them into the statistic, the output or the gradient would show.
 WHERE = np.ones((8, 2), bool)
 WHERE[[3, 7]] = False
 WHERE[5, 1] = False
-LOSSES_WITH_PADDING = np.where(WHERE, LOSSES, 1e6).astype(np.float32)
+LOSSES_WITH_PADDING = np.where(WHERE, LOSSES, np.nan).astype(np.float32)
 
 STAT_CASES = [("mean", {}), ("median", {}), ("quantile", {"quantile": 0.9}),
               ("quantile", {"quantile": 0.25}), ("mean_std", {"num_std": 1.0}),

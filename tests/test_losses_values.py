@@ -45,7 +45,9 @@ def np_py(z, y):
 
 
 def np_rce(z, y, A=-4.0):
-  return -(np_softmax(z) * np.where(y > 0, np.maximum(np.log(np.maximum(y, 1e-300, dtype=np.float64)), A), A)).sum(-1)
+  y = np.asarray(y, np.float64)
+  log_y = np.where(y > 0, np.maximum(np.log(np.maximum(y, 1e-300)), A), A)  # log 0 := A, clamped at A
+  return -(np_softmax(z) * log_y).sum(-1)
 
 
 def np_focal_terms(z, gamma):

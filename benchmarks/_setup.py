@@ -1,0 +1,118 @@
+"""Builds the project's compiled train chunk (train_lib.Program + train_chunk_fn) for the benchmarks.
+
+`resnet_chunk` trains ResNet-20 on random uint8 32×32×3 data (CIFAR-shaped, with the CIFAR augmentation);
+`digits_chunk` builds the embedded default (configs/digits.py) exactly as train.train_and_evaluate does.
+Both return a `Chunk`: the AOT-compiled executable, its arguments, and compile seconds, so that timing a
+call never includes compilation.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import train_lib
+
+
+@dataclasses.dataclass
+class Chunk:
+  prog: train_lib.Program
+  compiled: object        # jax.stages.Compiled of train_chunk_fn(prog)
+  args: list              # [state, keys, labels, x_train, steps]; state is replaced after every call
+  compile_seconds: float
+  flops: float            # XLA cost analysis of the whole compiled chunk (see train_step.py)
+  steps: int
+  images_per_call: int
+
+  def __call__(self):
+    """Runs one chunk (donating and replacing the state) and waits for it."""
+    state, metrics = self.compiled(*self.args)
+    self.args[0] = state
+    jax.block_until_ready((state, metrics))
+    return metrics
+
+
+@contextlib.contextmanager
+def unrolled_scan():
+  """Traces train_lib's lax.scan fully unrolled, with no XLA while loop: the fix measured by train_step.py.
+
+  unroll=0, not unroll=True: for a length-1 scan, True means unroll=1, which still emits a while loop.
+  """
+  original = jax.lax.scan
+  jax.lax.scan = functools.partial(original, unroll=0)
+  try:
+    yield
+  finally:
+    jax.lax.scan = original
+
+
+def _compile(prog, args, unroll):
+  fn = train_lib.train_chunk_fn(prog)
+  t0 = time.perf_counter()
+  with unrolled_scan() if unroll else contextlib.nullcontext():
+    compiled = fn.lower(*args).compile()
+  seconds = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return compiled, seconds, float((cost or {}).get("flops", float("nan")))
+
+
+def _put(prog, seeds, labels, x):
+  keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(train_lib.replica_keys(seeds))))
+  return keys, train_lib.replicate(prog.mesh, labels), train_lib.replicate(prog.mesh, x)
+
+
+def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, num_seeds=1, unroll=False,
+                 model="resnet20") -> Chunk:
+  import optax
+  import robust_losses
+  from experiments import models
+  dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+  devices = jax.devices()[:num_devices]
+  net = models.create(model, num_classes=10, input_shape=(32, 32, 3), axis_name=train_lib.AXIS, dtype=dt)
+  n = batch_size * steps  # one epoch = one chunk
+  prog = train_lib.Program(
+      model=net, loss_fn=robust_losses.get("softmax_cross_entropy"), tx=optax.sgd(0.1, momentum=0.9),
+      mesh=train_lib.make_mesh(devices), batch_size=batch_size, num_train=n, steps_per_epoch=steps,
+      eval_batch_size=batch_size, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), augment_crop_pad=4,
+      augment_flip=True, skip_nonfinite=False, clip_warmup_steps=0, compute_dtype=dt)
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, (num_seeds, n)).astype(np.int32)
+  seeds = list(range(num_seeds))
+  keys, labels, x = _put(prog, seeds, labels, x)
+  state = train_lib.init_state(prog, keys, (32, 32, 3))
+  args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
+  compiled, seconds, flops = _compile(prog, args, unroll)
+  return Chunk(prog, compiled, args, seconds, flops, steps, batch_size * steps * num_seeds)
+
+
+def digits_config(**overrides):
+  from configs import digits
+  c = digits.get_config()
+  c.progress = False
+  for k, v in overrides.items():
+    c[k] = v
+  return c
+
+
+def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, unroll=False, config=None) -> Chunk:
+  """The digits default's train chunk, built by train.make_program; `steps` defaults to one epoch."""
+  from experiments import input_pipeline, train
+  config = config or digits_config(num_seeds=num_seeds, num_devices=num_devices)
+  data = input_pipeline.load("digits")
+  settings = train.noise_settings(config)
+  prog = train.make_program(config, data, train.build_loss(config, data.num_classes, settings))
+  replicas = [(n, config.seed + i) for n in settings for i in range(config.num_seeds)]
+  noisy = train.noisy_labels(config, data, replicas)
+  keys, labels, x = _put(prog, [s for _, s in replicas], np.stack([nl.labels for nl in noisy]), data.x_train)
+  state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
+  steps = steps or prog.steps_per_epoch
+  args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
+  compiled, seconds, flops = _compile(prog, args, unroll)
+  return Chunk(prog, compiled, args, seconds, flops, steps, prog.batch_size * steps * config.num_seeds)

@@ -1,0 +1,169 @@
+"""Cost of every registered loss relative to softmax cross entropy: jitted value-and-grad of the mean loss.
+
+  python -m benchmarks.losses [--quick] [--json FILE] [--write-docs]
+  python -m benchmarks.losses --clipping --devices 4   # dynamic clipping, global vs local statistic
+
+What is timed: jit(f)(logits) where f runs `inner` iterations of (loss, grad) = value_and_grad(mean(loss))
+and z <- z - 1e-3 * grad inside a lax.fori_loop. The loop makes one call long enough (>~1 ms) to be timed
+without the per-call dispatch overhead (~10 µs, which would otherwise make every loss look like CE at
+small sizes); the dependence on the previous gradient stops XLA from hoisting the work out of the loop.
+All losses of one (shape, dtype) are timed in interleaved rounds, and the ratio to CE of the same round
+set is reported. Hyperparameters are the registry defaults; the correction losses get a fixed
+symmetric-noise transition matrix (0.6 on the diagonal).
+
+The clipping section runs shard_map over N simulated CPU devices (which share the machine's cores) and
+compares clipped CE with the statistic taken over the global batch (axis_name='batch': psum / all_gather)
+against the same program with per-device statistics (axis_name=None).
+"""
+from __future__ import annotations
+
+import sys
+
+from benchmarks import _timing
+
+SHAPES = [(128, 10), (1024, 100), (4096, 1000)]
+QUICK_SHAPES = [(128, 10)]
+JSON_CASE = ((1024, 100), "float32")
+MATRIX = ("forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
+NON_ELEMENTWISE = {  # why a loss is exempt from the 1.2x target for elementwise losses
+    "forward_corrected_cross_entropy": "K×K transition (logsumexp over [B,K,K])",
+    "backward_corrected_cross_entropy": "K×K transition (matmul)",
+    "bi_tempered_logistic_loss": "iterative normalisation",
+    "binary_cross_entropy_dynamic_clipping": "batch statistic",
+    "clipped_cross_entropy": "batch statistic",
+    "clipped_focal_loss": "batch statistic",
+}
+STATISTICS = ("mean", "median", "quantile", "mean_std")
+MAX_ELEMENTS = 2 ** 27  # skip a case whose intermediate [B, K, K] would exceed this (forward correction)
+
+
+def transition(k):
+  import numpy as np
+  return np.full((k, k), 0.4 / (k - 1)) + np.eye(k) * (0.6 - 0.4 / (k - 1))
+
+
+def build(name, k):
+  import robust_losses
+  return robust_losses.get(name, **({"transition_matrix": transition(k)} if name in MATRIX else {}))
+
+
+def timed_fn(loss, logits, labels, inner, **call_kwargs):
+  import jax
+  import jax.numpy as jnp
+
+  def mean_loss(z):
+    return jnp.mean(loss(z, labels, **call_kwargs))
+
+  @jax.jit
+  def run(z):
+    def body(_, carry):
+      z, total = carry
+      value, grad = jax.value_and_grad(mean_loss)(z)
+      return z - (1e-3 * grad).astype(z.dtype), total + value
+    return jax.lax.fori_loop(0, inner, body, (z, jnp.zeros((), jnp.float32)))
+
+  return lambda: _timing.block(run(logits))
+
+
+def inner_iters(b, k, quick):
+  return max(1, (2 ** 18 if quick else 2 ** 21) // (b * k))
+
+
+def bench_losses(quick: bool):
+  import jax
+  import jax.numpy as jnp
+  import robust_losses
+
+  names = robust_losses.names()
+  results = {}  # (shape, dtype) -> {name: seconds per iteration or None}
+  for b, k in (QUICK_SHAPES if quick else SHAPES):
+    for dtype in ("float32", "bfloat16"):
+      logits = jax.random.normal(jax.random.key(0), (b, k), jnp.float32).astype(dtype)
+      labels = jax.nn.one_hot(jax.random.randint(jax.random.key(1), (b,), 0, k), k)
+      inner = inner_iters(b, k, quick)
+      fns = {n: timed_fn(build(n, k), logits, labels, inner) for n in names
+             if not (n == "forward_corrected_cross_entropy" and b * k * k > MAX_ELEMENTS)}
+      secs = _timing.interleaved(fns, repeats=3 if quick else 7, warmup=1)
+      results[((b, k), dtype)] = {n: (secs[n] / inner if n in secs else None) for n in names}
+      print(f"  done {b}x{k} {dtype}", file=sys.stderr, flush=True)
+  return names, results
+
+
+def bench_clipping(quick: bool):
+  import jax
+  import jax.numpy as jnp
+  import robust_losses
+  from jax.sharding import NamedSharding, PartitionSpec as P
+  from experiments import train_lib
+
+  mesh = train_lib.make_mesh()
+  rows = []
+  for b, k in (QUICK_SHAPES if quick else SHAPES[:2]):
+    logits = jax.device_put(jax.random.normal(jax.random.key(0), (b, k)), NamedSharding(mesh, P("batch")))
+    labels = jax.device_put(jax.nn.one_hot(jax.random.randint(jax.random.key(1), (b,), 0, k), k),
+                            NamedSharding(mesh, P("batch")))
+    inner = inner_iters(b, k, quick)
+    fns = {}
+    for stat in STATISTICS:
+      loss = robust_losses.get("clipped_cross_entropy", statistic=stat)
+      for axis in ("batch", None):
+        def per_device(z, y, loss=loss, axis=axis):
+          def body(_, carry):
+            z, total = carry
+            value, grad = jax.value_and_grad(lambda z: jnp.mean(loss(z, y, axis_name=axis)))(z)
+            return z - 1e-3 * grad, total + jax.lax.pmean(value, "batch")
+          return jax.lax.fori_loop(0, inner, body, (z, jnp.zeros((), jnp.float32)))
+        f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("batch"), P("batch")),
+                                  out_specs=(P("batch"), P())))
+        fns[(stat, axis)] = lambda f=f: _timing.block(f(logits, labels))
+    secs = _timing.interleaved(fns, repeats=3 if quick else 7, warmup=1)
+    for stat in STATISTICS:
+      g, l = secs[(stat, "batch")] / inner, secs[(stat, None)] / inner
+      rows.append([f"{b}x{k}", stat, g * 1e6, l * 1e6, g / l])
+  return rows
+
+
+def main():
+  p = _timing.parser(__doc__.splitlines()[0])
+  p.add_argument("--devices", type=int, default=0, help="simulated CPU devices (set before jax starts)")
+  p.add_argument("--clipping", action="store_true", help="only the dynamic-clipping section")
+  args = p.parse_args()
+  if args.devices:
+    _timing.set_host_devices(args.devices)
+  info = _timing.machine()
+  if args.clipping:
+    rows = bench_clipping(args.quick)
+    md = (f"Clipped CE (`clipped_cross_entropy`) inside `shard_map` over {info['devices']} simulated CPU "
+          f"devices, global statistic (`axis_name='batch'`) vs per-device statistic (`axis_name=None`); "
+          f"µs per value-and-grad iteration, median of interleaved repeats.\n\n"
+          + _timing.table(["global batch B×K", "statistic", "global µs", "local µs", "global / local"], rows))
+    _timing.write_json(args.json, rows)
+    _timing.report(args, "losses-clipping", md, info)
+    return
+  names, results = bench_losses(args.quick)
+  cases = list(results)
+  case = JSON_CASE if JSON_CASE in results else cases[0]
+  short = {"float32": "f32", "bfloat16": "bf16"}
+  target = f"≤ 1.2× at {case[0][0]}×{case[0][1]} {short[case[1]]}"
+  headers = ["loss"] + [f"{b}×{k} {short[d]}" for (b, k), d in cases] + ["kind", target]
+  rows, ratios = [], {}
+  for n in names:
+    row = [n]
+    for c in cases:
+      t, ce = results[c][n], results[c]["softmax_cross_entropy"]
+      row.append("skipped" if t is None else t / ce)
+    r = results[case][n] / results[case]["softmax_cross_entropy"]
+    ratios[n] = r
+    kind = NON_ELEMENTWISE.get(n, "elementwise")
+    row += [kind, ("yes" if r <= 1.2 else "**no**") if kind == "elementwise" else "n/a"]
+    rows.append(row)
+  ce_row = ["CE µs/iter"] + [results[c]["softmax_cross_entropy"] * 1e6 for c in cases] + ["", ""]
+  md = ("Ratio of each loss's jitted value-and-grad time to softmax CE's, same shape and dtype, measured in "
+        "the same interleaved rounds (median of repeats). Last row: CE's absolute time.\n\n"
+        + _timing.table(headers, rows + [ce_row]))
+  _timing.write_json(args.json, ratios)
+  _timing.report(args, "losses", md, info)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,156 @@
+"""How much of the step goes to input (target < 5%), and the end-to-end epoch time of the digits default.
+
+  python -m benchmarks.pipeline [--quick] [--json FILE] [--write-docs]
+
+Input share. The training set lives on the device and each step gathers its batch (x[perm[i:i+B]]),
+augments it (random crop + flip, per example) and normalises it inside the compiled chunk, so there is no
+host input pipeline to wait for; the input cost is device time inside the step. It is measured by
+compiling the same chunk three times, with train_lib._preprocess / input_pipeline.augment monkeypatched
+during tracing, and timing the three in interleaved rounds:
+  real      the project's chunk: gather + augment + normalise;
+  no-aug    augment replaced by the identity (gather + normalise);
+  ideal     the step fed a constant, already gathered and augmented batch (the gather is then dead code
+            and XLA removes it): a zero-cost input pipeline.
+  alone     the input stage by itself (permutation, then per step the same gather + augment + normalise
+            via train_lib._preprocess), jitted, as an absolute cost that does not rely on a difference.
+Input share = (real - ideal) / real, and alone / real; when the input cost is below the run-to-run noise
+the difference can come out negative. ResNet-20 runs with the chunk's lax.scan unrolled (unroll=0, see
+train_step.py: inside an XLA while loop its convolutions are ~30x slower, which would hide everything).
+
+End to end. train.train_and_evaluate on configs/digits.py (as shipped), timing every epoch from outside
+(train._log_epoch is wrapped to record a timestamp) and compilation with jax.monitoring's compile events;
+the first epoch includes compilation, the steady-state epoch time is the median of the others. The
+steady epoch is split into the train chunk call (+ fetching its metrics), evaluation and checkpointing by
+wrapping those calls.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import tempfile
+import time
+
+from benchmarks import _timing
+
+
+@contextlib.contextmanager
+def patched(mode):
+  import jax.numpy as jnp
+  import numpy as np
+  from experiments import input_pipeline, train_lib
+  orig_pre, orig_aug = train_lib._preprocess, input_pipeline.augment
+  if mode == "no-aug":
+    input_pipeline.augment = lambda rng, images, **kw: images
+  elif mode == "ideal":
+    def constant_batch(prog, images, key=None, positions=None):
+      rng = np.random.default_rng(0)
+      batch = rng.integers(0, 256, images.shape, dtype=np.uint8)  # shape is static at trace time
+      return input_pipeline.normalize(jnp.asarray(batch), prog.mean, prog.std, dtype=prog.compute_dtype)
+    train_lib._preprocess = constant_batch
+  try:
+    yield
+  finally:
+    train_lib._preprocess, input_pipeline.augment = orig_pre, orig_aug
+
+
+def input_share(quick):
+  from benchmarks import _setup
+  builders = {"digits MLP (configs/digits.py), 19 steps of batch 64 per call": _setup.digits_chunk}
+  if not quick:
+    builders["ResNet-20, 32×32×3 crop+flip, 2 steps of batch 128 per call (unroll=0)"] = lambda: _setup.resnet_chunk(
+        batch_size=128, steps=2, unroll=True)
+  rows = []
+  for label, build in builders.items():
+    chunks = {}
+    for mode in ("real", "no-aug", "ideal"):
+      with patched(mode):
+        chunks[mode] = build()
+    fns = dict(chunks, alone=input_stage_fn(chunks["real"]))
+    secs = _timing.interleaved(fns, repeats=3 if quick else 15, warmup=1)
+    share = (secs["real"] - secs["ideal"]) / secs["real"]
+    alone = secs["alone"] / secs["real"]
+    rows.append([label, secs["real"] * 1e3, secs["no-aug"] * 1e3, secs["ideal"] * 1e3, f"{100 * share:.1f}%",
+                 secs["alone"] * 1e3, f"{100 * alone:.1f}%", "yes" if max(share, alone) < 0.05 else "**no**"])
+  return rows
+
+
+def input_stage_fn(chunk):
+  """The chunk's input stage alone, jitted: permutation, then per step gather + augment + normalise."""
+  import jax
+  import jax.numpy as jnp
+  from experiments import train_lib
+  prog, (_, keys, labels, x, steps) = chunk.prog, chunk.args
+  bs = prog.batch_size
+
+  @jax.jit
+  def run(key, labels, x, steps):
+    perm = jax.random.permutation(key, prog.num_train)
+    def one(_, step):
+      start = (step % prog.steps_per_epoch) * bs
+      idx = jax.lax.dynamic_slice(perm, (start,), (bs,))
+      images = train_lib._preprocess(prog, x[idx], jax.random.fold_in(key, step), positions=start + jnp.arange(bs))
+      return None, (images, labels[:, idx])
+    return jax.lax.scan(one, None, steps)[1]
+
+  return lambda: _timing.block(run(keys[0], labels, x, steps))
+
+
+def end_to_end(quick):
+  import jax
+  from benchmarks import _setup
+  from experiments import checkpoints, train, train_lib
+  compile_s, marks, parts = [0.0], [], {"chunk": [], "eval": [], "log": [], "checkpoint": []}
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda event, secs, **kw: compile_s.__setitem__(0, compile_s[0] + secs)
+      if event.startswith("/jax/core/compile/") else None)  # tracing, lowering and XLA compilation
+
+  def timed(key, fn):
+    def wrapper(*a, **k):
+      t0 = time.perf_counter()
+      out = fn(*a, **k)
+      if key == "chunk":
+        jax.block_until_ready(out)
+      parts[key].append(time.perf_counter() - t0)
+      return out
+    return wrapper
+
+  orig = (train._log_epoch, train_lib.train_chunk_fn, train.Evaluator.metrics, checkpoints.Checkpointer.save)
+  train._log_epoch = lambda *a: (marks.append(time.perf_counter()), timed("log", orig[0])(*a))[1]
+  train_lib.train_chunk_fn = lambda prog: timed("chunk", orig[1](prog))
+  train.Evaluator.metrics = timed("eval", orig[2])
+  checkpoints.Checkpointer.save = timed("checkpoint", orig[3])
+  config = _setup.digits_config(num_epochs=3 if quick else 40)
+  try:
+    with tempfile.TemporaryDirectory() as tmp:
+      t0 = time.perf_counter()
+      train.train_and_evaluate(config, os.path.join(tmp, "run"))
+      total = time.perf_counter() - t0
+  finally:
+    train._log_epoch, train_lib.train_chunk_fn, train.Evaluator.metrics, checkpoints.Checkpointer.save = orig
+  epochs = [b - a for a, b in zip([t0] + marks[:-1], marks)]
+  steady = statistics.median(epochs[1:])
+  med = {k: statistics.median(v[1:]) for k, v in parts.items()}
+  row = [config.num_epochs, total, compile_s[0], epochs[0], steady * 1e3, med["chunk"] * 1e3, med["eval"] * 1e3,
+         med["log"] * 1e3, med["checkpoint"] * 1e3, (steady - sum(med.values())) * 1e3]
+  return row
+
+
+def main():
+  args = _timing.parser(__doc__.splitlines()[0]).parse_args()
+  rows = input_share(args.quick)
+  e2e = end_to_end(args.quick)
+  md = ("Input share of the compiled train chunk (ms per call, median of interleaved repeats; see the module "
+        "docstring for the three variants):\n\n"
+        + _timing.table(["program", "real ms", "no-aug ms", "ideal input ms", "(real − ideal) / real",
+                         "input stage alone ms", "alone / real", "< 5%"], rows)
+        + "\n\nEnd to end, `train.train_and_evaluate(configs/digits.py)` (1 seed, 19 steps/epoch, "
+        "evaluation and a checkpoint every epoch):\n\n"
+        + _timing.table(["epochs", "total s", "trace+lower+compile s", "epoch 1 s (incl. compile)", "steady epoch ms",
+                         "train chunk ms", "eval ms", "log ms", "checkpoint ms", "rest ms"], [e2e]))
+  _timing.write_json(args.json, {"input_share": rows, "end_to_end": e2e})
+  _timing.report(args, "pipeline", md, _timing.machine())
+
+
+if __name__ == "__main__":
+  main()

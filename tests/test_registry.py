@@ -1,0 +1,159 @@
+"""The loss registry: names, hyperparameter resolution and validation, the Loss object's interface."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import robust_losses as rl
+
+K = 4
+T = 0.7 * np.eye(K) + 0.1 * (1 - np.eye(K))
+LOGITS = np.array([[3.0, 0.5, -1.0, 0.2], [0.3, 0.1, -0.2, 0.4], [2.5, -1.5, 0.0, -0.5],
+                   [0.0, 1.0, 0.5, -2.0]], np.float32)
+Y = np.eye(K, dtype=np.float32)[[0, 2, 3, 1]]
+
+EXPECTED_NAMES = [
+    "active_passive_loss", "backward_corrected_cross_entropy", "bi_tempered_logistic_loss",
+    "binary_cross_entropy_dynamic_clipping", "bootstrapped_cross_entropy", "clipped_cross_entropy",
+    "clipped_focal_loss", "focal_loss", "forward_corrected_cross_entropy", "generalized_cross_entropy",
+    "mean_absolute_error", "mean_squared_error", "normalized_cross_entropy", "normalized_focal_loss",
+    "normalized_generalized_cross_entropy", "reverse_cross_entropy", "sigmoid_binary_cross_entropy",
+    "softmax_cross_entropy", "symmetric_cross_entropy", "tamed_cross_entropy",
+    "truncated_generalized_cross_entropy",
+]
+
+
+def test_names_lists_every_public_loss_sorted():
+  assert rl.names() == EXPECTED_NAMES
+  for name in rl.names():
+    assert getattr(rl, name).__name__ == name  # registered under its own name and exported
+
+
+def test_hparams_are_resolved_defaults_plus_overrides():
+  loss = rl.get("tamed_cross_entropy")
+  assert loss.name == "tamed_cross_entropy"
+  assert loss.hparams == {"alpha": 1.5, "label_smoothing": 0.0}
+  assert rl.get("symmetric_cross_entropy", alpha=6.0, beta=0.1).hparams == {
+      "alpha": 6.0, "beta": 0.1, "A": -4.0, "label_smoothing": 0.0}
+  assert rl.get("bi_tempered_logistic_loss", t1=0.8).hparams == {
+      "t1": 0.8, "t2": 1.0, "num_iters": 5, "label_smoothing": 0.0}
+  assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
+      "statistic": "mean", "quantile": 0.9, "num_std": 1.0, "per_element": False, "label_smoothing": 0.0}
+
+
+def test_capability_flags():
+  weighted = {n for n in rl.names() if rl.get(n, **_required(n)).uses_example_weights}
+  batch_stats = {n for n in rl.names() if rl.get(n, **_required(n)).uses_batch_statistics}
+  assert weighted == {"truncated_generalized_cross_entropy"}
+  assert batch_stats == {"binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy",
+                         "clipped_focal_loss"}
+
+
+def _required(name):
+  return {"transition_matrix": T} if "corrected" in name else {}
+
+
+def test_hparam_types_cover_every_hyperparameter():
+  types = rl.hparam_types()
+  for name in rl.names():
+    assert set(rl.get(name, **_required(name)).hparams) <= set(types)
+  assert types["alpha"] is float and types["num_iters"] is int and types["statistic"] is str
+  assert types["per_element"] is bool and types["transition_matrix"] is tuple
+  # A transition matrix given as nested tuples (as a config holds it) works.
+  as_tuple = tuple(map(tuple, T.tolist()))
+  np.testing.assert_allclose(rl.get("forward_corrected_cross_entropy", transition_matrix=as_tuple)(LOGITS, Y),
+                             rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=T), rtol=1e-6)
+
+
+def test_unknown_name():
+  with pytest.raises(ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_passive"):
+    rl.get("cross_entropy")
+
+
+def test_unknown_and_missing_hyperparameters():
+  with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['beta'\] for loss "
+                     r"'tamed_cross_entropy'; valid hyperparameters are \['alpha', 'label_smoothing'\]"):
+    rl.get("tamed_cross_entropy", beta=0.5)
+  with pytest.raises(ValueError, match=r"needs hyperparameter\(s\) \['transition_matrix'\]"):
+    rl.get("backward_corrected_cross_entropy")
+
+
+BAD = [
+    ("tamed_cross_entropy", {"alpha": -0.1}, r"alpha=-0.1 is out of range; valid range is \[0, inf\)"),
+    ("generalized_cross_entropy", {"q": 1.5}, r"q=1.5 is out of range; valid range is \[0, 1\]"),
+    ("generalized_cross_entropy", {"q": -0.2}, r"q=-0.2 is out of range"),
+    ("normalized_generalized_cross_entropy", {"q": 2.0}, r"q=2.0 is out of range"),
+    ("truncated_generalized_cross_entropy", {"k": 0.0}, r"k=0.0 is out of range; valid range is \(0, 1\)"),
+    ("truncated_generalized_cross_entropy", {"k": 1.0}, r"k=1.0 is out of range; valid range is \(0, 1\)"),
+    ("focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range; valid range is \[0, inf\)"),
+    ("normalized_focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range"),
+    ("bootstrapped_cross_entropy", {"beta": 1.2}, r"beta=1.2 is out of range; valid range is \[0, 1\]"),
+    ("bootstrapped_cross_entropy", {"mode": "medium"},
+     r"mode='medium' is not a valid choice; valid choices are \['hard', 'soft'\]"),
+    ("reverse_cross_entropy", {"A": 0.0}, r"A=0.0 is out of range; valid range is \(-inf, 0\)"),
+    ("symmetric_cross_entropy", {"alpha": -1.0}, r"alpha=-1.0 is out of range"),
+    ("active_passive_loss", {"active": "mae"},
+     r"active='mae' is not a valid choice; valid choices are \['ce', 'fl', 'nce', 'nfl', 'ngce'\]"),
+    ("active_passive_loss", {"passive": "ce"},
+     r"passive='ce' is not a valid choice; valid choices are \['mae', 'nmae', 'nrce', 'rce'\]"),
+    ("active_passive_loss", {"beta": -1.0}, r"beta=-1.0 is out of range"),
+    ("forward_corrected_cross_entropy", {"transition_matrix": T + 0.01 * np.eye(K)},
+     r"transition_matrix row 0 sums to 1.01.*must sum to 1 within 1e-05"),
+    ("forward_corrected_cross_entropy", {"transition_matrix": np.array([[1.2, -0.2], [0.0, 1.0]])},
+     r"transition_matrix\[0, 1\]=-0.2 is out of range"),
+    ("forward_corrected_cross_entropy", {"transition_matrix": np.ones((2, 3)) / 3},
+     r"must be a square K x K matrix; got shape \(2, 3\)"),
+    ("backward_corrected_cross_entropy", {"transition_matrix": np.full((K, K), 1 / K)},
+     r"transition_matrix is singular or ill-conditioned"),
+    ("bi_tempered_logistic_loss", {"t1": 0.0}, r"t1=0.0 is out of range; valid range is \(0, 1\]"),
+    ("bi_tempered_logistic_loss", {"t1": 1.5}, r"t1=1.5 is out of range"),
+    ("bi_tempered_logistic_loss", {"t2": 0.8}, r"t2=0.8 is out of range; valid range is \[1, inf\)"),
+    ("bi_tempered_logistic_loss", {"num_iters": 0}, r"num_iters=0 is out of range; valid range is"),
+    ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
+    ("clipped_cross_entropy", {"statistic": "max"},
+     r"statistic='max' is not a valid choice; valid choices are "
+     r"\['mean', 'mean_std', 'median', 'quantile'\]"),
+    ("clipped_focal_loss", {"quantile": 0.0}, r"quantile=0.0 is out of range; valid range is \(0, 1\)"),
+    ("binary_cross_entropy_dynamic_clipping", {"num_std": -0.5}, r"num_std=-0.5 is out of range"),
+    ("softmax_cross_entropy", {"label_smoothing": 1.0},
+     r"label_smoothing=1.0 is out of range; valid range is \[0, 1\)"),
+    ("generalized_cross_entropy", {"label_smoothing": -0.1}, r"label_smoothing=-0.1 is out of range"),
+    ("bi_tempered_logistic_loss", {"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
+]
+
+
+@pytest.mark.parametrize("name,hparams,match", BAD, ids=[f"{n}-{next(iter(h))}-{i}"
+                                                         for i, (n, h, _) in enumerate(BAD)])
+def test_out_of_range_hyperparameters_fail_at_construction(name, hparams, match):
+  with pytest.raises(ValueError, match=match):
+    rl.get(name, **hparams)
+
+
+def test_weights_only_for_the_truncated_loss():
+  w = np.array([1.0, 0.0, 1.0, 0.0], np.float32)
+  with pytest.raises(ValueError, match=r"generalized_cross_entropy does not take per-example weights"):
+    rl.get("generalized_cross_entropy")(LOGITS, Y, weights=w)
+  loss = rl.get("truncated_generalized_cross_entropy")
+  losses, aux = loss.call_with_aux(LOGITS, Y, weights=w)
+  assert aux == {}
+  gce = rl.generalized_cross_entropy(LOGITS, Y)
+  lq_k = (1 - 0.5 ** 0.7) / 0.7
+  np.testing.assert_allclose(losses, np.where(w > 0, gce, lq_k), rtol=1e-6)
+
+
+def test_loss_object_works_under_jit_and_grad():
+  loss = rl.get("clipped_focal_loss", statistic="median")
+  value = jax.jit(lambda x: loss(x, Y).mean())(LOGITS)
+  grad = jax.jit(jax.grad(lambda x: loss(x, Y).mean()))(LOGITS)
+  np.testing.assert_allclose(value, loss(LOGITS, Y).mean(), rtol=1e-6)
+  assert grad.shape == LOGITS.shape and np.all(np.isfinite(grad))
+  assert repr(rl.get("tamed_cross_entropy", alpha=2.0)) == (
+      "Loss('tamed_cross_entropy', alpha=2.0, label_smoothing=0.0)")
+
+
+def test_axis_name_is_ignored_by_per_example_losses():
+  # Per-example losses need no communication; passing the data-parallel axis name is harmless.
+  loss = rl.get("softmax_cross_entropy")
+  np.testing.assert_array_equal(loss(LOGITS, Y, axis_name="batch"), loss(LOGITS, Y))
+  assert loss.call_with_aux(LOGITS, Y, axis_name="batch")[1] == {}
+  assert jnp.asarray(loss(LOGITS, Y)).dtype == jnp.float32
