@@ -7,7 +7,6 @@ call never includes compilation.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import time
@@ -37,25 +36,10 @@ class Chunk:
     return metrics
 
 
-@contextlib.contextmanager
-def unrolled_scan():
-  """Traces train_lib's lax.scan fully unrolled, with no XLA while loop: the fix measured by train_step.py.
-
-  unroll=0, not unroll=True: for a length-1 scan, True means unroll=1, which still emits a while loop.
-  """
-  original = jax.lax.scan
-  jax.lax.scan = functools.partial(original, unroll=0)
-  try:
-    yield
-  finally:
-    jax.lax.scan = original
-
-
-def _compile(prog, args, unroll):
+def _compile(prog, args):
   fn = train_lib.train_chunk_fn(prog)
   t0 = time.perf_counter()
-  with unrolled_scan() if unroll else contextlib.nullcontext():
-    compiled = fn.lower(*args).compile()
+  compiled = fn.lower(*args).compile()
   seconds = time.perf_counter() - t0
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -67,7 +51,7 @@ def _put(prog, seeds, labels, x):
   return keys, train_lib.replicate(prog.mesh, labels), train_lib.replicate(prog.mesh, x)
 
 
-def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, num_seeds=1, unroll=False,
+def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, num_seeds=1, loop_free=False,
                  model="resnet20") -> Chunk:
   import optax
   import robust_losses
@@ -80,7 +64,7 @@ def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, nu
       model=net, loss_fn=robust_losses.get("softmax_cross_entropy"), tx=optax.sgd(0.1, momentum=0.9),
       mesh=train_lib.make_mesh(devices), batch_size=batch_size, num_train=n, steps_per_epoch=steps,
       eval_batch_size=batch_size, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), augment_crop_pad=4,
-      augment_flip=True, skip_nonfinite=False, clip_warmup_steps=0, compute_dtype=dt)
+      augment_flip=True, skip_nonfinite=False, clip_warmup_steps=0, compute_dtype=dt, loop_free=loop_free)
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (num_seeds, n)).astype(np.int32)
@@ -88,7 +72,7 @@ def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, nu
   keys, labels, x = _put(prog, seeds, labels, x)
   state = train_lib.init_state(prog, keys, (32, 32, 3))
   args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
-  compiled, seconds, flops = _compile(prog, args, unroll)
+  compiled, seconds, flops = _compile(prog, args)
   return Chunk(prog, compiled, args, seconds, flops, steps, batch_size * steps * num_seeds)
 
 
@@ -101,10 +85,11 @@ def digits_config(**overrides):
   return c
 
 
-def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, unroll=False, config=None) -> Chunk:
+def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, loop_free=False, config=None) -> Chunk:
   """The digits default's train chunk, built by train.make_program; `steps` defaults to one epoch."""
   from experiments import input_pipeline, train
   config = config or digits_config(num_seeds=num_seeds, num_devices=num_devices)
+  config.loop_free = bool(loop_free)  # the MLP's default (auto) on CPU is lax.scan
   data = input_pipeline.load("digits")
   settings = train.noise_settings(config)
   prog = train.make_program(config, data, train.build_loss(config, data.num_classes, settings))
@@ -114,5 +99,5 @@ def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, unroll=False, config
   state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
   steps = steps or prog.steps_per_epoch
   args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
-  compiled, seconds, flops = _compile(prog, args, unroll)
+  compiled, seconds, flops = _compile(prog, args)
   return Chunk(prog, compiled, args, seconds, flops, steps, prog.batch_size * steps * config.num_seeds)

@@ -14,8 +14,8 @@ during tracing, and timing the three in interleaved rounds:
   alone     the input stage by itself (permutation, then per step the same gather + augment + normalise
             via train_lib._preprocess), jitted, as an absolute cost that does not rely on a difference.
 Input share = (real - ideal) / real, and alone / real; when the input cost is below the run-to-run noise
-the difference can come out negative. ResNet-20 runs with the chunk's lax.scan unrolled (unroll=0, see
-train_step.py: inside an XLA while loop its convolutions are ~30x slower, which would hide everything).
+the difference can come out negative. ResNet-20 runs loop-free (train_lib.Program.loop_free, the CPU
+default for conv models; see train_step.py: inside an XLA while loop its convolutions are ~20x slower).
 
 End to end. train.train_and_evaluate on configs/digits.py (as shipped), timing every epoch from outside
 (train._log_epoch is wrapped to record a timestamp) and compilation with jax.monitoring's compile events;
@@ -58,8 +58,8 @@ def input_share(quick):
   from benchmarks import _setup
   builders = {"digits MLP (configs/digits.py), 19 steps of batch 64 per call": _setup.digits_chunk}
   if not quick:
-    builders["ResNet-20, 32×32×3 crop+flip, 2 steps of batch 128 per call (unroll=0)"] = lambda: _setup.resnet_chunk(
-        batch_size=128, steps=2, unroll=True)
+    builders["ResNet-20, 32×32×3 crop+flip, 2 steps of batch 128 per call (loop-free)"] = lambda: _setup.resnet_chunk(
+        batch_size=128, steps=2, loop_free=True)
   rows = []
   for label, build in builders.items():
     chunks = {}

@@ -8,8 +8,8 @@ simulated devices are not extra hardware: all of them run on this machine's 2 co
 pool, so this measures the overhead of the data-parallel program (sharding, all-reduces of gradients and
 BatchNorm statistics) rather than a speed-up one could get from real devices.
   digits: configs/digits.py's MLP, batch 64, one epoch (19 steps) per call, as train.py runs it.
-  resnet20: batch 128 of random 32×32×3 data, T=1 step per call with the chunk's scan unrolled (inside an
-    XLA while loop its convolutions take the slow path, see train_step.py).
+  resnet20: batch 128 of random 32×32×3 data, T=1 step per call, loop-free (no XLA while loop: inside
+    one its convolutions take the slow path, see train_step.py).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def main():
   _timing.set_host_devices(max(DEVICES))
   from benchmarks import _setup
   builders = {"digits MLP, 1 epoch/call": lambda n: _setup.digits_chunk(num_devices=n),
-              "ResNet-20, 1 step/call (unrolled)": lambda n: _setup.resnet_chunk(
-                  batch_size=16 if args.quick else 128, steps=1, num_devices=n, unroll=True)}
+              "ResNet-20, 1 step/call (loop-free)": lambda n: _setup.resnet_chunk(
+                  batch_size=16 if args.quick else 128, steps=1, num_devices=n, loop_free=True)}
   rows, out = [], {}
   for label, build in builders.items():
     chunks = {n: build(n) for n in DEVICES}

@@ -9,15 +9,15 @@ crop/flip augmentation, SGD momentum, CE), T PyTorch steps of the same network a
 pre-normalised batch (torch.set_num_threads(2), NCHW, forward + CE + backward + SGD momentum step, no
 augmentation), and a jitted float32 2048×2048 matmul, whose 2n³/t serves as the machine's achievable peak.
 
-Variants: the project as it is (train_chunk_fn's lax.scan, which XLA runs as a while loop), and the same
-chunk traced with the scan fully unrolled (unroll=0, monkeypatched during tracing: _setup.unrolled_scan),
-so that no while loop is left. XLA:CPU only rewrites convolutions into the layout its fast Eigen/YNNPACK
-kernels need in the entry computation (ConvCanonicalization visits module->entry_computation() only), so
-inside a while loop the gradient convolutions fall back to naive generated loops. Then XLA_FLAGS,
-bfloat16 compute and the chunk length T on top of the unrolled chunk.
+Variants: train_chunk_fn's lax.scan, which XLA runs as a while loop (the default off CPU), and the chunk
+with no while loop (Program.loop_free, lax.scan with unroll=0: the project's default on CPU for conv
+models). XLA:CPU only rewrites convolutions into the layout its fast Eigen/YNNPACK kernels need in the
+entry computation (ConvCanonicalization visits module->entry_computation() only), so inside a while loop
+the gradient convolutions fall back to naive generated loops (jax-ml/jax#12868). Then XLA_FLAGS,
+bfloat16 compute and the chunk length T on top of the loop-free chunk.
 
 Achieved FLOP/s = XLA cost analysis FLOPs of one step ÷ time per step. XLA's cost analysis counts a while-
-loop body once, so for the lax.scan chunk its FLOPs are one step's; for unrolled chunks they are divided by T.
+loop body once, so for the lax.scan chunk its FLOPs are one step's; for loop-free chunks they are divided by T.
 
 A second table times a single 3×3 convolution (forward + both gradients) at each ResNet-20 stage shape:
 JAX NHWC under jit, the same inside a lax.scan of length 1, JAX NCHW, and PyTorch NCHW / channels_last.
@@ -66,11 +66,11 @@ def matmul_fn(n=2048):
 
 def step_worker(args):
   from benchmarks import _setup
-  chunk = _setup.resnet_chunk(batch_size=args.batch, steps=args.steps, dtype=args.dtype, unroll=args.unroll)
+  chunk = _setup.resnet_chunk(batch_size=args.batch, steps=args.steps, dtype=args.dtype, loop_free=args.loop_free)
   mm, mm_flops = matmul_fn()
   fns = {"jax": chunk, "torch": torch_steps(args.batch, args.steps), "matmul": mm}
   secs = _timing.interleaved(fns, repeats=args.repeats, warmup=args.warmup)
-  step_flops = chunk.flops / (args.steps if args.unroll else 1)
+  step_flops = chunk.flops / (args.steps if args.loop_free else 1)
   peak = mm_flops / secs["matmul"]
   achieved = step_flops * args.steps / secs["jax"]
   return {"jax_img_s": chunk.images_per_call / secs["jax"], "torch_img_s": args.batch * args.steps / secs["torch"],
@@ -132,7 +132,7 @@ def main():
   p.add_argument("--batch", type=int, default=128)
   p.add_argument("--steps", type=int, default=2)
   p.add_argument("--dtype", default="float32")
-  p.add_argument("--unroll", action="store_true")
+  p.add_argument("--loop-free", action="store_true")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--warmup", type=int, default=1)
   args = p.parse_args()
@@ -141,15 +141,15 @@ def main():
     return
   q = args.quick
   b = ["--batch", "8" if q else "128"]
-  fast = b + ["--unroll", "--repeats", "2" if q else "3"]
+  fast = b + ["--loop-free", "--repeats", "2" if q else "3"]
   runs = [  # (table label, XLA_FLAGS, worker arguments)
-      ("project as-is: lax.scan chunk, T=1, f32 (1 timed call)", "", b + ["--steps", "1", "--repeats", "1", "--warmup", "0"]),
+      ("lax.scan chunk (while loop), T=1, f32 (1 timed call)", "", b + ["--steps", "1", "--repeats", "1", "--warmup", "0"]),
   ]
   if not q:
-    runs += [("unroll=0 (proposed fix), T=1, f32", "", fast + ["--steps", "1"]),
-             ("unroll=0, T=2, f32", "", fast + ["--steps", "2"]),
-             ("unroll=0, T=1, bfloat16 compute", "", fast + ["--steps", "1", "--dtype", "bfloat16"])]
-    runs += [(f"unroll=0, T=1, f32, {label}", flags, fast + ["--steps", "1"]) for flags, label in FLAGS[1:]]
+    runs += [("loop-free (CPU default), T=1, f32", "", fast + ["--steps", "1"]),
+             ("loop-free, T=2, f32", "", fast + ["--steps", "2"]),
+             ("loop-free, T=1, bfloat16 compute", "", fast + ["--steps", "1", "--dtype", "bfloat16"])]
+    runs += [(f"loop-free, T=1, f32, {label}", flags, fast + ["--steps", "1"]) for flags, label in FLAGS[1:]]
   rows, results = [], {}
   for label, flags, wargs in runs:
     r = variant(["step", *wargs], flags)

@@ -71,6 +71,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 256     # per device
   c.train_eval_max_examples = 10000  # memorisation metrics on this many training examples (0 = all)
   c.steps_per_call = 50       # optimisation steps per compiled call (lax.scan); progress updates between
+  # One step per call, no XLA while loop (None = auto: on CPU for conv models, where XLA:CPU runs
+  # convolutions inside loops ~20x slower, jax-ml/jax#12868). Overrides steps_per_call when on.
+  c.loop_free = config_dict.placeholder(bool)
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 2
   c.skip_nonfinite = False    # True: skip and count non-finite steps instead of stopping the run

@@ -139,7 +139,7 @@ def _plots(workdir, runs, rows, losses, noises) -> list[str]:
         continue
     ncol = min(4, len(panels))
     nrow = -(-len(panels) // ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.4 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.5 * ncol, 3.4 * nrow), squeeze=False, layout="constrained")
     for ax, noise in zip(axes.flat, panels):
       for run in by_noise[noise]:
         if fname == "clipped_fraction.png" and "clip" not in run["loss"]["name"]:
@@ -154,10 +154,9 @@ def _plots(workdir, runs, rows, losses, noises) -> list[str]:
       ax.grid(alpha=0.3)
     for ax in axes.flat[len(panels):]:
       ax.axis("off")
-    axes[0][0].set_ylabel(ylabel, fontsize=8)
+    fig.supylabel(ylabel, fontsize=8)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7)
-    fig.subplots_adjust(right=0.82)
+    fig.legend(handles, labels, loc="outside right center", fontsize=7)
     paths.append(_save(fig, out_dir, fname))
   return paths
 

@@ -48,6 +48,9 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
   config is the base config with the loss entry and its overrides applied. Everything is validated here,
   before anything is trained or compiled.
   """
+  commas = [l["label"] for l in sweep.losses if "," in l["label"]]
+  if commas:  # only_losses is a comma-separated list of labels
+    raise ValueError(f"loss labels must not contain ',': {commas}")
   losses = _selected(sweep.losses, sweep.only_losses, lambda l: l["label"])
   noises = _selected(sweep.noise, sweep.only_noise, noise_label)
   labels = [l["label"] for l in losses]

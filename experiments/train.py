@@ -129,7 +129,15 @@ def make_program(config, data: input_pipeline.Dataset, loss_fn) -> train_lib.Pro
       eval_batch_size=config.eval_batch_size, mean=tuple(data.mean), std=tuple(data.std),
       augment_crop_pad=data.augment_crop_pad, augment_flip=data.augment_flip,
       skip_nonfinite=config.skip_nonfinite, clip_warmup_steps=config.clip_warmup_epochs * steps_per_epoch,
-      compute_dtype=DTYPES[config.compute_dtype])
+      compute_dtype=DTYPES[config.compute_dtype], loop_free=loop_free(config, model))
+
+
+def loop_free(config, model) -> bool:
+  """config.loop_free, or when unset (auto): on the CPU backend for convolutional models only (an MLP's
+  steps run faster inside lax.scan; docs/PERFORMANCE.md)."""
+  if config.loop_free is not None:
+    return config.loop_free
+  return jax.default_backend() == "cpu" and not isinstance(model, models.MLP)
 
 
 def noisy_labels(config, data, replicas) -> list[noise.NoisyLabels]:
@@ -157,22 +165,34 @@ class Evaluator:
     self.x_train_full = data.x_train
     self.R = len(noisy)
 
+  def _blocks(self, size):
+    """[start, stop) of each eval call: the whole padded set, or one batch per device when loop-free."""
+    step = self.prog.mesh.size * self.prog.eval_batch_size if self.prog.loop_free else size
+    return [(i, i + step) for i in range(0, size, step)]
+
   def _put(self, x):
     padded = train_lib.pad(x, train_lib.pad_for_eval(self.prog, len(x)))
-    return len(x), train_lib.replicate(self.prog.mesh, padded)
+    return len(x), [train_lib.replicate(self.prog.mesh, padded[a:b]) for a, b in self._blocks(len(padded))]
+
+  def _run(self, fn, state, blocks, labels):
+    outs, start = [], 0
+    for x in blocks:
+      outs.append(fn(state, x, train_lib.replicate(self.prog.mesh, labels[:, start:start + x.shape[0]])))
+      start += x.shape[0]
+    return [np.concatenate([np.asarray(o[i]) for o in outs], axis=1) for i in range(2)]
 
   def predict(self, state, name):
-    n, x = self.sets[name]
-    labels = np.zeros((self.R, x.shape[0]), np.int32)
-    pred, _ = train_lib.eval_fn(self.prog)(state, x, labels)
-    return np.asarray(pred)[:, :n]
+    n, blocks = self.sets[name]
+    labels = np.zeros((self.R, sum(x.shape[0] for x in blocks)), np.int32)
+    pred, _ = self._run(train_lib.eval_fn(self.prog), state, blocks, labels)
+    return pred[:, :n]
 
   def prune_weights(self, state, q, k):
     """w = 1[p_y > k] on the whole training set with each replica's noisy labels (truncated Lq)."""
-    n, x = self._put(self.x_train_full)
-    labels = train_lib.pad(self.noisy, x.shape[0], axis=1)
-    _, w = train_lib.eval_fn(self.prog, q, k)(state, x, labels)
-    return np.asarray(w)[:, :n]
+    n, blocks = self._put(self.x_train_full)
+    labels = train_lib.pad(self.noisy, sum(x.shape[0] for x in blocks), axis=1)
+    _, w = self._run(train_lib.eval_fn(self.prog, q, k), state, blocks, labels)
+    return w[:, :n]
 
   def metrics(self, state) -> dict:
     out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}
@@ -272,7 +292,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   if lead:
     writer = _summary_writer(os.path.join(workdir, "tb"), purge_step=len(history) + 1)
   spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
-  chunk = config.steps_per_call or spe
+  chunk = 1 if prog.loop_free else (config.steps_per_call or spe)
   step, t0, seconds_before = int(meta["step"]), time.time(), float(meta["train_seconds"])
   train_chunk = train_lib.train_chunk_fn(prog)
   prune = (config.loss.name == TRUNCATED)

@@ -75,6 +75,9 @@ class Program:
   skip_nonfinite: bool
   clip_warmup_steps: int
   compute_dtype: Any = jnp.float32
+  # One step (and one eval batch) per compiled call, with no XLA while loop: XLA:CPU runs convolutions
+  # inside while loops ~20x slower (jax-ml/jax#12868; measured in docs/PERFORMANCE.md).
+  loop_free: bool = False
 
   def __hash__(self):  # optax transformations are not hashable; identity is what the cache needs
     return id(self)
@@ -162,7 +165,8 @@ def train_chunk_fn(prog: Program) -> Callable:
       }
       return new, metrics
 
-    return jax.lax.scan(step_fn, state, steps)
+    # unroll=0 is a full unroll with no while loop (unroll=True on a length-1 scan still emits one).
+    return jax.lax.scan(step_fn, state, steps, unroll=0 if prog.loop_free else 1)
 
   def per_device(state, keys, labels, x, steps):
     return jax.vmap(replica, in_axes=(0, 0, 0, None, None))(state, keys, labels, x, steps)
@@ -199,7 +203,7 @@ def eval_fn(prog: Program, prune_q: float | None = None, prune_k: float | None =
         w = truncated_lq_prune_weights(logits, jax.nn.one_hot(y, num_classes), q=prune_q, k=prune_k)
       return None, (jnp.argmax(logits, -1).astype(jnp.int32), w)
 
-    _, (pred, w) = jax.lax.scan(batch, None, (xb, yb))
+    _, (pred, w) = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
     return pred.reshape(-1), w.reshape(-1)
 
   def per_device(state, x, labels):

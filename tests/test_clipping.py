@@ -59,7 +59,7 @@ def test_gradient_is_indicator_of_unclipped_samples():
     grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic=statistic).sum())(jnp.asarray(LOSSES))
     tau = np_threshold(LOSSES, statistic)
     np.testing.assert_array_equal(grad, (LOSSES <= tau).astype(np.float32))
-  grad = jax.grad(lambda l: rl.dynamic_clipping(l, where=WHERE).sum())(jnp.asarray(LOSSES_WITH_PADDING))
+  grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic="mean", where=WHERE).sum())(jnp.asarray(LOSSES_WITH_PADDING))
   np.testing.assert_array_equal(grad, (WHERE & (LOSSES <= LOSSES[WHERE].mean())).astype(np.float32))
 
 
@@ -67,7 +67,7 @@ def test_clipped_samples_get_zero_gradient_wrt_logits():
   logits = jax.random.normal(jax.random.key(0), (6, 4)) * 3
   labels = jax.nn.one_hot(jnp.arange(6) % 4, 4)
   ce = rl.softmax_cross_entropy(logits, labels)
-  grad = jax.grad(lambda x: rl.clipped_cross_entropy(x, labels).sum())(logits)
+  grad = jax.grad(lambda x: rl.clipped_cross_entropy(x, labels, statistic="mean").sum())(logits)
   ce_grad = jax.grad(lambda x: rl.softmax_cross_entropy(x, labels).sum())(logits)
   clipped = np.asarray(ce > ce.mean())
   assert clipped.any() and (~clipped).any()
@@ -96,7 +96,7 @@ def test_call_with_aux_reports_clipped_and_unclipped():
   np.testing.assert_array_equal(aux["clipped"], (where & (ce > tau)).astype(np.float32))
   np.testing.assert_allclose(losses, np.where(where, np.minimum(ce, tau), 0.0), rtol=1e-6)
   # Per-element BCE clipping reports the fraction of each example's classes that were clipped.
-  _, aux = rl.get("binary_cross_entropy_dynamic_clipping", per_element=True).call_with_aux(logits, labels)
+  _, aux = rl.get("binary_cross_entropy_dynamic_clipping", per_element=True, statistic="mean").call_with_aux(logits, labels)
   s = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
   elements = -np.asarray(labels) * np.log(s) - (1 - np.asarray(labels)) * np.log(1 - s)
   np.testing.assert_allclose(aux["clipped"], (elements > elements.mean()).mean(-1), rtol=1e-6)

@@ -231,7 +231,8 @@ def test_bi_tempered_gradient_is_gradient_of_the_loss():
 
 def test_clipped_loss_values():
   ce = np_ce(LOGITS, Y)
-  close(rl.clipped_cross_entropy(LOGITS, Y), np.minimum(ce, ce.mean()))
+  close(rl.clipped_cross_entropy(LOGITS, Y), np.minimum(ce, np.quantile(ce, 0.9)))  # default: q0.9
+  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="mean"), np.minimum(ce, ce.mean()))
   close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
   fl = (Y * np_focal_terms(LOGITS, 0.5)).sum(-1)
   close(rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5),
@@ -241,7 +242,7 @@ def test_clipped_loss_values():
   bce = elements.mean(-1)
   close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3),
         np.minimum(bce, np.quantile(bce, 0.3)))
-  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True),
+  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True, statistic="mean"),
         np.minimum(elements, elements.mean()).mean(-1))
 
 

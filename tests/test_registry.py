@@ -38,7 +38,7 @@ def test_hparams_are_resolved_defaults_plus_overrides():
   assert rl.get("bi_tempered_logistic_loss", t1=0.8).hparams == {
       "t1": 0.8, "t2": 1.0, "num_iters": 5, "label_smoothing": 0.0}
   assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
-      "statistic": "mean", "quantile": 0.9, "num_std": 1.0, "per_element": False, "label_smoothing": 0.0}
+      "statistic": "quantile", "quantile": 0.9, "num_std": 1.0, "per_element": False, "label_smoothing": 0.0}
 
 
 def test_capability_flags():

@@ -10,7 +10,7 @@ from experiments import sweep
 
 def tiny_sweep(**overrides):
   s = digits_sweep.get_config()
-  s.only_losses = "CE,TCE α=2,BCE + dyn. clip"
+  s.only_losses = "CE,TCE α=2,BCE + dyn. clip (q0.9 wu5)"
   s.only_noise = "symmetric:0,symmetric:0.4"
   s.num_seeds = 2
   s.base_overrides = {"num_epochs": 2, "progress": False, "train_eval_max_examples": 256}
@@ -25,8 +25,8 @@ def test_grid_expansion():
   assert len(full) == 16 and all(len(r["noises"]) == 7 for r in full)
   assert len({r["id"] for r in full}) == 16
   runs = sweep.expand(tiny_sweep(group_noise=False))
-  assert [r["id"] for r in runs] == ["ce__symmetric_0", "ce__symmetric_0.4", "bce_dyn._clip__symmetric_0",
-                                     "bce_dyn._clip__symmetric_0.4", "tce_2__symmetric_0", "tce_2__symmetric_0.4"]
+  assert [r["id"] for r in runs] == ["ce__symmetric_0", "ce__symmetric_0.4", "bce_dyn._clip_q0.9_wu5__symmetric_0",
+                                     "bce_dyn._clip_q0.9_wu5__symmetric_0.4", "tce_2__symmetric_0", "tce_2__symmetric_0.4"]
   tce = runs[-1]["config"]
   assert tce.loss.name == "tamed_cross_entropy" and tce.loss.alpha == 2.0 and tce.num_seeds == 2
   assert runs[0]["config"].loss.alpha is None  # each run's config is its own copy
@@ -45,7 +45,7 @@ def test_grid_errors():
 
 
 def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
-  s = tiny_sweep(only_losses="CE,BCE + dyn. clip")
+  s = tiny_sweep(only_losses="CE,BCE + dyn. clip (q0.9 wu5)")
   # A sweep killed after its first run: only CE has finished.
   first = tiny_sweep(only_losses="CE")
   sweep.run(first, str(tmp_path))
@@ -61,7 +61,7 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
   with open(tmp_path / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert len(rows) == 2 * 2 * 2  # losses × noise × seeds
-  assert {r["loss"] for r in rows} == {"CE", "BCE + dyn. clip"}
+  assert {r["loss"] for r in rows} == {"CE", "BCE + dyn. clip (q0.9 wu5)"}
   assert all(0 <= float(r["test_accuracy_last"]) <= 1 for r in rows)
   md = (tmp_path / "results.md").read_text()
   assert "| CE |" in md and "symmetric 0.4" in md and "**" in md and "± " in md

@@ -8,9 +8,8 @@ from configs.sweeps import _grid as g
 
 
 def get_config():
-  bce = "binary_cross_entropy_dynamic_clipping"
   losses = [g.loss("CE", "softmax_cross_entropy"), g.loss("BCE", "sigmoid_binary_cross_entropy"),
-            g.loss("BCE + dyn. clip", bce), g.loss("CE + dyn. clip", "clipped_cross_entropy"),
+            *g.dynamic_clipping_rows(),
             g.loss("CE + grad clip", "softmax_cross_entropy", overrides={"grad_clip_norm": 1.0})]
   c = g.sweep(fashion_mnist.get_config(), losses, g.noise("symmetric", 0.0, 0.2, 0.4, 0.6), num_seeds=3)
   c.group_noise = False

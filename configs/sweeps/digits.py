@@ -11,8 +11,7 @@ def get_config():
   losses = [
       g.loss("CE", "softmax_cross_entropy"),
       g.loss("BCE", "sigmoid_binary_cross_entropy"),
-      g.loss("BCE + dyn. clip", "binary_cross_entropy_dynamic_clipping"),
-      g.loss("CE + dyn. clip", "clipped_cross_entropy"),
+      *g.dynamic_clipping_rows(),
       *[g.loss(f"TCE α={a:g}", "tamed_cross_entropy", alpha=a) for a in (0.5, 1.0, 1.5, 2.0)],
       *g.robust_baselines(),
   ]
