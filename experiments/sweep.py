@@ -110,6 +110,7 @@ def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
 def main(argv):
   del argv
   from absl import flags
+  train.set_cpu_xla_flags()
   train.quiet_logs()
   train.enable_compilation_cache()
   run(flags.FLAGS.config, flags.FLAGS.workdir)

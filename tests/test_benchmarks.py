@@ -19,10 +19,13 @@ BENCHMARKS = [
   ("sweep", [], "sweep"),
   ("scaling", [], "scaling"),
 ]
+NEEDS_TORCH = {"train_step", "sweep"}  # their reference side is PyTorch (the `bench` extra, not in `test`)
 
 
 @pytest.mark.parametrize("name,extra,section", BENCHMARKS, ids=[f"{b[0]}{''.join(b[1][:1])}" for b in BENCHMARKS])
 def test_quick_mode(tmp_path, name, extra, section):
+  if name in NEEDS_TORCH:
+    pytest.importorskip("torch", reason="PyTorch is the benchmark's reference: pip install -e .[bench]")
   out, docs = tmp_path / "out.json", tmp_path / "PERFORMANCE.md"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   cmd = [sys.executable, "-m", f"benchmarks.{name}", "--quick", *extra, "--json", str(out), "--write-docs", str(docs)]
