@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -91,7 +92,9 @@ def _curves(workdir, run, noise, key):
          == noise]
   with open(path) as f:
     hist = [json.loads(line) for line in f if line.strip()]
-  vals = [np.nanmean(np.asarray(h[key], np.float64)[idx]) if h.get(key) is not None else np.nan for h in hist]
+  with warnings.catch_warnings():  # an all-NaN cell (e.g. memorisation without noisy labels) stays NaN
+    warnings.simplefilter("ignore", RuntimeWarning)
+    vals = [np.nanmean(np.asarray(h[key], np.float64)[idx]) if h.get(key) is not None else np.nan for h in hist]
   return np.asarray(vals)
 
 
