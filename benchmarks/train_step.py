@@ -121,7 +121,7 @@ def conv_worker(args):
 # ------------------------------------------------------------------------------------------------ driver
 def variant(worker_args, flags="", timeout=900):
   res = _timing.run_json(["-m", "benchmarks.train_step", "--worker", *worker_args],
-                         env={"XLA_FLAGS": flags} if flags else {"XLA_FLAGS": ""}, timeout=timeout)
+                         env={"XLA_FLAGS": flags}, timeout=timeout)
   print(f"  {flags or '(no flags)'} {' '.join(worker_args)}: {json.dumps(res)[:200]}", file=sys.stderr, flush=True)
   return res
 

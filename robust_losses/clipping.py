@@ -35,6 +35,11 @@ def _check_clipping_hparams(statistic, quantile, num_std):
   _utils.check_range("num_std", num_std, 0.0)
 
 
+def _bool_mask(where, shape):
+  """`where` as a bool array of `shape` (None stays None: nothing is masked)."""
+  return None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), shape)
+
+
 def _global_sum(x, axis_name):
   total = jnp.sum(x)
   return total if axis_name is None else jax.lax.psum(total, axis_name)
@@ -78,8 +83,8 @@ def batch_threshold(losses, *, statistic: str = "quantile", quantile: float = 0.
   """
   _check_clipping_hparams(statistic, quantile, num_std)
   values = jax.lax.stop_gradient(_utils.as_float(losses))
-  valid = (jnp.ones(values.shape, bool) if where is None
-           else jnp.broadcast_to(jnp.asarray(where, bool), values.shape))
+  valid = _bool_mask(where, values.shape)
+  valid = jnp.ones(values.shape, bool) if valid is None else valid
   if statistic in ("median", "quantile"):
     return _masked_quantile(values, valid, 0.5 if statistic == "median" else quantile, axis_name)
   count = jnp.maximum(_global_sum(valid.astype(values.dtype), axis_name), 1.0)
@@ -127,7 +132,7 @@ def dynamic_clipping(losses, *, statistic: str = "quantile", quantile: float = 0
     statistic here is our configurable stand-in).
   """
   losses = _utils.as_float(losses)
-  where = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), losses.shape)
+  where = _bool_mask(where, losses.shape)
   tau = batch_threshold(losses, statistic=statistic, quantile=quantile, num_std=num_std, where=where,
                         axis_name=axis_name)
   # where(L > tau, tau, L) rather than minimum(): a loss exactly at tau keeps its full gradient.
@@ -136,7 +141,7 @@ def dynamic_clipping(losses, *, statistic: str = "quantile", quantile: float = 0
 
 
 def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux):
-  where = None if where is None else jnp.broadcast_to(jnp.asarray(where, bool), unclipped.shape)
+  where = _bool_mask(where, unclipped.shape)
   clipped, tau = dynamic_clipping(unclipped, statistic=statistic, quantile=quantile, num_std=num_std,
                                   where=where, axis_name=axis_name, return_threshold=True)
   if not return_aux:
