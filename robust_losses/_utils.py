@@ -5,6 +5,7 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def as_float(x) -> jax.Array:
@@ -59,31 +60,94 @@ def check_choice(name: str, value, choices: Sequence[str]) -> None:
 
 
 def prepare(logits, labels, where) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
-  """Casts logits/labels to float, checks shapes, and neutralises masked examples.
+  """Casts logits to float, checks the label form, and neutralises masked examples.
 
-  Masked examples get logits 0 and uniform labels before the loss is computed, so a NaN/inf in padding
-  can neither appear in the output nor poison the gradient (NaN * 0 = NaN in a backward pass; only
-  keeping the bad values out of the computation avoids it).
+  Two label forms are accepted, told apart by shape alone:
+    * class ids: ``labels.shape == logits.shape[:-1]``, an integer dtype (as optax's
+      ``softmax_cross_entropy_with_integer_labels``); returned as int32.
+    * one-hot or soft labels: ``labels.shape == logits.shape`` (any dtype); returned as float.
+  Losses give identical values and gradients for ids and the equivalent one-hot labels; with ids they
+  take a fast path that only reads the labelled class (see `label_log_prob`).
+
+  Masked examples get logits 0 and class 0 (ids) or uniform labels before the loss is computed, so a
+  NaN/inf in padding can neither appear in the output nor poison the gradient (NaN * 0 = NaN in a
+  backward pass; only keeping the bad values out of the computation avoids it).
 
   Args:
     logits: [..., K] unnormalised scores, any float dtype.
-    labels: [..., K] one-hot or soft labels (rows summing to 1).
+    labels: [...] integer class ids, or [..., K] one-hot/soft labels (rows summing to 1).
     where: None, or a bool array broadcastable to logits.shape[:-1]; False marks an example to ignore.
 
   Returns:
     (logits, labels, where) with where broadcast to logits.shape[:-1] (or None).
   """
   logits = as_float(logits)
-  labels = as_float(labels)
-  if logits.ndim < 1 or labels.shape != logits.shape:
-    raise ValueError(f"labels must be one-hot or soft labels with the shape of logits [..., K]; got "
-                     f"logits {logits.shape} and labels {labels.shape}")
+  labels = jnp.asarray(labels)
+  if logits.ndim < 1:
+    raise ValueError(f"logits must have a class axis [..., K]; got shape {logits.shape}")
+  if labels.shape == logits.shape[:-1]:
+    if not jnp.issubdtype(labels.dtype, jnp.integer):
+      raise ValueError(f"labels of shape {labels.shape} (logits.shape[:-1]) are read as class ids and must "
+                       f"have an integer dtype; got {labels.dtype}. One-hot/soft labels have the shape of "
+                       f"logits {logits.shape}")
+    labels = labels.astype(jnp.int32)
+  elif labels.shape == logits.shape:
+    labels = as_float(labels)
+  else:
+    raise ValueError(f"labels must be integer class ids of shape logits.shape[:-1] = {logits.shape[:-1]} or "
+                     f"one-hot/soft labels of shape logits.shape = {logits.shape}; got {labels.shape}")
   if where is None:
     return logits, labels, None
   where = jnp.broadcast_to(jnp.asarray(where, bool), logits.shape[:-1])
   logits = jnp.where(where[..., None], logits, 0.0)
-  labels = jnp.where(where[..., None], labels, 1.0 / logits.shape[-1])
+  if is_ids(logits, labels):
+    labels = jnp.where(where, labels, 0)
+  else:
+    labels = jnp.where(where[..., None], labels, 1.0 / logits.shape[-1])
   return logits, labels, where
+
+
+def is_ids(logits, labels) -> bool:
+  """Whether `labels` (as returned by `prepare`) are class ids rather than one-hot/soft labels."""
+  return labels.ndim == logits.ndim - 1
+
+
+def one_hot(logits, labels) -> jax.Array:
+  """Labels as one-hot/soft [..., K] float (ids are expanded; soft labels pass through)."""
+  if is_ids(logits, labels):
+    return jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
+  return labels
+
+
+def label_log_prob(logits, labels) -> jax.Array:
+  """log p_y for class ids, as ``z_y - logsumexp(z)``: [...] work only, the same terms as optax's
+  integer-label cross entropy (whose negative this is)."""
+  label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+  return label_logits - jax.nn.logsumexp(logits, axis=-1)
+
+
+def cross_entropy(logits, labels) -> jax.Array:
+  """-sum_k y_k log p_k for either label form; for ids exactly optax's integer-label CE."""
+  if is_ids(logits, labels):
+    return -label_log_prob(logits, labels)
+  return optax.losses.softmax_cross_entropy(logits, labels)
+
+
+def label_sum(logits, labels, terms: Callable[[jax.Array], jax.Array],
+              log_probs: Optional[jax.Array] = None) -> jax.Array:
+  """sum_k y_k terms(log p_k): with class ids just terms(log p_y), which never touches the other classes.
+
+  `terms` must be elementwise and finite (with finite gradient) for every log-probability, so that the
+  zero-weighted classes of a one-hot label contribute exactly 0 and both label forms agree. Pass
+  `log_probs` if the caller already has log_softmax(logits).
+  """
+  if is_ids(logits, labels):
+    if log_probs is None:
+      return terms(label_log_prob(logits, labels))
+    return terms(jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0])
+  if log_probs is None:
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+  return jnp.sum(labels * terms(log_probs), axis=-1)
 
 
 def mask(losses: jax.Array, where: Optional[jax.Array]) -> jax.Array:

@@ -121,7 +121,7 @@ def bi_tempered_logistic_loss(logits, labels, *, t1: float = 1.0, t2: float = 1.
 
   Args:
     logits: [..., K] unnormalised scores (activations).
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     t1: temperature of the log, in (0, 1] (< 1 for a bounded loss).
     t2: temperature of the exp, >= 1 (> 1 for heavy tails).
     num_iters: fixed-point iterations for the normaliser (static int >= 1; the reference uses 5).
@@ -142,6 +142,7 @@ def bi_tempered_logistic_loss(logits, labels, *, t1: float = 1.0, t2: float = 1.
   _utils.check_int("num_iters", num_iters, 1)
   _utils.check_range("label_smoothing", label_smoothing, 0.0, 1.0, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
+  labels = _utils.one_hot(logits, labels)  # the tempered normaliser needs every class anyway
   num_classes = logits.shape[-1]
   if num_classes > 1:
     labels = ((1.0 - num_classes / (num_classes - 1) * label_smoothing) * labels

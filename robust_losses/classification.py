@@ -1,6 +1,7 @@
 """Standard classification losses and simple robust baselines (MAE, MSE, focal, bootstrapping).
 
-All losses take logits [..., K] and one-hot or soft labels [..., K] and return per-example losses [...].
+All losses take logits [..., K] and integer class ids [...] or one-hot/soft labels [..., K] and return
+per-example losses [...].
 Computation is in float32 whatever the logits dtype. `where` (bool [...]) marks examples to ignore:
 their loss is 0 with zero gradient, even if their logits are NaN.
 """
@@ -22,14 +23,14 @@ def softmax_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) 
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
     Per-example losses [...] (float32).
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
-  return _utils.mask(optax.losses.softmax_cross_entropy(logits, labels), where)
+  return _utils.mask(_utils.cross_entropy(logits, labels), where)
 
 
 def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
@@ -44,13 +45,18 @@ def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] =
 
   Args:
     logits: [..., K] unnormalised scores (one sigmoid per class).
-    labels: [..., K] targets in [0, 1].
+    labels: [...] integer class ids or [..., K] targets in [0, 1].
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
     Per-example losses [...] (float32).
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
+  if _utils.is_ids(logits, labels):
+    # sum_k -log(1 - sigma(z_k)) - z_y: the one-hot sum with -log sigma(z) + log(1 - sigma(z)) = -z.
+    label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    bce = jnp.sum(-jax.nn.log_sigmoid(-logits), axis=-1) - label_logits
+    return _utils.mask(bce / logits.shape[-1], where)
   bce = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
   return _utils.mask(jnp.mean(bce, axis=-1), where)
 
@@ -66,13 +72,16 @@ def mean_absolute_error(logits, labels, *, where: Optional[jax.Array] = None) ->
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
     Per-example losses [...] (float32), in [0, 2].
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
+  if _utils.is_ids(logits, labels):
+    # 2 (1 - p_y), with 1 - p_y = -expm1(log p_y) (exact near p_y = 1).
+    return _utils.mask(-2.0 * jnp.expm1(_utils.label_log_prob(logits, labels)), where)
   probs = jax.nn.softmax(logits, axis=-1)
   return _utils.mask(jnp.sum(jnp.abs(labels - probs), axis=-1), where)
 
@@ -85,7 +94,7 @@ def mean_squared_error(logits, labels, *, where: Optional[jax.Array] = None) -> 
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
@@ -93,24 +102,30 @@ def mean_squared_error(logits, labels, *, where: Optional[jax.Array] = None) -> 
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   probs = jax.nn.softmax(logits, axis=-1)
-  return _utils.mask(jnp.sum(jnp.square(labels - probs), axis=-1), where)
+  return _utils.mask(jnp.sum(jnp.square(_utils.one_hot(logits, labels) - probs), axis=-1), where)
 
 
-def focal_terms(log_probs: jax.Array, gamma) -> jax.Array:
+def focal_terms(log_probs: jax.Array, gamma, detach_modulator: bool = False) -> jax.Array:
   r"""Elementwise :math:`(1 - p_k)^\gamma (-\log p_k)`, finite with finite gradients for all inputs.
 
   :math:`1 - p` is computed as ``-expm1(log p)`` (exact for p near 1). Where it is exactly 0 the factor is
   the constant :math:`0^\gamma` (1 at :math:`\gamma = 0`), because the derivative of :math:`x^\gamma`
-  at 0 is infinite for :math:`\gamma < 1` and would otherwise turn the gradient into NaN.
+  at 0 is infinite for :math:`\gamma < 1` and would otherwise turn the gradient into NaN. With
+  ``detach_modulator`` the factor :math:`(1 - p_k)^\gamma` is a constant for the gradient.
   """
   one_minus_p = -jnp.expm1(log_probs)
   positive = one_minus_p > 0
-  modulator = jnp.where(positive, jnp.power(jnp.where(positive, one_minus_p, 1.0), gamma),
-                        jnp.power(0.0, gamma))
+  safe = jnp.where(positive, one_minus_p, 1.0)
+  # Exact special cases for concrete gamma: sqrt/identity/square cost far less than pow (exp and log).
+  power = {0.5: jnp.sqrt, 1.0: lambda x: x, 2.0: jnp.square}.get(gamma) if _utils.is_concrete(gamma) else None
+  modulator = jnp.where(positive, power(safe) if power else jnp.power(safe, gamma), jnp.power(0.0, gamma))
+  if detach_modulator:
+    modulator = jax.lax.stop_gradient(modulator)
   return -modulator * log_probs
 
 
-def focal_loss(logits, labels, *, gamma: float = 0.5, where: Optional[jax.Array] = None) -> jax.Array:
+def focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False,
+               where: Optional[jax.Array] = None) -> jax.Array:
   r"""Softmax focal loss, :math:`-\sum_k y_k (1 - p_k)^\gamma \log p_k` (Lin et al., ICCV 2017).
 
   The factor :math:`(1 - p_k)^\gamma` down-weights well-classified examples, so training focuses on hard
@@ -120,10 +135,16 @@ def focal_loss(logits, labels, *, gamma: float = 0.5, where: Optional[jax.Array]
   Default :math:`\gamma = 0.5`, the value used in the noisy-label baselines of Ma et al. (ICML 2020);
   Lin et al. use :math:`\gamma = 2` for detection.
 
+  Gradient convention: by default the exact gradient of the formula (the modulator is differentiated, as
+  in Lin et al.). ``detach_modulator=True`` treats :math:`(1 - p_k)^\gamma` as a constant, as the APL
+  reference code does (``HanxunH/Active-Passive-Losses`` ``FocalLoss`` uses ``.data``): same values,
+  different gradients; use it to reproduce numbers from that codebase.
+
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     gamma: focusing parameter, >= 0.
+    detach_modulator: no gradient through :math:`(1 - p_k)^\gamma` (APL reference convention).
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
@@ -134,8 +155,8 @@ def focal_loss(logits, labels, *, gamma: float = 0.5, where: Optional[jax.Array]
   """
   _utils.check_range("gamma", gamma, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  terms = focal_terms(jax.nn.log_softmax(logits, axis=-1), gamma)
-  return _utils.mask(jnp.sum(labels * terms, axis=-1), where)
+  loss = _utils.label_sum(logits, labels, lambda lp: focal_terms(lp, gamma, detach_modulator))
+  return _utils.mask(loss, where)
 
 
 BOOTSTRAP_MODES = ("soft", "hard")
@@ -147,17 +168,23 @@ def bootstrapped_cross_entropy(logits, labels, *, beta: float = 0.95, mode: str 
 
   .. math:: t = \beta y + (1 - \beta) \hat{q}, \qquad L = -\sum_k t_k \log p_k
 
-  with :math:`\hat{q} = p` (``mode='soft'``) or :math:`\hat{q} = \mathrm{onehot}(\arg\max_k p_k)`
-  (``mode='hard'``). The prediction part of the target goes through ``stop_gradient``: it is a target,
-  not something to optimise, so the loss pulls the model partly towards its own (more consistent)
-  beliefs and a confidently contradicted label pulls less. :math:`\beta = 1` is CE.
+  ``mode='soft'``: :math:`\hat{q} = p`, so :math:`L = \beta\,\mathrm{CE} + (1 - \beta) H(p)`: "softmax
+  regression with minimum entropy regularization" (Reed et al.). The prediction inside the target is part
+  of the objective and is differentiated: the gradient is :math:`\beta \nabla\mathrm{CE} + (1 - \beta)
+  \nabla H(p)`, as in the SCE authors' Keras implementation. (With the prediction behind
+  ``stop_gradient`` the gradient would be exactly :math:`\beta \nabla\mathrm{CE}` — plain CE at a
+  smaller learning rate.) The entropy term pushes the model towards confident predictions, so a label it
+  confidently contradicts is fitted more slowly.
 
-  Defaults :math:`\beta = 0.95` (soft, as in the paper); the paper uses :math:`\beta = 0.8` for hard
-  bootstrapping — pass it explicitly with ``mode='hard'``.
+  ``mode='hard'``: :math:`\hat{q} = \mathrm{onehot}(\arg\max_k p_k)`, a piecewise-constant target
+  (no gradient flows through the argmax): :math:`L = -\beta \log p_y - (1 - \beta) \log p_{\hat{k}}`.
+
+  :math:`\beta = 1` is CE. Default :math:`\beta = 0.95` (soft, as in the paper); the paper uses
+  :math:`\beta = 0.8` for hard bootstrapping — pass it explicitly with ``mode='hard'``.
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     beta: weight of the given label in the target, in [0, 1].
     mode: 'soft' or 'hard'.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
@@ -173,9 +200,10 @@ def bootstrapped_cross_entropy(logits, labels, *, beta: float = 0.95, mode: str 
   _utils.check_choice("mode", mode, BOOTSTRAP_MODES)
   logits, labels, where = _utils.prepare(logits, labels, where)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
+  ce = _utils.label_sum(logits, labels, lambda lp: -lp, log_probs=log_probs)
   if mode == "soft":
-    prediction = jnp.exp(log_probs)
+    own = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)  # H(p), differentiated
   else:
-    prediction = jax.nn.one_hot(jnp.argmax(log_probs, axis=-1), logits.shape[-1], dtype=log_probs.dtype)
-  target = beta * labels + (1.0 - beta) * jax.lax.stop_gradient(prediction)
-  return _utils.mask(-jnp.sum(target * log_probs, axis=-1), where)
+    top = jnp.argmax(log_probs, axis=-1)[..., None]  # the first of tied maxima, as one_hot(argmax) picks
+    own = -jnp.take_along_axis(log_probs, top, axis=-1)[..., 0]
+  return _utils.mask(beta * ce + (1.0 - beta) * own, where)

@@ -25,14 +25,25 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from robust_losses import _utils
 from robust_losses import classification
+from robust_losses import thresholds
 
-STATISTICS = ("mean", "median", "quantile", "mean_std")
+STATISTICS = ("mean", "median", "quantile", "mean_std", "mad", "otsu", "gmm")
+GATHERED = ("median", "quantile", "mad", "otsu", "gmm")  # need every value of the global batch
 
 
-def _check_clipping_hparams(statistic, quantile, num_std):
+def _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs=0):
   _utils.check_choice("statistic", statistic, STATISTICS)
   _utils.check_range("quantile", quantile, 0.0, 1.0, lo_open=True, hi_open=True)
   _utils.check_range("num_std", num_std, 0.0)
+  _utils.check_int("warmup_epochs", warmup_epochs, 0)
+
+
+def _warm_up(losses, unclipped, was_clipped, warmup_epochs, epoch):
+  """Before `warmup_epochs` epochs are completed the loss is left unclipped (epoch None: no schedule)."""
+  if epoch is None or not warmup_epochs:
+    return losses, was_clipped
+  warming = jnp.asarray(epoch) < warmup_epochs
+  return jnp.where(warming, unclipped, losses), jnp.where(warming, 0.0, was_clipped)
 
 
 def _bool_mask(where, shape):
@@ -53,26 +64,58 @@ def _replicated(x):
   return x
 
 
-def _masked_quantile(values, valid, quantile, axis_name):
-  """np.quantile(values[valid], quantile) (linear interpolation), over all devices of `axis_name`."""
+def _gathered(values, valid, axis_name):
+  """The flattened values and mask of the global batch, replicated on every device of `axis_name`."""
   values, valid = values.reshape(-1), valid.reshape(-1)
   if axis_name is not None:
     # 'invarying': every device holds the same gathered batch, so tau is known to be replicated (as a
     # psum result is) and can leave shard_map with out_specs P().
     values = jax.lax.all_gather(values, axis_name, tiled=True, to="invarying")
     valid = jax.lax.all_gather(valid, axis_name, tiled=True, to="invarying")
-  values, valid = _replicated(values), _replicated(valid)
-  # Excluded entries sort to the end as +inf; the n valid ones occupy positions 0..n-1.
-  ordered = jnp.sort(jnp.where(valid, values, jnp.inf))
+  return _replicated(values), _replicated(valid)
+
+
+def _masked_quantile(values, valid, quantile):
+  """np.quantile(values[valid], quantile) (linear interpolation) of a gathered batch."""
+  # Excluded entries count as +inf, above every valid one; the n valid ones are ranks 0..n-1.
+  values = jnp.where(valid, values, jnp.inf)
   n = jnp.sum(valid.astype(jnp.int32))
   last = jnp.maximum(n - 1, 0)
-  position = quantile * last.astype(ordered.dtype)
+  position = quantile * last.astype(values.dtype)
   lo = jnp.clip(jnp.floor(position).astype(jnp.int32), 0, last)
   hi = jnp.minimum(lo + 1, last)
-  frac = position - lo.astype(ordered.dtype)
-  a, b = ordered[lo], ordered[hi]
+  frac = position - lo.astype(values.dtype)
+  if jax.default_backend() == "cpu":
+    a = _order_statistic(values, lo)
+    # The next rank: a itself if it occurs more than lo + 1 times, else the smallest value above it.
+    b = jnp.where(jnp.sum(values <= a) > hi, a, jnp.min(jnp.where(values > a, values, jnp.inf)))
+  else:
+    ordered = jnp.sort(values)
+    a, b = ordered[lo], ordered[hi]
   tau = a + frac * (b - a)
   return jnp.where(n > 0, tau, 0.0)  # no valid entry: tau is irrelevant (all outputs are masked)
+
+
+def _order_statistic(values, rank):
+  """The `rank`-th smallest of `values` (0-based), exactly, by bisection on the float32 bit patterns.
+
+  XLA:CPU sorts with a comparator callback per comparison (a 1024-element sort costs as much as softmax CE's
+  value-and-grad on 1024 x 100 logits); 32 rounds of compare-and-count find the same element with no sort.
+  Accelerators sort fast, so there `jnp.sort` is used instead. Order-preserving map: flip all bits of
+  negative floats, set the sign bit of the others, compare as unsigned integers.
+  """
+  bits = jax.lax.bitcast_convert_type(values.astype(jnp.float32), jnp.uint32)
+  keys = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+  def halve(_, bounds):  # invariant: the answer's key lies in [lo, hi]
+    lo, hi = bounds
+    mid = lo + (hi - lo) // 2
+    enough = jnp.sum(keys <= mid) > rank  # at least rank + 1 values have key <= mid
+    return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)), unroll=True)
+  bits = jnp.where(lo >> 31 == 1, lo & jnp.uint32(0x7FFFFFFF), ~lo)
+  return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(values.dtype)
 
 
 def batch_threshold(losses, *, statistic: str = "quantile", quantile: float = 0.9, num_std: float = 1.0,
@@ -85,8 +128,15 @@ def batch_threshold(losses, *, statistic: str = "quantile", quantile: float = 0.
   values = jax.lax.stop_gradient(_utils.as_float(losses))
   valid = _bool_mask(where, values.shape)
   valid = jnp.ones(values.shape, bool) if valid is None else valid
-  if statistic in ("median", "quantile"):
-    return _masked_quantile(values, valid, 0.5 if statistic == "median" else quantile, axis_name)
+  if statistic in GATHERED:
+    values, valid = _gathered(values, valid, axis_name)
+    if statistic in ("median", "quantile"):
+      return _masked_quantile(values, valid, 0.5 if statistic == "median" else quantile)
+    if statistic == "mad":
+      return thresholds.mad(values, valid, num_std, _masked_quantile)
+    if statistic == "otsu":
+      return thresholds.otsu(values, valid)
+    return thresholds.gmm(values, valid, num_std)
   count = jnp.maximum(_global_sum(valid.astype(values.dtype), axis_name), 1.0)
   mean = _global_sum(jnp.where(valid, values, 0.0), axis_name) / count
   if statistic == "mean":
@@ -105,7 +155,8 @@ def dynamic_clipping(losses, *, statistic: str = "quantile", quantile: float = 0
   others their unchanged gradient, and no gradient flows through :math:`\tau` itself.
 
   Statistics: 'mean'; 'median'; 'quantile' (``np.quantile`` with linear interpolation at position
-  ``quantile * (n - 1)``); 'mean_std' = mean + ``num_std`` · std (population std). Default 'quantile'
+  ``quantile * (n - 1)``); 'mean_std' = mean + ``num_std`` · std (population std); 'mad', 'otsu' and
+  'gmm' look for the batch's noisy mode (see :mod:`robust_losses.thresholds`). Default 'quantile'
   at 0.9 (the top 10% of losses are clipped), chosen by our ablation (docs/RESULTS.md): the statistic
   Hurtik et al. used is unknown (see the module docstring), and this default is not claimed to be theirs.
 
@@ -116,9 +167,11 @@ def dynamic_clipping(losses, *, statistic: str = "quantile", quantile: float = 0
 
   Args:
     losses: per-example losses, any shape.
-    statistic: 'mean', 'median', 'quantile' or 'mean_std'.
+    statistic: 'mean', 'median', 'quantile', 'mean_std', 'mad', 'otsu' or 'gmm'.
     quantile: quantile level for 'quantile', in (0, 1).
-    num_std: number of standard deviations for 'mean_std', >= 0.
+    num_std: >= 0; the k of 'mean_std' (mean + k std) and 'mad' (median + k 1.4826 MAD), and for 'gmm' the
+      minimum separation of the two components' means, in pooled standard deviations, below which nothing
+      is clipped.
     where: optional bool, broadcastable to ``losses.shape``; False entries (e.g. padding) are excluded
       from the statistic and their output is 0 with zero gradient.
     axis_name: mapped axis name(s) to reduce over, or None.
@@ -140,21 +193,25 @@ def dynamic_clipping(losses, *, statistic: str = "quantile", quantile: float = 0
   return (clipped, tau) if return_threshold else clipped
 
 
-def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux):
+def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs,
+                      epoch):
   where = _bool_mask(where, unclipped.shape)
   clipped, tau = dynamic_clipping(unclipped, statistic=statistic, quantile=quantile, num_std=num_std,
                                   where=where, axis_name=axis_name, return_threshold=True)
-  if not return_aux:
-    return clipped
   was_clipped = unclipped > tau
   if where is not None:
     was_clipped = was_clipped & where
-  return clipped, {"clipped": was_clipped.astype(jnp.float32), "unclipped": _utils.mask(unclipped, where)}
+  unclipped = _utils.mask(unclipped, where)
+  clipped, was_clipped = _warm_up(clipped, unclipped, was_clipped.astype(jnp.float32), warmup_epochs, epoch)
+  if not return_aux:
+    return clipped
+  return clipped, {"clipped": was_clipped, "unclipped": unclipped}
 
 
 def binary_cross_entropy_dynamic_clipping(
     logits, labels, *, statistic: str = "quantile", quantile: float = 0.9, num_std: float = 1.0,
-    per_element: bool = False, where: Optional[jax.Array] = None, axis_name=None, return_aux: bool = False):
+    per_element: bool = False, warmup_epochs: int = 0, where: Optional[jax.Array] = None, axis_name=None,
+    epoch=None, return_aux: bool = False):
   r"""Sigmoid BCE (mean over classes) with dynamic clipping — the setting of Hurtik et al. (2022).
 
   The per-example one-vs-all BCE (:func:`sigmoid_binary_cross_entropy`, Keras convention: mean over
@@ -167,14 +224,19 @@ def binary_cross_entropy_dynamic_clipping(
 
   Args:
     logits: [..., K] unnormalised scores (one sigmoid per class).
-    labels: [..., K] targets in [0, 1].
-    statistic: 'mean', 'median', 'quantile' or 'mean_std' (see :func:`dynamic_clipping`).
+    labels: [...] integer class ids or [..., K] targets in [0, 1].
+    statistic: 'mean', 'median', 'quantile', 'mean_std', 'mad', 'otsu' or 'gmm' (see
+      :func:`dynamic_clipping`).
     quantile: in (0, 1), for 'quantile'.
     num_std: >= 0, for 'mean_std'.
     per_element: clip per (example, class) element instead of per example.
+    warmup_epochs: with ``epoch`` given, no clipping until this many epochs are completed (the loss is
+      then the unclipped one, and aux 'clipped' is 0). Our ablation (docs/RESULTS.md) found clipping from
+      the first step harmful: early on every loss is large and the batch statistic is meaningless.
     where: optional bool [...]; False examples are excluded from the statistic and get loss 0 and zero
       gradient.
     axis_name: mapped axis name for a global-batch statistic inside shard_map/pmap.
+    epoch: epochs completed (int scalar, may be traced), for ``warmup_epochs``; None: always clip.
     return_aux: also return a dict with 'clipped' (float32 [...], 1 where the example's loss exceeded
       tau; with ``per_element`` the fraction of its classes clipped) and 'unclipped' (the losses before
       clipping).
@@ -182,44 +244,87 @@ def binary_cross_entropy_dynamic_clipping(
   Returns:
     Per-example losses [...] (float32), and the aux dict if ``return_aux``.
   """
-  _check_clipping_hparams(statistic, quantile, num_std)
+  _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   if not per_element:
     unclipped = classification.sigmoid_binary_cross_entropy(logits, labels, where=where)
-    return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux)
+    return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
+                             warmup_epochs, epoch)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  elements = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
+  elements = optax.losses.sigmoid_binary_cross_entropy(logits, _utils.one_hot(logits, labels))
   element_mask = None if where is None else jnp.broadcast_to(where[..., None], elements.shape)
   clipped, tau = dynamic_clipping(elements, statistic=statistic, quantile=quantile, num_std=num_std,
                                   where=element_mask, axis_name=axis_name, return_threshold=True)
   losses = _utils.mask(jnp.mean(clipped, axis=-1), where)
+  unclipped = _utils.mask(jnp.mean(elements, axis=-1), where)
+  fraction = _utils.mask(jnp.mean((elements > tau).astype(jnp.float32), axis=-1), where)
+  losses, fraction = _warm_up(losses, unclipped, fraction, warmup_epochs, epoch)
   if not return_aux:
     return losses
-  fraction = _utils.mask(jnp.mean((elements > tau).astype(jnp.float32), axis=-1), where)
-  return losses, {"clipped": fraction, "unclipped": _utils.mask(jnp.mean(elements, axis=-1), where)}
+  return losses, {"clipped": fraction, "unclipped": unclipped}
 
 
 def clipped_cross_entropy(logits, labels, *, statistic: str = "quantile", quantile: float = 0.9,
-                          num_std: float = 1.0, where: Optional[jax.Array] = None, axis_name=None,
-                          return_aux: bool = False):
+                          num_std: float = 1.0, warmup_epochs: int = 0, where: Optional[jax.Array] = None,
+                          axis_name=None, epoch=None, return_aux: bool = False):
   """Softmax cross entropy with dynamic clipping (the CE variant Hurtik et al. mention).
 
   :func:`softmax_cross_entropy` per example, then :func:`dynamic_clipping`; arguments and aux as in
   :func:`binary_cross_entropy_dynamic_clipping`. The statistic is configurable because the paper's could
   not be obtained.
   """
-  _check_clipping_hparams(statistic, quantile, num_std)
+  _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   unclipped = classification.softmax_cross_entropy(logits, labels, where=where)
-  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux)
+  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
+                           warmup_epochs, epoch)
 
 
 def clipped_focal_loss(logits, labels, *, gamma: float = 0.5, statistic: str = "quantile",
-                       quantile: float = 0.9, num_std: float = 1.0, where: Optional[jax.Array] = None,
-                       axis_name=None, return_aux: bool = False):
+                       quantile: float = 0.9, num_std: float = 1.0, warmup_epochs: int = 0,
+                       where: Optional[jax.Array] = None, axis_name=None, epoch=None,
+                       return_aux: bool = False):
   """Focal loss with dynamic clipping (the focal variant Hurtik et al. mention).
 
   :func:`focal_loss` (``gamma`` >= 0, default 0.5) per example, then :func:`dynamic_clipping`; other
   arguments and aux as in :func:`binary_cross_entropy_dynamic_clipping`.
   """
-  _check_clipping_hparams(statistic, quantile, num_std)
+  _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   unclipped = classification.focal_loss(logits, labels, gamma=gamma, where=where)
-  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux)
+  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
+                           warmup_epochs, epoch)
+
+
+SELECTION_BASES = ("bce", "ce")
+
+
+def oracle_small_loss_selection(logits, labels, *, noise_rate: float, base: str = "bce", warmup_epochs: int = 0,
+                                where: Optional[jax.Array] = None, axis_name=None, epoch=None,
+                                return_aux: bool = False):
+  r"""Small-loss selection with a known noise rate: the largest ``noise_rate`` share of each batch's losses
+  contributes no gradient (clipped at the batch's :math:`1 - \eta` quantile).
+
+  An *oracle* reference for dynamic clipping, not a method: it is told the true noise rate :math:`\eta`, which
+  a real noisy dataset does not reveal (the trainer fills ``noise_rate`` with the realised rate of its noise
+  model). It bounds what a batch statistic that tracked the noise rate perfectly could do.
+  :math:`\eta = 0` is the unclipped loss.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
+    noise_rate: the share of examples to drop, in [0, 1).
+    base: 'bce' (one-vs-all sigmoid BCE, as in Hurtik et al.) or 'ce' (softmax CE).
+    warmup_epochs, epoch, where, axis_name, return_aux: as in :func:`binary_cross_entropy_dynamic_clipping`.
+  """
+  _utils.check_range("noise_rate", noise_rate, 0.0, 1.0, hi_open=True)
+  _utils.check_choice("base", base, SELECTION_BASES)
+  _utils.check_int("warmup_epochs", warmup_epochs, 0)
+  fn = classification.sigmoid_binary_cross_entropy if base == "bce" else classification.softmax_cross_entropy
+  unclipped = fn(logits, labels, where=where)
+  if _utils.is_concrete(noise_rate) and noise_rate == 0:
+    return (unclipped, {"clipped": jnp.zeros_like(unclipped), "unclipped": unclipped}) if return_aux else unclipped
+  # quantile must lie in (0, 1): a rate below 1e-6 drops nothing anyway.
+  if _utils.is_concrete(noise_rate):
+    quantile = min(max(1.0 - float(noise_rate), 1e-6), 1.0 - 1e-6)
+  else:
+    quantile = jnp.clip(1.0 - noise_rate, 1e-6, 1.0 - 1e-6)
+  return _clip_per_example(unclipped, where, "quantile", quantile, 1.0, axis_name, return_aux, warmup_epochs,
+                           epoch)

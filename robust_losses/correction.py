@@ -59,13 +59,17 @@ def forward_corrected_cross_entropy(logits, labels, *, transition_matrix,
   distribution of the noisy label, and CE is taken against the (noisy) labels. The gradient trains the
   clean posterior while the noise is "explained away" by T. With T = I this is CE.
 
-  Computed in log space, :math:`\log (p^\top T)_j = \mathrm{logsumexp}_i(\log p_i + \log T_{ij})`, so it
-  stays exact for tiny probabilities; zero entries of T are :math:`\log 0 = -\infty` terms. A label on a
-  class that T never produces (an all-zero column) gives an infinite loss.
+  Computed with one [..., K] x [K, K] matmul in a shifted probability space, O(BK + K²) memory:
+  :math:`\log (p^\top T)_j = \max_i z_i - \mathrm{lse}(z) + \log \sum_i e^{z_i - \max z} T_{ij}`. The
+  shifted probabilities are at most 1 with one equal to 1, so nothing overflows; the inner sum is floored
+  at the smallest normal float, so a label that T makes possible only from classes the model gives
+  essentially zero probability costs a large finite loss (~87 nats beyond the shift in float32) with zero
+  gradient through the floor. A label on a class that T never produces (an all-zero column) gives an
+  infinite loss.
 
   Args:
     logits: [..., K] unnormalised scores (of the clean class).
-    labels: [..., K] one-hot or soft noisy labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft noisy labels.
     transition_matrix: [K, K] row-stochastic, :math:`T_{ij} = P(\text{noisy } j \mid \text{true } i)`.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
@@ -80,12 +84,20 @@ def forward_corrected_cross_entropy(logits, labels, *, transition_matrix,
   check_transition_matrix(transition_matrix, num_classes=logits.shape[-1])
   t = _utils.as_float(transition_matrix).astype(logits.dtype)
   produced = jnp.any(t > 0, axis=0)  # columns (noisy classes) that T can produce at all
-  # Empty columns get log T = 0 so their logsumexp (unused) stays finite and its gradient NaN-free.
-  log_t = jnp.where(t > 0, jnp.log(jnp.where(t > 0, t, 1.0)), jnp.where(produced, -jnp.inf, 0.0))
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  log_noisy = jax.nn.logsumexp(log_probs[..., :, None] + log_t, axis=-2)
-  log_noisy = jnp.where(produced, log_noisy, -jnp.inf)
-  loss = -jnp.sum(jnp.where(labels > 0, labels * log_noisy, 0.0), axis=-1)
+  top = jnp.max(logits, axis=-1, keepdims=True)
+  shifted = jnp.exp(logits - jax.lax.stop_gradient(top))
+  # log (p^T T)_j = log(e^{z - top} T)_j - log(sum e^{z - top}); the shift cancels exactly.
+  log_norm = jnp.log(jnp.sum(shifted, axis=-1, keepdims=True))
+  tiny = jnp.finfo(logits.dtype).tiny
+  if _utils.is_ids(logits, labels):
+    # Only column y of p^T T is needed: (e^{z - top} . T[:, y]), an O(BK) gather instead of the matmul.
+    inner = jnp.maximum(jnp.sum(shifted * t.T[labels], axis=-1), tiny)
+    log_noisy_y = jnp.log(inner) - log_norm[..., 0]
+    loss = -jnp.where(produced[labels], log_noisy_y, -jnp.inf)
+  else:
+    inner = jnp.maximum(shifted @ t, tiny)
+    log_noisy = jnp.where(produced, jnp.log(inner) - log_norm, -jnp.inf)
+    loss = -jnp.sum(jnp.where(labels > 0, labels * log_noisy, 0.0), axis=-1)
   return _utils.mask(loss, where)
 
 
@@ -101,7 +113,7 @@ def backward_corrected_cross_entropy(logits, labels, *, transition_matrix,
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft noisy labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft noisy labels.
     transition_matrix: [K, K] invertible row-stochastic matrix,
       :math:`T_{ij} = P(\text{noisy } j \mid \text{true } i)`.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
@@ -119,6 +131,7 @@ def backward_corrected_cross_entropy(logits, labels, *, transition_matrix,
     t_inv = jnp.asarray(np.linalg.inv(np.asarray(transition_matrix, np.float64)), logits.dtype)
   else:
     t_inv = jnp.linalg.inv(_utils.as_float(transition_matrix)).astype(logits.dtype)
-  corrected = labels @ t_inv
+  # The rows of T^-1 for class ids (a gather), y^T T^-1 for soft labels.
+  corrected = t_inv[labels] if _utils.is_ids(logits, labels) else labels @ t_inv
   loss = -jnp.sum(corrected * jax.nn.log_softmax(logits, axis=-1), axis=-1)
   return _utils.mask(loss, where)

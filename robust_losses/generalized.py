@@ -34,7 +34,7 @@ def generalized_cross_entropy(logits, labels, *, q: float = 0.7,
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     q: in [0, 1].
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
@@ -47,12 +47,13 @@ def generalized_cross_entropy(logits, labels, *, q: float = 0.7,
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  terms = lq_terms(jax.nn.log_softmax(logits, axis=-1), q)
-  return _utils.mask(jnp.sum(labels * terms, axis=-1), where)
+  return _utils.mask(_utils.label_sum(logits, labels, lambda lp: lq_terms(lp, q)), where)
 
 
 def _label_probability(logits, labels) -> jax.Array:
   """p_y = sum_k y_k p_k: the probability of the label (label-weighted for soft labels)."""
+  if _utils.is_ids(logits, labels):
+    return jnp.exp(_utils.label_log_prob(logits, labels))
   return jnp.sum(labels * jax.nn.softmax(logits, axis=-1), axis=-1)
 
 
@@ -74,7 +75,7 @@ def truncated_generalized_cross_entropy(logits, labels, *, q: float = 0.7, k: fl
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     q: in [0, 1].
     k: truncation threshold on :math:`p_y`, in (0, 1).
     weights: optional [...] per-example weights (no gradient flows into them).
@@ -90,7 +91,7 @@ def truncated_generalized_cross_entropy(logits, labels, *, q: float = 0.7, k: fl
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("k", k, 0.0, 1.0, lo_open=True, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  lq = jnp.sum(labels * lq_terms(jax.nn.log_softmax(logits, axis=-1), q), axis=-1)
+  lq = _utils.label_sum(logits, labels, lambda lp: lq_terms(lp, q))
   lq_k = lq_terms(jnp.log(jnp.asarray(k, lq.dtype)), q)
   if weights is None:
     keep = _label_probability(logits, labels) > k
@@ -113,7 +114,7 @@ def truncated_lq_prune_weights(logits, labels, *, q: float = 0.7, k: float = 0.5
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     q: in [0, 1] (validated, otherwise unused).
     k: threshold in (0, 1).
     where: optional bool [...]; False examples get weight 0.

@@ -10,7 +10,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from robust_losses import _utils
 from robust_losses import classification
@@ -18,6 +17,9 @@ from robust_losses import generalized
 
 
 def _reverse_ce_terms(logits, labels, A):
+  if _utils.is_ids(logits, labels):
+    # -A sum_{k != y} p_k = A * expm1(log p_y), exact near p_y = 1.
+    return A * jnp.expm1(_utils.label_log_prob(logits, labels))
   log_labels = jnp.log(jnp.where(labels > 0, labels, 1.0))
   # log 0 := A; labels below exp(A) are clamped the same way (cf. the authors' clip of labels at 1e-4).
   log_labels = jnp.where(labels > 0, jnp.maximum(log_labels, A), A)
@@ -36,7 +38,7 @@ def reverse_cross_entropy(logits, labels, *, A: float = -4.0,
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     A: the value that replaces :math:`\log 0`, < 0.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
@@ -62,7 +64,7 @@ def symmetric_cross_entropy(logits, labels, *, alpha: float = 0.1, beta: float =
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     alpha: weight of CE, >= 0.
     beta: weight of RCE, >= 0.
     A: :math:`\log 0` in RCE, < 0.
@@ -75,15 +77,40 @@ def symmetric_cross_entropy(logits, labels, *, alpha: float = 0.1, beta: float =
   _utils.check_range("beta", beta, 0.0)
   _utils.check_range("A", A, hi=0.0, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  ce = optax.losses.softmax_cross_entropy(logits, labels)
+  if _utils.is_ids(logits, labels):
+    log_p_y = _utils.label_log_prob(logits, labels)  # both terms need only log p_y
+    return _utils.mask(-alpha * log_p_y + beta * A * jnp.expm1(log_p_y), where)
+  ce = _utils.cross_entropy(logits, labels)
   return _utils.mask(alpha * ce + beta * _reverse_ce_terms(logits, labels, A), where)
 
 
-def _normalize(terms, labels):
-  """sum_k y_k t_k / sum_k t_k: the loss at label y over its sum over all K one-hot labels."""
+def _normalize(logits, labels, terms_fn, log_probs=None):
+  """sum_k y_k t_k / sum_k t_k with t = terms_fn(log p): the loss at label y over its sum over all K
+  one-hot labels."""
+  if log_probs is None:
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+  terms = terms_fn(log_probs)
   # The denominator is > 0 for K >= 2 (at most one class can have p = 1); the floor only guards K = 1.
   denominator = jnp.maximum(jnp.sum(terms, axis=-1), jnp.finfo(terms.dtype).tiny)
-  return jnp.sum(labels * terms, axis=-1) / denominator
+  if _utils.is_ids(logits, labels):
+    numerator = jnp.take_along_axis(terms, labels[..., None], axis=-1)[..., 0]
+  else:
+    numerator = jnp.sum(labels * terms, axis=-1)
+  return numerator / denominator
+
+
+def _nce(logits, labels):
+  """NCE; for class ids without the [..., K] log-softmax: sum_k -log p_k = K (lse - m) + sum_k (m - z_k)
+  with m = max_k z_k, two sums of non-negative terms (no cancellation however large the logits)."""
+  if not _utils.is_ids(logits, labels):
+    return _normalize(logits, labels, jnp.negative)
+  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  shifted = logits - top
+  log_sum = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
+  label_shifted = jnp.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+  numerator = log_sum - label_shifted  # -log p_y
+  denominator = logits.shape[-1] * log_sum - jnp.sum(shifted, axis=-1)
+  return numerator / jnp.maximum(denominator, jnp.finfo(logits.dtype).tiny)
 
 
 def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
@@ -96,7 +123,7 @@ def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = Non
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
@@ -107,20 +134,24 @@ def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = Non
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
-  return _utils.mask(_normalize(-jax.nn.log_softmax(logits, axis=-1), labels), where)
+  return _utils.mask(_nce(logits, labels), where)
 
 
-def normalized_focal_loss(logits, labels, *, gamma: float = 0.5,
+def normalized_focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False,
                           where: Optional[jax.Array] = None) -> jax.Array:
   r"""Normalized focal loss :math:`\mathrm{FL}(y) / \sum_j \mathrm{FL}(e_j)` (Ma et al., ICML 2020).
 
   :math:`\mathrm{FL}(e_j) = -(1 - p_j)^\gamma \log p_j`. Bounded in [0, 1]; :math:`\gamma = 0` is NCE.
-  Default :math:`\gamma = 0.5` (Ma et al.'s setting).
+  Default :math:`\gamma = 0.5` (Ma et al.'s setting). By default the gradient is the exact gradient of
+  the formula; ``detach_modulator=True`` treats every :math:`(1 - p)^\gamma` factor (numerator and
+  normaliser) as a constant, as the APL reference code does with ``.data`` — same values, different
+  gradients; use it to reproduce numbers from that codebase.
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     gamma: focusing parameter, >= 0.
+    detach_modulator: no gradient through :math:`(1 - p)^\gamma` (APL reference convention).
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
@@ -128,8 +159,8 @@ def normalized_focal_loss(logits, labels, *, gamma: float = 0.5,
   """
   _utils.check_range("gamma", gamma, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  terms = classification.focal_terms(jax.nn.log_softmax(logits, axis=-1), gamma)
-  return _utils.mask(_normalize(terms, labels), where)
+  terms = lambda lp: classification.focal_terms(lp, gamma, detach_modulator)
+  return _utils.mask(_normalize(logits, labels, terms), where)
 
 
 def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
@@ -143,7 +174,7 @@ def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     q: in [0, 1].
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
@@ -152,25 +183,26 @@ def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  terms = generalized.lq_terms(jax.nn.log_softmax(logits, axis=-1), q)
-  return _utils.mask(_normalize(terms, labels), where)
+  return _utils.mask(_normalize(logits, labels, lambda lp: generalized.lq_terms(lp, q)), where)
 
 
 def _mae_terms(logits, labels):
+  if _utils.is_ids(logits, labels):
+    return -2.0 * jnp.expm1(_utils.label_log_prob(logits, labels))
   return jnp.sum(jnp.abs(labels - jax.nn.softmax(logits, axis=-1)), axis=-1)
 
 
 def _apl_active(name, logits, labels, gamma, q):
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  focal = lambda lp: classification.focal_terms(lp, gamma)
   if name == "ce":
-    return -jnp.sum(labels * log_probs, axis=-1)
+    return _utils.cross_entropy(logits, labels)
   if name == "fl":
-    return jnp.sum(labels * classification.focal_terms(log_probs, gamma), axis=-1)
+    return _utils.label_sum(logits, labels, focal)
   if name == "nce":
-    return _normalize(-log_probs, labels)
+    return _nce(logits, labels)
   if name == "nfl":
-    return _normalize(classification.focal_terms(log_probs, gamma), labels)
-  return _normalize(generalized.lq_terms(log_probs, q), labels)  # ngce
+    return _normalize(logits, labels, focal)
+  return _normalize(logits, labels, lambda lp: generalized.lq_terms(lp, q))  # ngce
 
 
 def _apl_passive(name, logits, labels, A):
@@ -204,7 +236,7 @@ def active_passive_loss(logits, labels, *, active: str = "nce", passive: str = "
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
     active: one of 'ce', 'fl', 'nce', 'nfl', 'ngce'.
     passive: one of 'rce', 'mae', 'nrce', 'nmae'.
     alpha: weight of the active loss, >= 0.

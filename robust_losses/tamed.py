@@ -21,7 +21,6 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from robust_losses import _utils
 
@@ -41,7 +40,8 @@ def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5,
 
   Args:
     logits: [..., K] unnormalised scores.
-    labels: [..., K] one-hot or soft labels (CE is computed with them, then transformed).
+    labels: [...] integer class ids or [..., K] one-hot/soft labels (CE is computed with them, then
+      transformed).
     alpha: taming strength, >= 0.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
@@ -54,7 +54,7 @@ def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5,
   """
   _utils.check_range("alpha", alpha, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  ce = optax.losses.softmax_cross_entropy(logits, labels)
+  ce = _utils.cross_entropy(logits, labels)
 
   def general():
     one_minus_alpha = 1.0 - alpha

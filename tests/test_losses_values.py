@@ -92,12 +92,20 @@ def test_bootstrapping():
   close(rl.bootstrapped_cross_entropy(LOGITS, Y), -(soft_target * log_p).sum(-1))
   hard_target = 0.8 * Y + 0.2 * np.eye(4)[p.argmax(-1)]
   close(rl.bootstrapped_cross_entropy(LOGITS, Y, beta=0.8, mode="hard"), -(hard_target * log_p).sum(-1))
-  # The prediction part of the target is a constant: the gradient is that of beta*CE + (1-beta)*CE(p_sg).
+  # Soft bootstrapping is beta*CE + (1-beta)*H(p) (Reed et al.: minimum-entropy regularisation), and the
+  # prediction in the target is differentiated, as in the SCE authors' Keras code: the gradient is
+  # beta*(p - y) + (1-beta)*dH/dz with dH/dz_j = -p_j (log p_j + H), written out here by hand.
   x = jnp.asarray(LOGITS)
   grad = jax.grad(lambda x: rl.bootstrapped_cross_entropy(x, Y).sum())(x)
-  target = 0.95 * Y + 0.05 * jax.nn.softmax(x)
-  chex.assert_trees_all_close(grad, jax.grad(lambda x: rl.softmax_cross_entropy(x, target).sum())(x),
-                              atol=1e-6)
+  entropy = -(p * log_p).sum(-1, keepdims=True)
+  expected = 0.95 * (p - Y) + 0.05 * (-p * (log_p + entropy))
+  chex.assert_trees_all_close(grad, expected, atol=1e-6)
+  # ... which is not the stop-gradient version (= 0.95 * grad CE), the bug this test guards against.
+  assert np.abs(np.asarray(grad) - 0.95 * (p - Y)).max() > 1e-2
+  # Hard bootstrapping: the argmax target is piecewise constant, so the gradient is
+  # beta*(p - y) + (1-beta)*(p - onehot(argmax p)).
+  hard = jax.grad(lambda x: rl.bootstrapped_cross_entropy(x, Y, beta=0.8, mode="hard").sum())(x)
+  chex.assert_trees_all_close(hard, 0.8 * (p - Y) + 0.2 * (p - np.eye(4)[p.argmax(-1)]), atol=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 1.5, 2.0])
@@ -356,7 +364,7 @@ def test_function_level_bad_hyperparameters():
     rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=np.eye(3))
   with pytest.raises(ValueError, match=r"singular"):
     rl.backward_corrected_cross_entropy(LOGITS, Y, transition_matrix=np.full((4, 4), 0.25))
-  with pytest.raises(ValueError, match=r"labels must be one-hot or soft labels"):
+  with pytest.raises(ValueError, match=r"labels must be integer class ids of shape"):
     rl.softmax_cross_entropy(LOGITS, np.array([0, 2, 3]))
   # Traced hyperparameters skip the Python checks instead of failing to trace.
   jax.jit(lambda q: rl.generalized_cross_entropy(LOGITS, Y, q=q))(0.5)

@@ -13,12 +13,18 @@ LOGITS = np.array([[3.0, 0.5, -1.0, 0.2], [0.3, 0.1, -0.2, 0.4], [2.5, -1.5, 0.0
 Y = np.eye(K, dtype=np.float32)[[0, 2, 3, 1]]
 
 EXPECTED_NAMES = [
-    "active_passive_loss", "backward_corrected_cross_entropy", "bi_tempered_logistic_loss",
-    "binary_cross_entropy_dynamic_clipping", "bootstrapped_cross_entropy", "clipped_cross_entropy",
-    "clipped_focal_loss", "focal_loss", "forward_corrected_cross_entropy", "generalized_cross_entropy",
-    "mean_absolute_error", "mean_squared_error", "normalized_cross_entropy", "normalized_focal_loss",
-    "normalized_generalized_cross_entropy", "reverse_cross_entropy", "sigmoid_binary_cross_entropy",
-    "softmax_cross_entropy", "symmetric_cross_entropy", "tamed_cross_entropy",
+    "active_negative_loss", "active_passive_loss", "asymmetric_exponential_loss",
+    "asymmetric_generalized_cross_entropy", "asymmetric_mean_squared_error", "asymmetric_unhinged_loss",
+    "backward_corrected_cross_entropy", "bi_tempered_logistic_loss", "binary_cross_entropy_dynamic_clipping",
+    "bootstrapped_cross_entropy", "clipped_cross_entropy", "clipped_focal_loss",
+    "early_learning_regularization", "epsilon_softmax_cross_entropy", "epsilon_softmax_cross_entropy_mae",
+    "focal_loss", "forward_corrected_cross_entropy", "generalized_cross_entropy", "jensen_shannon_divergence",
+    "joint_asymmetric_loss", "ldr_kl_loss", "logit_clipping", "mean_absolute_error", "mean_squared_error",
+    "nce_asymmetric_loss", "normalized_cross_entropy", "normalized_focal_loss",
+    "normalized_generalized_cross_entropy", "normalized_negative_cross_entropy",
+    "normalized_negative_focal_loss", "oracle_small_loss_selection", "partially_huberised_cross_entropy",
+    "reverse_cross_entropy", "sigmoid_binary_cross_entropy", "softmax_cross_entropy", "sparse_regularization",
+    "symmetric_cross_entropy", "tamed_cross_entropy", "taylor_cross_entropy",
     "truncated_generalized_cross_entropy",
 ]
 
@@ -38,7 +44,10 @@ def test_hparams_are_resolved_defaults_plus_overrides():
   assert rl.get("bi_tempered_logistic_loss", t1=0.8).hparams == {
       "t1": 0.8, "t2": 1.0, "num_iters": 5, "label_smoothing": 0.0}
   assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
-      "statistic": "quantile", "quantile": 0.9, "num_std": 1.0, "per_element": False, "label_smoothing": 0.0}
+      "statistic": "quantile", "quantile": 0.9, "num_std": 1.0, "per_element": False, "warmup_epochs": 0,
+      "label_smoothing": 0.0}
+  assert rl.get("truncated_generalized_cross_entropy").hparams == {
+      "q": 0.7, "k": 0.5, "prune_start_epoch": 40, "prune_every_epochs": 10, "label_smoothing": 0.0}
 
 
 def test_capability_flags():
@@ -46,11 +55,17 @@ def test_capability_flags():
   batch_stats = {n for n in rl.names() if rl.get(n, **_required(n)).uses_batch_statistics}
   assert weighted == {"truncated_generalized_cross_entropy"}
   assert batch_stats == {"binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy",
-                         "clipped_focal_loss"}
+                         "clipped_focal_loss", "oracle_small_loss_selection"}
+  stateful = {n: rl.get(n, **_required(n)).example_state_keys for n in rl.names()}
+  assert {n: k for n, k in stateful.items() if k} == {"truncated_generalized_cross_entropy": ("weights",),
+                                                      "early_learning_regularization": ("targets",)}
+  scheduled = {n for n in rl.names() if rl.get(n, **_required(n)).uses_epoch}
+  assert scheduled == {"binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy", "clipped_focal_loss",
+                       "oracle_small_loss_selection", "sparse_regularization"}
 
 
 def _required(name):
-  return {"transition_matrix": T} if "corrected" in name else {}
+  return {k: (T if k == "transition_matrix" else 0.2) for k in rl.required_hparams(name)}
 
 
 def test_hparam_types_cover_every_hyperparameter():
@@ -66,7 +81,7 @@ def test_hparam_types_cover_every_hyperparameter():
 
 
 def test_unknown_name():
-  with pytest.raises(ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_passive"):
+  with pytest.raises(ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_negative_loss', 'active_passive"):
     rl.get("cross_entropy")
 
 
@@ -112,12 +127,29 @@ BAD = [
     ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
     ("clipped_cross_entropy", {"statistic": "max"},
      r"statistic='max' is not a valid choice; valid choices are "
-     r"\['mean', 'mean_std', 'median', 'quantile'\]"),
+     r"\['gmm', 'mad', 'mean', 'mean_std', 'median', 'otsu', 'quantile'\]"),
     ("clipped_focal_loss", {"quantile": 0.0}, r"quantile=0.0 is out of range; valid range is \(0, 1\)"),
     ("binary_cross_entropy_dynamic_clipping", {"num_std": -0.5}, r"num_std=-0.5 is out of range"),
     ("softmax_cross_entropy", {"label_smoothing": 1.0},
-     r"label_smoothing=1.0 is out of range; valid range is \[0, 1\)"),
-    ("generalized_cross_entropy", {"label_smoothing": -0.1}, r"label_smoothing=-0.1 is out of range"),
+     r"label_smoothing=1.0 is out of range; valid range is \(-inf, 1\)"),
+    ("generalized_cross_entropy", {"label_smoothing": float("nan")}, r"label_smoothing=nan is out of range"),
+    ("normalized_negative_cross_entropy", {"min_prob": 0.0},
+     r"min_prob=0.0 is out of range; valid range is \(0, 1\)"),
+    ("active_negative_loss", {"active": "ce"},
+     r"active='ce' is not a valid choice; valid choices are \['nce', 'nfl'\]"),
+    ("asymmetric_unhinged_loss", {"a": 1.0}, r"a=1.0 is out of range; valid range is \(1, inf\)"),
+    ("nce_asymmetric_loss", {"passive": "rce"},
+     r"passive='rce' is not a valid choice; valid choices are \['ael', 'agce', 'aul'\]"),
+    ("asymmetric_mean_squared_error", {"a": 0.5}, r"a=0.5 is out of range; valid range is \[1, inf\)"),
+    ("epsilon_softmax_cross_entropy", {"m": -1.0}, r"m=-1.0 is out of range; valid range is \[0, inf\)"),
+    ("ldr_kl_loss", {"lam": 0.0}, r"lam=0.0 is out of range; valid range is \(0, inf\)"),
+    ("jensen_shannon_divergence", {"pi": 1.0}, r"pi=1.0 is out of range; valid range is \(0, 1\)"),
+    ("taylor_cross_entropy", {"order": 0}, r"order=0 is out of range; valid range is integers >= 1"),
+    ("logit_clipping", {"tau": 0.0}, r"tau=0.0 is out of range; valid range is \(0, inf\)"),
+    ("partially_huberised_cross_entropy", {"tau": 1.0}, r"tau=1.0 is out of range; valid range is \(1, inf\)"),
+    ("early_learning_regularization", {"beta": 1.0}, r"beta=1.0 is out of range; valid range is \[0, 1\)"),
+    ("sparse_regularization", {"freq": 0}, r"freq=0 is out of range; valid range is integers >= 1"),
+    ("sparse_regularization", {"rho": 0.9}, r"rho=0.9 is out of range; valid range is \[1, inf\)"),
     ("bi_tempered_logistic_loss", {"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
 ]
 
@@ -157,3 +189,61 @@ def test_axis_name_is_ignored_by_per_example_losses():
   np.testing.assert_array_equal(loss(LOGITS, Y, axis_name="batch"), loss(LOGITS, Y))
   assert loss.call_with_aux(LOGITS, Y, axis_name="batch")[1] == {}
   assert jnp.asarray(loss(LOGITS, Y)).dtype == jnp.float32
+
+
+def test_loss_objects_are_frozen_and_equal_by_value():
+  a, b = rl.get("tamed_cross_entropy", alpha=2.0), rl.get("tamed_cross_entropy", alpha=2.0)
+  assert a == b and hash(a) == hash(b) and a is not b
+  assert a != rl.get("tamed_cross_entropy", alpha=1.5) and a != rl.get("generalized_cross_entropy")
+  assert len({a, b, rl.get("tamed_cross_entropy", alpha=1.5)}) == 2
+  # Arrays compare by content, whatever their container type.
+  t1 = rl.get("forward_corrected_cross_entropy", transition_matrix=T)
+  t2 = rl.get("forward_corrected_cross_entropy", transition_matrix=T.tolist())
+  assert t1 == t2 and hash(t1) == hash(t2)
+  t3 = rl.get("forward_corrected_cross_entropy", transition_matrix=np.asarray(T, np.float32))
+  t4 = rl.get("forward_corrected_cross_entropy", transition_matrix=jnp.asarray(T, jnp.float32))
+  assert t3 == t4 and hash(t3) == hash(t4)
+  assert t1 != rl.get("forward_corrected_cross_entropy", transition_matrix=np.eye(K))
+  with pytest.raises(AttributeError, match="frozen"):
+    a.name = "other"
+  with pytest.raises(TypeError):
+    a.hparams["alpha"] = 0.0  # read-only: what a Loss computes cannot drift from what it reports
+
+
+def test_loss_object_is_a_static_jit_argument_compiled_once_per_value():
+  traces = []
+
+  @jax.jit
+  def mean_loss(logits, labels, loss):
+    traces.append(loss)
+    return loss(logits, labels).mean()
+  mean_loss = jax.jit(mean_loss.__wrapped__, static_argnums=2)
+  for _ in range(3):
+    mean_loss(LOGITS, Y, rl.get("generalized_cross_entropy", q=0.5))
+  assert len(traces) == 1
+  mean_loss(LOGITS, Y, rl.get("generalized_cross_entropy", q=0.6))
+  assert len(traces) == 2
+
+
+def test_schedules_that_never_act_are_rejected():
+  with pytest.raises(ValueError, match=r"prune_start_epoch=40 is out of range for num_epochs=30; valid range "
+                     r"is \[0, 29\]"):
+    rl.get("truncated_generalized_cross_entropy").check_training(30)
+  rl.get("truncated_generalized_cross_entropy", prune_start_epoch=29).check_training(30)
+  with pytest.raises(ValueError, match=r"warmup_epochs=5 is out of range for num_epochs=5"):
+    rl.get("clipped_cross_entropy", warmup_epochs=5).check_training(5)
+  with pytest.raises(ValueError, match=r"prune_every_epochs=0 is out of range"):
+    rl.get("truncated_generalized_cross_entropy", prune_every_epochs=0)
+
+
+def test_truncated_lq_refresh_uses_the_labels_the_loss_trains_on():
+  # With label smoothing the loss sees smoothed labels; its pruning weights must be computed with them too.
+  # Row 3 has p_y = 0.494 > k with its hard label but 0.5 * 0.494 + 0.125 = 0.372 < k with the smoothed one.
+  loss = rl.get("truncated_generalized_cross_entropy", k=0.45, label_smoothing=0.5)
+  ids = np.array([0, 2, 3, 1])
+  smoothed = 0.5 * np.eye(K)[ids] + 0.5 / K
+  expected = rl.truncated_lq_prune_weights(LOGITS, smoothed, k=0.45)
+  np.testing.assert_array_equal(loss.refresh(LOGITS, ids)["weights"], expected)
+  np.testing.assert_array_equal(expected, [1.0, 0.0, 0.0, 0.0])
+  np.testing.assert_array_equal(rl.truncated_lq_prune_weights(LOGITS, ids, k=0.45), [1.0, 0.0, 0.0, 1.0])
+  assert loss.refresh_due(40) and loss.refresh_due(50) and not loss.refresh_due(45) and not loss.refresh_due(39)
