@@ -64,14 +64,14 @@ def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, nu
       model=net, loss_fn=robust_losses.get("softmax_cross_entropy"), tx=optax.sgd(0.1, momentum=0.9),
       mesh=train_lib.make_mesh(devices), batch_size=batch_size, num_train=n, steps_per_epoch=steps,
       eval_batch_size=batch_size, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), augment_crop_pad=4,
-      augment_flip=True, skip_nonfinite=False, clip_warmup_steps=0, compute_dtype=dt, loop_free=loop_free)
+      augment_flip=True, skip_nonfinite=False, num_classes=10, compute_dtype=dt, loop_free=loop_free)
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (num_seeds, n)).astype(np.int32)
   seeds = list(range(num_seeds))
   keys, labels, x = _put(prog, seeds, labels, x)
   state = train_lib.init_state(prog, keys, (32, 32, 3))
-  args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
+  args = [state, keys, labels, jnp.zeros_like(labels, bool), x, jnp.arange(steps, dtype=jnp.int32)]
   compiled, seconds, flops = _compile(prog, args)
   return Chunk(prog, compiled, args, seconds, flops, steps, batch_size * steps * num_seeds)
 
@@ -98,6 +98,7 @@ def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, loop_free=False, con
   keys, labels, x = _put(prog, [s for _, s in replicas], np.stack([nl.labels for nl in noisy]), data.x_train)
   state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
   steps = steps or prog.steps_per_epoch
-  args = [state, keys, labels, x, jnp.arange(steps, dtype=jnp.int32)]
+  is_noisy = train_lib.replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
+  args = [state, keys, labels, is_noisy, x, jnp.arange(steps, dtype=jnp.int32)]
   compiled, seconds, flops = _compile(prog, args)
   return Chunk(prog, compiled, args, seconds, flops, steps, prog.batch_size * steps * config.num_seeds)

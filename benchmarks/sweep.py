@@ -75,7 +75,7 @@ def seeds_worker(quick):
   spe = epoch.steps
 
   def chunk_call(chunk, start, n):  # what train.py does per call
-    state, m = chunk.compiled(chunk.args[0], *chunk.args[1:4], jnp.arange(start, start + n, dtype=jnp.int32))
+    state, m = chunk.compiled(chunk.args[0], *chunk.args[1:5], jnp.arange(start, start + n, dtype=jnp.int32))
     chunk.args[0] = state
     return {k: np.asarray(v) for k, v in m.items()}
 

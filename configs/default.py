@@ -34,6 +34,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train_split = ""         # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
   c.image_size = 0          # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
   c.val_size = 0            # clean validation hold-out from train, used to pick the best epoch
+  c.num_classes = 0         # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
 
   # Label noise (experiments/noise.py).
   c.noise = ml_collections.ConfigDict()
@@ -47,9 +48,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Loss (robust_losses registry).
   c.loss = loss_config("softmax_cross_entropy")
-  c.clip_warmup_epochs = 0    # dynamic-clipping losses: train unclipped for this many epochs first
-  c.prune_start_epoch = 40    # truncated Lq: first epoch at which pruning weights are computed
-  c.prune_every_epochs = 10   # ... and how often they are recomputed
+  # Schedules belong to the loss (loss.warmup_epochs of the clipping losses, loss.prune_start_epoch and
+  # loss.prune_every_epochs of truncated Lq); the loop names no loss.
 
   # Optimisation.
   c.num_epochs = 30
@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.lr_decay = 0.1            # factor at each boundary, for schedule='step'
   c.warmup_epochs = 0
   c.grad_clip_norm = 0.0      # >0: the gradient-clipping baseline (optax.clip_by_global_norm)
+  c.l1_weight_decay = 0.0     # >0: L1 penalty on all parameters (ANL, JAL use it with weight_decay=0)
 
   # Runs.
   c.seed = 0

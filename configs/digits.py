@@ -17,6 +17,4 @@ def get_config():
   c.noise.kind = "symmetric"
   c.noise.rate = 0.4
   c.steps_per_call = 0  # whole epoch per compiled call: an epoch is 19 tiny steps
-  c.prune_start_epoch = 10
-  c.prune_every_epochs = 5
   return c

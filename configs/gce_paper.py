@@ -16,9 +16,8 @@ def get_config():
   c.schedule = "step"
   c.lr_boundaries = (40, 80)
   c.lr_decay = 0.1
-  c.loss = default.loss_config("truncated_generalized_cross_entropy", q=0.7, k=0.5)
-  c.prune_start_epoch = 40
-  c.prune_every_epochs = 10
+  c.loss = default.loss_config("truncated_generalized_cross_entropy", q=0.7, k=0.5, prune_start_epoch=40,
+                               prune_every_epochs=10)
   c.noise.kind = "uniform"
   c.noise.rate = 0.4
   return c

@@ -38,27 +38,38 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+def config_differences(stored: dict, config, extra: dict | None = None) -> list[str]:
+  """'key: stored -> current' for every key (runtime keys aside) where a stored run config differs from
+  `config` (+ `extra`), sorted; [] when they describe the same computation."""
+  mine = _flatten(_comparable({**json.loads(config.to_json()), **(extra or {})}))
+  theirs = _flatten(_comparable(stored))
+  return [f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
+          for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+
+
+def move_aside(workdir: str) -> str:
+  """Renames WORKDIR to WORKDIR.old-<timestamp> (never deletes) and returns the new name."""
+  aside = f"{workdir.rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+  shutil.move(workdir, aside)
+  return aside
+
+
 def guard_workdir(workdir: str, config, extra: dict | None = None) -> None:
   """Refuses a workdir that holds a run of a different config (or moves it aside with overwrite=True).
 
   Nothing is deleted: with `overwrite`, the old run is renamed to WORKDIR.old-<timestamp>.
   """
   path = os.path.join(workdir, "config.json")
-  mine = _flatten(_comparable({**json.loads(config.to_json()), **(extra or {})}))
   if os.path.exists(path):
     with open(path) as f:
-      theirs = _flatten(_comparable(json.load(f)))
-    diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+      diff = config_differences(json.load(f), config, extra)
     if diff:
       if not config.overwrite:
-        shown = ", ".join(f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}" for k in diff[:8])
         raise ConfigMismatchError(
-            f"workdir {workdir!r} holds a run of a different config ({shown}). Use a new --workdir, or "
-            "--config.overwrite=True to move the old run aside (it is renamed, never deleted).")
+            f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}). Use a new "
+            "--workdir, or --config.overwrite=True to move the old run aside (it is renamed, never deleted).")
       if jax.process_index() == 0:
-        aside = f"{workdir.rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(workdir, aside)
-        print(f"Moved the previous run in {workdir} to {aside}")
+        print(f"Moved the previous run in {workdir} to {move_aside(workdir)}")
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:

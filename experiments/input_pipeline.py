@@ -65,6 +65,9 @@ class _Spec:
   noisy_label_keys: tuple[str, ...] = ()
   image_size: int | None = None         # set for datasets stored at varying sizes: resized on load
   manual_download: bool = False         # `tfds build` needs files fetched by hand first
+  # Known up front so `validate` can reject a wrong config.num_classes before loading; load() checks
+  # it against the TFDS metadata too. None: inferred from the labels (npz).
+  num_classes: int | None = None
 
 
 # Controlled Noisy Web Labels ships one training split per web-noise level (train_00 ... train_80);
@@ -74,41 +77,59 @@ _CNWL_SPLITS = tuple(f"train_{p:02d}" for p in (40, 0, 5, 10, 15, 20, 30, 50, 60
 _SPECS = {
     # 8x8 digits: a 1 px shift is 12% of the image and digits are not mirror-symmetric, so no
     # augmentation at all.
-    "digits": _Spec(flip=False, crop_pad=0, tfds=False),
+    "digits": _Spec(flip=False, crop_pad=0, tfds=False, num_classes=10),
     # Unknown content in the mnist.npz layout: treated like digits (no flip), crop pad = size // 8.
     "npz": _Spec(flip=False, tfds=False),
-    "mnist": _Spec(flip=False, crop_pad=2),
-    "fashion_mnist": _Spec(flip=True, crop_pad=2),
-    "cifar10": _Spec(flip=True, crop_pad=4),
-    "cifar100": _Spec(flip=True, crop_pad=4),
-    "svhn_cropped": _Spec(flip=False, crop_pad=4),
+    "mnist": _Spec(flip=False, crop_pad=2, num_classes=10),
+    "fashion_mnist": _Spec(flip=True, crop_pad=2, num_classes=10),
+    "cifar10": _Spec(flip=True, crop_pad=4, num_classes=10),
+    "cifar100": _Spec(flip=True, crop_pad=4, num_classes=100),
+    "svhn_cropped": _Spec(flip=False, crop_pad=4, num_classes=10),
     # CIFAR-N (Wei et al., ICLR 2022): human labels exist for the train split only.
-    "cifar10_n": _Spec(flip=True, crop_pad=4, manual_download=True, noisy_label_keys=(
+    "cifar10_n": _Spec(flip=True, crop_pad=4, manual_download=True, num_classes=10, noisy_label_keys=(
         "aggre_label", "worse_label", "random_label1", "random_label2", "random_label3")),
-    "cifar100_n": _Spec(flip=True, crop_pad=4, manual_download=True, noisy_label_keys=("noise_label",)),
+    "cifar100_n": _Spec(flip=True, crop_pad=4, manual_download=True, num_classes=100,
+                        noisy_label_keys=("noise_label",)),
     # Imagewang = Imagenette + Imagewoof (20 classes); its validation split, used as the test set,
     # holds Imagewoof images only. Images come at varying sizes: centre crop + resize on load.
     "imagewang": _Spec(flip=True, configs=("160px", "320px", "full-size"), test_split="validation",
-                       image_size=64),
+                       image_size=64, num_classes=20),
     # Red/Blue mini-ImageNet (Jiang et al., ICML 2020): 'label' is the web label and there is no
     # clean one; the 'validation' split is clean and serves as the test set. Stored at 84x84.
     "controlled_noisy_web_labels": _Spec(
         flip=True, configs=("mini_imagenet_red", "mini_imagenet_blue"), train_splits=_CNWL_SPLITS,
-        test_split="validation", noisy_label_keys=("label",), image_size=84, manual_download=True),
+        test_split="validation", noisy_label_keys=("label",), image_size=84, manual_download=True,
+        num_classes=100),
 }
 DATASETS = tuple(_SPECS)
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
+# Floor of the per-channel std (of x / 255): one grey level. A constant channel has std 0, and dividing
+# by it would feed inf/NaN to the model, which surfaces much later as a diverging loss.
+MIN_STD = 1 / 255
+
 
 def validate(name: str, *, data_path: str | None = None, real_label_key: str | None = None,
              tfds_config: str | None = None, image_size: int | None = None, val_size: int = 0,
-             train_split: str | None = None, data_dir: str | None = None, val_seed: int = 0) -> None:
+             train_split: str | None = None, data_dir: str | None = None, val_seed: int = 0,
+             num_classes: int | None = None) -> None:
   """Cheap argument checks, run before anything is loaded or compiled. Takes `load`'s arguments."""
   del data_dir, val_seed  # nothing to check without reading data
   if name not in _SPECS:
     raise ValueError(f"dataset={name!r} is unknown; valid choices: {list(DATASETS)}")
   spec = _SPECS[name]
+  if num_classes is not None:
+    # bool is an int subclass; num_classes=True is a config slip, not 1 class.
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
+      raise ValueError(f"num_classes={num_classes!r} must be an integer >= 2 (or None to use the "
+                       "dataset's own count)")
+    if num_classes < 2:
+      raise ValueError(f"num_classes={num_classes!r} is out of range; valid range is >= 2 (or None to "
+                       "use the dataset's own count)")
+    if spec.num_classes is not None and num_classes != spec.num_classes:
+      raise ValueError(f"num_classes={num_classes} does not match {name!r}, which has "
+                       f"{spec.num_classes} classes; leave num_classes unset to use the dataset's")
   if name == "npz":
     if not data_path:
       raise ValueError("dataset='npz' needs data_path, a .npz file with arrays "
@@ -140,7 +161,8 @@ def validate(name: str, *, data_path: str | None = None, real_label_key: str | N
 
 def load(name: str, *, data_dir: str | None = None, data_path: str | None = None,
          real_label_key: str | None = None, image_size: int | None = None, val_size: int = 0,
-         val_seed: int = 0, tfds_config: str | None = None, train_split: str | None = None) -> Dataset:
+         val_seed: int = 0, tfds_config: str | None = None, train_split: str | None = None,
+         num_classes: int | None = None) -> Dataset:
   """Loads a whole dataset into host memory.
 
   Args:
@@ -157,24 +179,34 @@ def load(name: str, *, data_dir: str | None = None, data_path: str | None = None
       'mini_imagenet_red').
     train_split: training split; only controlled_noisy_web_labels has several, one per web-noise
       level (default 'train_40').
+    num_classes: the number of classes (None: the dataset's own; for npz, max label + 1, which is
+      then an error if y_train lacks some class below it or y_test has a class y_train lacks).
+      Given for npz, every label must be below it and classes absent from training are allowed;
+      for the other datasets it must equal the dataset's count.
   """
   validate(name, data_path=data_path, real_label_key=real_label_key, tfds_config=tfds_config,
-           image_size=image_size, val_size=val_size, train_split=train_split)
+           image_size=image_size, val_size=val_size, train_split=train_split, num_classes=num_classes)
   spec = _SPECS[name]
   image_size = image_size or spec.image_size
   if name == "digits":
     (x_train, y_train), (x_test, y_test) = _load_digits()
-    noisy, num_classes = None, 10
+    noisy, num_classes, source = None, spec.num_classes, name
   elif name == "npz":
     (x_train, y_train), (x_test, y_test) = _load_npz(data_path)
-    noisy, num_classes = None, int(max(y_train.max(), y_test.max())) + 1
+    noisy, source = None, data_path
+    if num_classes is None:
+      num_classes = _infer_num_classes(data_path, y_train, y_test)
   else:
     noisy_key = real_label_key or (spec.noisy_label_keys[0] if spec.noisy_label_keys else None)
     full_name = f"{name}/{tfds_config or spec.configs[0]}" if spec.configs else name
     train, num_classes = _load_tfds(full_name, train_split or spec.train_splits[0], data_dir,
-                                    noisy_key=noisy_key, image_size=image_size)
+                                    noisy_key=noisy_key, image_size=image_size, num_classes=num_classes)
     test, _ = _load_tfds(full_name, spec.test_split, data_dir, image_size=image_size)
     (x_train, y_train, noisy), (x_test, y_test, _) = train, test
+    source = full_name
+  # A label >= num_classes would be silently dropped by one-hot encoding; only a given npz
+  # num_classes can fail here, the other checks are cheap insurance.
+  _check_label_range(source, num_classes, y_train=y_train, y_test=y_test, real_noisy_labels=noisy)
 
   x_val = y_val = None
   if val_size:
@@ -183,7 +215,7 @@ def load(name: str, *, data_dir: str | None = None, data_path: str | None = None
     x_train, y_train = x_train[train_idx], y_train[train_idx]
     noisy = None if noisy is None else noisy[train_idx]
 
-  mean, std = _channel_mean_std(x_train)
+  mean, std = _channel_mean_std(x_train, where=f"{source}: x_train")
   crop_pad = spec.crop_pad if spec.crop_pad is not None else x_train.shape[1] // 8
   return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                  num_classes=num_classes, mean=mean, std=std, augment_flip=spec.flip,
@@ -237,6 +269,7 @@ def _load_npz(path):
 
 
 def _npz_images(path, key, x):
+  shape = x.shape  # as in the file, for error positions
   if x.ndim == 3:  # [N, H, W] grayscale, as in mnist.npz
     x = x[..., None]
   if x.ndim != 4:
@@ -245,6 +278,14 @@ def _npz_images(path, key, x):
     return x
   if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
     raise ValueError(f"{path}: {key} has dtype {x.dtype}; expected uint8, integer or float images")
+  if np.issubdtype(x.dtype, np.floating):
+    # NaN compares false, so it would pass the range check below and become an arbitrary uint8.
+    bad = ~np.isfinite(x)
+    if bad.any():
+      first = int(np.argmax(bad))  # flat index; expanding [N, H, W] to [..., 1] keeps the order
+      position = ", ".join(str(int(i)) for i in np.unravel_index(first, shape))
+      raise ValueError(f"{path}: {key}[{position}] = {float(x.reshape(-1)[first])}; images must be "
+                       f"finite, in [0, 255] (or [0, 1]) (non-finite values in {key}: {int(bad.sum())})")
   if x.size and (x.min() < 0 or x.max() > 255):
     raise ValueError(f"{path}: {key} values span [{x.min()}, {x.max()}]; expected [0, 255] "
                      "(or [0, 1] for float images)")
@@ -264,11 +305,67 @@ def _npz_labels(path, key, y):
   return y.astype(np.int32)
 
 
+def _infer_num_classes(path, y_train, y_test):
+  """max label + 1 over y_train and y_test; an error unless every one of those classes trains.
+
+  A stray label (10 in a 0-9 set) would otherwise silently add a class, and test classes that never
+  occur in training would be scored as errors without a word.
+  """
+  num_classes = int(max(y_train.max(), y_test.max())) + 1
+  if num_classes < 2:
+    raise ValueError(f"{path}: every label in y_train and y_test is 0, a single class; a classifier "
+                     "needs >= 2 classes")
+  counts = np.bincount(y_train, minlength=num_classes)
+  missing = np.flatnonzero(counts == 0)  # no training example; split by whether y_test has them
+  in_test = np.isin(missing, y_test)
+  problems = []
+  if not in_test.all():
+    problems.append(f"y_train has no example of classes {_some(missing[~in_test])} (labels span "
+                    f"0..{num_classes - 1})")
+  if in_test.any():
+    problems.append(f"y_test has classes {_some(missing[in_test])} that never occur in y_train")
+  if problems:
+    raise ValueError(f"{path}: cannot infer the number of classes: {'; '.join(problems)}. Inferring "
+                     f"{num_classes} (max label + 1) would make classes with no training example; if "
+                     "that is intended, set num_classes in the config to allow it")
+  if jax.process_index() == 0:
+    # The rarest class shows a stray label (one 10 in a 0-9 set) that the gap checks cannot catch.
+    rarest = int(np.argmin(counts))
+    fewest = int(counts[rarest])
+    print(f"npz: {num_classes} classes inferred from y_train/y_test (labels 0..{num_classes - 1}; "
+          f"rarest in y_train: class {rarest}, {fewest} example{'s' * (fewest != 1)})")
+  return num_classes
+
+
+def _check_label_range(source, num_classes, **labels):
+  """Every label array (None: absent) must hold class indices in [0, num_classes - 1]."""
+  for key, y in labels.items():
+    if y is None:
+      continue
+    bad = (y < 0) | (y >= num_classes)
+    if bad.any():
+      i = int(np.argmax(bad))
+      raise ValueError(f"{source}: {key}[{i}] = {y[i]} is out of range for num_classes={num_classes}; "
+                       f"valid range is [0, {num_classes - 1}] (labels of {key} outside it: "
+                       f"{int(bad.sum())})")
+
+
+def _some(values, limit=20):
+  """A list of ints for a message, shortened when long (a 1000-class gap list helps nobody)."""
+  values = [int(v) for v in values]
+  if len(values) <= limit:
+    return str(values)
+  return f"{values[:limit]} and {len(values) - limit} more"
+
+
 _READ_BATCH = 1024  # records per data-source read: amortises ArrayRecord's per-call overhead
 
 
-def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None):
-  """Reads one TFDS split into numpy: ((images, labels, noisy labels or None), num_classes)."""
+def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None, num_classes=None):
+  """Reads one TFDS split into numpy: ((images, labels, noisy labels or None), num_classes).
+
+  A given `num_classes` must equal the dataset's; it is checked before the (slow) read.
+  """
   try:
     source = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
   except Exception as e:
@@ -277,6 +374,10 @@ def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None):
     if tfds.builder(full_name, data_dir=data_dir).is_prepared():
       raise
     raise DatasetNotPreparedError(_not_prepared_message(full_name, data_dir)) from e
+  dataset_classes = source.dataset_info.features["label"].num_classes
+  if num_classes is not None and num_classes != dataset_classes:
+    raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
+                     f"{dataset_classes} classes; leave num_classes unset to use the dataset's")
 
   n = len(source)
   labels = np.empty(n, np.int32)
@@ -291,7 +392,7 @@ def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None):
       labels[start + i] = example["label"]
       if noisy is not None:
         noisy[start + i] = example[noisy_key]
-  return (images, labels, noisy), source.dataset_info.features["label"].num_classes
+  return (images, labels, noisy), dataset_classes
 
 
 def _center_crop_resize(image, size):
@@ -331,8 +432,8 @@ def _hold_out(n, val_size, seed):
   return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def _channel_mean_std(x):
-  """Per-channel mean and std of x / 255.
+def _channel_mean_std(x, *, where="x_train"):
+  """Per-channel mean and std of x / 255; the std is floored at MIN_STD (a warning names the channel).
 
   Accumulated over chunks: np.std would build a float64 copy of the whole set (8 GB for
   mini-ImageNet). Sums of squared uint8 values stay exact in float64 up to ~1e11 pixels.
@@ -346,6 +447,13 @@ def _channel_mean_std(x):
     total_sq += np.square(chunk).sum(0)
   mean = total / len(pixels)
   std = np.sqrt(np.maximum(total_sq / len(pixels) - mean**2, 0))
+  floor = MIN_STD * 255  # in grey levels, the units of std here
+  for c in np.flatnonzero(std < floor):
+    if jax.process_index() == 0:
+      state = "constant" if std[c] == 0 else f"nearly constant (std {std[c]:.3g} grey levels)"
+      print(f"Warning: {where} channel {c} is {state}; its std is floored at 1/255 (one grey level) "
+            "so normalised inputs stay finite")
+  std = np.maximum(std, floor)
   return tuple(float(m) for m in mean / 255), tuple(float(s) for s in std / 255)
 
 
@@ -382,7 +490,10 @@ def random_flip(rng, images, prob: float = 0.5):
 
 
 def normalize(images, mean, std, dtype=jnp.float32):
-  """(images / 255 - mean) / std per channel, computed in float32 and returned as `dtype`."""
+  """(images / 255 - mean) / std per channel, computed in float32 and returned as `dtype`.
+
+  The std is floored at MIN_STD, as `load` does, so a zero std from elsewhere cannot give inf/NaN.
+  """
   x = jnp.asarray(images, jnp.float32) / 255.0
-  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+  x = (x - jnp.asarray(mean, jnp.float32)) / jnp.maximum(jnp.asarray(std, jnp.float32), MIN_STD)
   return x.astype(dtype)

@@ -1,4 +1,6 @@
 """Optimizers and learning-rate schedules of the papers, built from the config with optax."""
+import jax
+import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -10,9 +12,11 @@ def validate(config) -> None:
     raise ValueError(f"optimizer={config.optimizer!r} is unknown; valid choices: {OPTIMIZERS}")
   if config.schedule not in SCHEDULES:
     raise ValueError(f"schedule={config.schedule!r} is unknown; valid choices: {SCHEDULES}")
-  for key in ("learning_rate", "weight_decay", "grad_clip_norm", "warmup_epochs"):
+  for key in ("learning_rate", "weight_decay", "l1_weight_decay", "grad_clip_norm", "warmup_epochs"):
     if config[key] < 0:
       raise ValueError(f"{key}={config[key]!r} is out of range; valid range is >= 0")
+  if not config.lr_decay > 0:
+    raise ValueError(f"lr_decay={config.lr_decay!r} is out of range; valid range is > 0")
   if not 0 <= config.momentum < 1:
     raise ValueError(f"momentum={config.momentum!r} is out of range; valid range is [0, 1)")
   if config.schedule == "step":
@@ -38,9 +42,22 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), main], [warmup])
 
 
+def add_l1_penalty(weight: float) -> optax.GradientTransformation:
+  """Adds the gradient of weight * sum|theta| over all parameters: weight * sign(theta) (0 at 0, as torch's
+  abs). ANL (Ye et al. 2023) and JAL (Wang et al. 2025) put this penalty inside their loss with weight decay
+  0; as a transformation it applies to any loss, before gradient clipping as in their code."""
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError("add_l1_penalty needs the parameters")
+    return jax.tree.map(lambda g, p: g + weight * jnp.sign(p).astype(g.dtype), updates, params), state
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def create(config, steps_per_epoch: int) -> optax.GradientTransformation:
   lr = learning_rate_fn(config, steps_per_epoch)
   parts = []
+  if config.l1_weight_decay > 0:
+    parts.append(add_l1_penalty(config.l1_weight_decay))
   if config.grad_clip_norm > 0:
     parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
   if config.optimizer == "sgd":

@@ -39,12 +39,22 @@ def _summary(workdir, run):
 
 
 def collect(workdir: str, runs: list[dict]) -> list[dict]:
-  """One row per replica (loss, noise setting, seed) of every finished run."""
+  """One row per replica (loss, noise setting, seed) of every finished run.
+
+  A run's numbers enter the table only if the config it ran with (stored in its summary) is the one the
+  table says it is; otherwise this raises instead of reporting stale numbers.
+  """
+  from experiments import checkpoints  # local: the report stays importable without the training stack
   rows = []
   for run in runs:
     s = _summary(workdir, run)
     if s is None:
       continue
+    diff = checkpoints.config_differences(s["config"], run["config"])
+    if diff:
+      raise checkpoints.ConfigMismatchError(
+          f"{run['id']}: its summary was produced by another config ({', '.join(diff[:6])}); rerun the sweep "
+          "with --config.rerun_changed=True or use a new workdir")
     ok = s["status"] == "completed"
     for p in s["per_seed"]:
       rows.append({"loss": run["loss"]["label"], "loss_name": run["loss"]["name"],
@@ -164,12 +174,105 @@ def _plots(workdir, runs, rows, losses, noises) -> list[str]:
   return paths
 
 
+def _last(workdir, run, noise, key):
+  ys = _curves(workdir, run, noise, key)
+  return None if ys is None or not len(ys) else float(ys[-1])
+
+
+def diagnostics(workdir, runs, noises) -> dict:
+  """{loss label: {noise: (clipped fraction, precision, recall, flipped fraction)}} at the last epoch, for
+  the rows that clipped anything: how well the clipped set finds the labels the noise model flipped."""
+  out = {}
+  for run in runs:
+    for noise in (n for n in noises if n in {_noise_label(x) for x in run["noises"]}):
+      vals = tuple(_last(workdir, run, noise, k) for k in
+                   ("clipped_fraction", "clipped_precision", "clipped_recall", "noisy_fraction"))
+      if vals[0] is not None:
+        out.setdefault(run["loss"]["label"], {})[noise] = vals
+  return {loss: cells for loss, cells in out.items() if any(c[0] > 0 for c in cells.values())}
+
+
+def _diagnostics_table(diag, noises) -> list[str]:
+  if not diag:
+    return []
+  fmt = lambda x: "–" if x is None or not np.isfinite(x) else f"{100 * x:.0f}"
+  lines = ["## Clipping diagnostics (last epoch)", "",
+           "Per cell: % of batch examples clipped / precision / recall of the clipped set as a detector of the "
+           "labels the noise model flipped (% flipped in the batches in brackets); last column: correlation "
+           "over the noise settings between the clipped and the flipped fraction.", "",
+           "| loss | " + " | ".join(noises) + " | corr |", "|---" * (len(noises) + 2) + "|"]
+  for loss, cells in diag.items():
+    row = [f"{fmt(c[0])} / {fmt(c[1])} / {fmt(c[2])} ({fmt(c[3])})" if (c := cells.get(n)) else "" for n in noises]
+    pairs = np.array([(c[0], c[3]) for c in cells.values()], np.float64)
+    corr = np.corrcoef(pairs.T)[0, 1] if len(pairs) > 2 and pairs.std(0).min() > 0 else np.nan
+    lines.append(f"| {loss} | " + " | ".join(row) + f" | {corr:.2f} |")
+  return lines + [""]
+
+
+def _heatmap(rows, losses, noises, out_dir) -> str:
+  import matplotlib.pyplot as plt
+  grid = np.full((len(losses), len(noises)), np.nan)
+  for i, loss in enumerate(losses):
+    for j, noise in enumerate(noises):
+      vals = [r["test_accuracy_last"] for r in rows if r["loss"] == loss and r["test_accuracy_last"] is not None
+              and _noise_label({"kind": r["noise_kind"], "rate": r["noise_rate"]}) == noise]
+      if vals:
+        grid[i, j] = 100 * np.mean(vals)
+  fig, ax = plt.subplots(figsize=(1.1 * len(noises) + 3, 0.32 * len(losses) + 1.5), layout="constrained")
+  im = ax.imshow(grid, cmap="viridis", aspect="auto")
+  ax.set_xticks(range(len(noises)), noises, rotation=30, ha="right", fontsize=8)
+  ax.set_yticks(range(len(losses)), losses, fontsize=8)
+  for (i, j), v in np.ndenumerate(grid):
+    if np.isfinite(v):
+      ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7,
+              color="white" if v < np.nanmean(grid) else "black")
+  fig.colorbar(im, ax=ax, label="test accuracy (%, last epoch, mean over seeds)")
+  return _save(fig, out_dir, "accuracy_heatmap.png")
+
+
+def _diagnostics_plot(diag, out_dir) -> str:
+  import matplotlib.pyplot as plt
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+  for i, (loss, cells) in enumerate(diag.items()):
+    c = np.array([v for v in cells.values()], np.float64)
+    color = plt.cm.tab10(i % 10)
+    axes[0].plot(c[:, 3], c[:, 0], "o", color=color, label=loss)
+    axes[1].plot(c[:, 2], c[:, 1], "o", color=color, label=loss)
+  axes[0].plot([0, 1], [0, 1], "k:", lw=0.8)
+  axes[0].set(xlabel="flipped fraction of the batches", ylabel="clipped fraction", title="clipping vs noise")
+  axes[1].set(xlabel="recall (flipped labels clipped)", ylabel="precision (clipped that were flipped)",
+              title="clipped set as a noise detector", xlim=(0, 1), ylim=(0, 1))
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[1].legend(fontsize=7, loc="lower left")
+  return _save(fig, out_dir, "clipping_diagnostics.png")
+
+
 def _save(fig, out_dir, name) -> str:
   import matplotlib.pyplot as plt
   path = os.path.join(out_dir, name)
   fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path
+
+
+def _config_section(runs) -> list[str]:
+  """The configuration every number above came from: each row's loss and overrides, and the shared base."""
+  out = ["## Configuration", "", "Every cell above was produced by (and checked against) this configuration.",
+         "", "| row | loss | hyperparameters and overrides |", "|---|---|---|"]
+  seen = set()
+  for run in runs:
+    label = run["loss"]["label"]
+    if label in seen:
+      continue
+    seen.add(label)
+    loss = {k: v for k, v in run["config"].loss.items() if k != "name" and v is not None}
+    extra = ", ".join([f"{k}={v}" for k, v in loss.items()] +
+                      [f"{k}={v}" for k, v in run["loss"].get("overrides", {}).items()])
+    out.append(f"| {label} | `{run['config'].loss.name}` | {extra or '(defaults)'} |")
+  base = json.loads(runs[0]["config"].to_json()) if runs else {}
+  shared = ", ".join(f"{k}={v}" for k, v in sorted(base.items()) if k not in ("loss", "noise"))
+  return out + ["", f"Base training config (all rows): {shared}", ""]
 
 
 def write(workdir: str, runs: list[dict]) -> dict:
@@ -190,8 +293,15 @@ def write(workdir: str, runs: list[dict]) -> dict:
         "## Best epoch", "", "(epoch picked on the clean validation hold-out when `val_size` > 0, otherwise on the "
         "test set — optimistic, as reported by many noisy-label papers)", "",
         *_table(rows, losses, noises, "test_accuracy_best"), ""]
+  diag = diagnostics(workdir, runs, noises)
+  md += _diagnostics_table(diag, noises)
+  md += _config_section(runs)
   md_path = os.path.join(workdir, "results.md")
   with open(md_path, "w") as f:
     f.write("\n".join(md))
   plots = _plots(workdir, runs, rows, losses, noises) if rows else []
+  if rows:
+    plots.append(_heatmap(rows, losses, noises, os.path.join(workdir, "plots")))
+  if diag:
+    plots.append(_diagnostics_plot(diag, os.path.join(workdir, "plots")))
   return {"csv": csv_path, "md": md_path, "plots": plots}

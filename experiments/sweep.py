@@ -11,6 +11,7 @@ DIR gets results.csv, results.md and plots/*.png (experiments/report.py) after e
 from __future__ import annotations
 
 import copy
+import json
 import os
 import re
 import sys
@@ -18,7 +19,7 @@ import time
 
 import ml_collections
 
-from experiments import report, train
+from experiments import checkpoints, report, train
 
 
 def slug(text: str) -> str:
@@ -73,7 +74,8 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
       if key not in config:
         raise ValueError(f"loss {loss['label']!r}: override of unknown config key {key!r}")
       config[key] = value
-    together = sweep.group_noise and loss["name"] not in train.CORRECTED
+    # A loss that takes inputs from the noise model (the transition matrix) trains one setting per run.
+    together = sweep.group_noise and not train.noise_inputs(config)
     groups = [noises] if together else [[n] for n in noises]
     for group in groups:
       train.validate_static(config, group)
@@ -82,8 +84,34 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
   return runs
 
 
+def check_reuse(sweep: ml_collections.ConfigDict, workdir: str, runs: list[dict]) -> None:
+  """A run directory is reused (resumed, or its finished result kept) only when the config it was run with
+  equals the one this sweep would run now. Otherwise: an error naming the differing keys, or with
+  `rerun_changed` the old run is moved aside (renamed, never deleted) and run again."""
+  stale = []
+  for r in runs:
+    path = os.path.join(workdir, "runs", r["id"], "config.json")
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      stored = json.load(f)
+    diff = checkpoints.config_differences(stored, r["config"],
+                                          {"noise_settings": train.noise_settings(r["config"], r["noises"])})
+    if diff and sweep.rerun_changed:
+      print(f"{r['id']}: config changed ({', '.join(diff[:4])}); previous run moved to "
+            f"{checkpoints.move_aside(os.path.dirname(path))}")
+    elif diff:
+      stale.append(f"  {r['id']}: {', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}")
+  if stale:
+    raise checkpoints.ConfigMismatchError(
+        f"{len(stale)} run(s) in {workdir} were run with a different config than this sweep's:\n"
+        + "\n".join(stale) + "\nUse a new --workdir, or --config.rerun_changed=True to move those runs aside "
+        "(renamed, never deleted) and run them again.")
+
+
 def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   runs = expand(sweep)
+  check_reuse(sweep, workdir, runs)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "sweep_config.json"), "w") as f:
     f.write(sweep.to_json(indent=2))

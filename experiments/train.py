@@ -8,9 +8,11 @@ summary.json. The compiled parts live in train_lib.py; this file is the loop aro
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -22,8 +24,6 @@ import numpy as np
 import robust_losses
 from experiments import checkpoints, input_pipeline, models, noise, optimizers, train_lib
 
-TRUNCATED = "truncated_generalized_cross_entropy"
-CORRECTED = ("forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -48,16 +48,34 @@ def _matrix(config):
   return None if config.noise.matrix is None else np.asarray(config.noise.matrix)
 
 
-def build_loss(config, num_classes: int, settings: list[dict]):
+# What the loop can give a loss from the noise model, by hyperparameter name (the loss-state protocol's
+# inputs): Patrini et al.'s known-T setting uses the noise model's own expected transition matrix.
+NOISE_INPUTS = ("transition_matrix", "noise_rate")
+
+
+def noise_inputs(config) -> list[str]:
+  """The required loss hyperparameters the config leaves to the loop to fill from the noise model."""
+  missing = [k for k in robust_losses.required_hparams(config.loss.name) if k not in loss_hparams(config)]
+  unknown = [k for k in missing if k not in NOISE_INPUTS]
+  if unknown:
+    raise ValueError(f"loss {config.loss.name!r} needs hyperparameter(s) {unknown}: set loss.<name> in the config")
+  return missing
+
+
+def build_loss(config, num_classes: int, settings: list[dict], realised_rate: float = 0.0):
+  """The configured loss; inputs it needs from the noise model are filled in (`realised_rate`: the share of
+  flipped training labels, for the oracle reference losses; 0 while validating, before labels exist)."""
   hparams = loss_hparams(config)
-  if config.loss.name in CORRECTED and "transition_matrix" not in hparams:
-    if len(settings) > 1:
-      raise ValueError(f"{config.loss.name} uses the noise's transition matrix, so it trains one noise setting "
-                       f"per run; got {len(settings)}")
-    # Patrini et al.'s known-T setting: the noise model's own expected transition matrix.
+  needed = noise_inputs(config)
+  if needed and len(settings) > 1:
+    raise ValueError(f"{config.loss.name} uses the noise model's {needed}, so it trains one noise setting per "
+                     f"run; got {len(settings)}")
+  if "transition_matrix" in needed:
     hparams["transition_matrix"] = noise.transition_matrix(
         settings[0]["kind"], settings[0]["rate"], num_classes=num_classes, dataset=config.dataset,
         matrix=_matrix(config))
+  if "noise_rate" in needed:
+    hparams["noise_rate"] = float(realised_rate)
   return robust_losses.get(config.loss.name, **hparams)
 
 
@@ -66,7 +84,7 @@ def data_kwargs(config) -> dict:
   return dict(data_dir=config.data_dir or None, data_path=config.data_path or None,
               real_label_key=config.real_label_key or None, image_size=config.image_size or None,
               val_size=config.val_size, val_seed=config.seed, tfds_config=config.tfds_config or None,
-              train_split=config.train_split or None)
+              train_split=config.train_split or None, num_classes=config.num_classes or None)
 
 
 def validate_static(config, settings=None) -> None:
@@ -85,8 +103,7 @@ def validate_static(config, settings=None) -> None:
     raise ValueError(f"compute_dtype={config.compute_dtype!r} is unknown; valid choices: {list(DTYPES)}")
   for key, low in (("num_epochs", 1), ("batch_size", 1), ("num_seeds", 1), ("eval_batch_size", 1),
                    ("steps_per_call", 0), ("checkpoint_every_epochs", 1), ("keep_checkpoints", 1),
-                   ("val_size", 0), ("train_eval_max_examples", 0), ("clip_warmup_epochs", 0),
-                   ("prune_start_epoch", 0), ("prune_every_epochs", 1)):
+                   ("val_size", 0), ("train_eval_max_examples", 0)):
     if config[key] < low:
       raise ValueError(f"{key}={config[key]!r} is out of range; valid range is >= {low}")
   ndev = config.num_devices or jax.device_count()
@@ -97,9 +114,10 @@ def validate_static(config, settings=None) -> None:
     raise ValueError(f"batch_size={config.batch_size} is not divisible by the device count {ndev}; "
                      f"use a multiple of {ndev}")
   optimizers.validate(config)
-  # Hyperparameter ranges: the registry checks them at construction (a placeholder T for correction).
-  if config.loss.name not in CORRECTED:
-    robust_losses.get(config.loss.name, **loss_hparams(config))
+  # Hyperparameter ranges: the registry checks them at construction (placeholders for what the noise model
+  # provides later), and the loss's schedules must act within the run.
+  placeholders = {k: np.eye(2) if k == "transition_matrix" else 0.0 for k in noise_inputs(config)}
+  robust_losses.get(config.loss.name, **loss_hparams(config), **placeholders).check_training(config.num_epochs)
 
 
 def validate_with_data(config, data: input_pipeline.Dataset, settings: list[dict]) -> None:
@@ -128,7 +146,7 @@ def make_program(config, data: input_pipeline.Dataset, loss_fn) -> train_lib.Pro
       batch_size=config.batch_size, num_train=len(data.y_train), steps_per_epoch=steps_per_epoch,
       eval_batch_size=config.eval_batch_size, mean=tuple(data.mean), std=tuple(data.std),
       augment_crop_pad=data.augment_crop_pad, augment_flip=data.augment_flip,
-      skip_nonfinite=config.skip_nonfinite, clip_warmup_steps=config.clip_warmup_epochs * steps_per_epoch,
+      skip_nonfinite=config.skip_nonfinite, num_classes=data.num_classes,
       compute_dtype=DTYPES[config.compute_dtype], loop_free=loop_free(config, model))
 
 
@@ -179,7 +197,7 @@ class Evaluator:
     for x in blocks:
       outs.append(fn(state, x, train_lib.replicate(self.prog.mesh, labels[:, start:start + x.shape[0]])))
       start += x.shape[0]
-    return [np.concatenate([np.asarray(o[i]) for o in outs], axis=1) for i in range(2)]
+    return jax.tree.map(lambda *o: np.concatenate([np.asarray(a) for a in o], axis=1), *outs)
 
   def predict(self, state, name):
     n, blocks = self.sets[name]
@@ -187,12 +205,12 @@ class Evaluator:
     pred, _ = self._run(train_lib.eval_fn(self.prog), state, blocks, labels)
     return pred[:, :n]
 
-  def prune_weights(self, state, q, k):
-    """w = 1[p_y > k] on the whole training set with each replica's noisy labels (truncated Lq)."""
+  def refresh_loss_state(self, state):
+    """The loss's `refresh` on the whole training set (eval mode) with each replica's noisy labels."""
     n, blocks = self._put(self.x_train_full)
     labels = train_lib.pad(self.noisy, sum(x.shape[0] for x in blocks), axis=1)
-    _, w = self._run(train_lib.eval_fn(self.prog, q, k), state, blocks, labels)
-    return w[:, :n]
+    _, rows = self._run(train_lib.eval_fn(self.prog, refresh=True), state, blocks, labels)
+    return jax.tree.map(lambda r: r[:, :n], rows)
 
   def metrics(self, state) -> dict:
     out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}
@@ -211,6 +229,9 @@ class Evaluator:
 
 # ------------------------------------------------------------------------------------------------- loop
 def _jsonable(x):
+  """JSON-safe copy: arrays as lists, non-finite floats as null (JSON has no NaN)."""
+  if isinstance(x, dict):
+    return {k: _jsonable(v) for k, v in x.items()}
   if isinstance(x, np.ndarray):
     return [_jsonable(v) for v in x.tolist()]
   if isinstance(x, (list, tuple)):
@@ -227,6 +248,17 @@ def _write_json(path, obj):
   with open(tmp, "w") as f:
     json.dump(_jsonable(obj), f, indent=2)
   os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def clipping_diagnostics(accum) -> dict:
+  """The clipped set as a detector of the flipped labels, over the epoch's batches: precision (share of
+  clipped examples that were flipped), recall (share of flipped examples that were clipped) and the flipped
+  share of the batches, to set against `clipped_fraction`. NaN where undefined (nothing clipped/flipped)."""
+  hit, clipped, noisy = (np.asarray(accum[k], np.float64) for k in ("clipped_noisy", "clipped", "noisy"))
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return {"clipped_precision": np.where(clipped > 0, hit / clipped, np.nan),
+            "clipped_recall": np.where(noisy > 0, hit / noisy, np.nan),
+            "noisy_fraction": noisy / max(accum["steps"], 1)}
 
 
 def summarise(config, history, noisy, replicas, train_seconds, status, error=None) -> dict:
@@ -270,11 +302,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   seeds = [config.seed + i for i in range(config.num_seeds)]
   replicas = [(n, s) for n in settings for s in seeds]
   noisy = noisy_labels(config, data, replicas)
-  loss_fn = build_loss(config, data.num_classes, settings)
+  loss_fn = build_loss(config, data.num_classes, settings, np.mean([nl.rate_realised for nl in noisy]))
   prog = make_program(config, data, loss_fn)
   keys = train_lib.replicate(prog.mesh, jax.random.key_data(train_lib.replica_keys([s for _, s in replicas])))
   keys = jax.random.wrap_key_data(keys)
   labels = train_lib.replicate(prog.mesh, np.stack([nl.labels for nl in noisy]))
+  is_noisy = train_lib.replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
   x_train = train_lib.replicate(prog.mesh, data.x_train)
   evaluator = Evaluator(prog, data, noisy, config)
 
@@ -294,8 +327,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
   chunk = 1 if prog.loop_free else (config.steps_per_call or spe)
   step, t0, seconds_before = int(meta["step"]), time.time(), float(meta["train_seconds"])
+  saved_step = step if restored is not None else None
   train_chunk = train_lib.train_chunk_fn(prog)
-  prune = (config.loss.name == TRUNCATED)
   bar = None
   if lead and config.progress:
     from tqdm.auto import tqdm
@@ -309,37 +342,40 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     return summary
 
   def save(accum):
+    nonlocal saved_step
+    if step == saved_step:
+      return  # this exact state is already the latest checkpoint
     ckpt.save(step, state, {"step": step, "history": history, "accum": accum,
                             "train_seconds": seconds_before + time.time() - t0})
+    saved_step = step
 
+  accum = meta["accum"]
   try:
-    while step < total:
-      epoch = step // spe
-      if step % spe == 0:
-        zeros = [0.0] * len(replicas)  # per replica; lists so that they go into the JSON checkpoint metadata
-        accum = {"loss": zeros, "accuracy": zeros, "clipped": zeros, "steps": 0, "skipped": [0] * len(replicas)}
-        if prune and epoch >= config.prune_start_epoch and (epoch - config.prune_start_epoch) % \
-            config.prune_every_epochs == 0:
-          hp = loss_fn.hparams
-          w = evaluator.prune_weights(state, hp["q"], hp["k"])
-          state = state.replace(example_weights=train_lib.replicate(prog.mesh, w))
-      else:
-        accum = meta["accum"]
-      try:
+    with _deferred_interrupts() as interrupted:
+      while step < total:
+        epoch = step // spe
+        if step % spe == 0:
+          zeros = [0.0] * len(replicas)  # per replica; lists so that they go into the JSON checkpoint metadata
+          accum = {"loss": zeros, "accuracy": zeros, "clipped": zeros, "clipped_noisy": zeros, "noisy": zeros,
+                   "steps": 0, "skipped": [0] * len(replicas)}
+          if loss_fn.refresh_due(epoch):
+            rows = evaluator.refresh_loss_state(state)
+            state = state.replace(loss_state=train_lib.replicate(prog.mesh, rows))
         while step < (epoch + 1) * spe:
           n = min(chunk, (epoch + 1) * spe - step)
-          state, m = train_chunk(state, keys, labels, x_train, jnp.arange(step, step + n, dtype=jnp.int32))
+          state, m = train_chunk(state, keys, labels, is_noisy, x_train,
+                                 jnp.arange(step, step + n, dtype=jnp.int32))
           m = jax.tree.map(np.asarray, m)  # [R, n] each
           bad = ~m["finite"].all(0)
           if bad.any() and not config.skip_nonfinite:
             first = step + int(np.argmax(bad))
             raise NonFiniteError(
-                f"non-finite loss or gradient at step {first} (epoch {first // spe + 1}) with loss "
+                f"non-finite loss, gradient or parameters at step {first} (epoch {first // spe + 1}) with loss "
                 f"{config.loss.name}: the usual causes are a learning rate too high for this loss, "
                 "a loss hyperparameter at the edge of its range, or float16/bfloat16 overflow. The last good "
                 "checkpoint is kept; set --config.skip_nonfinite=True to skip such steps instead.")
           ok = m["finite"]
-          for key in ("loss", "accuracy", "clipped"):
+          for key in ("loss", "accuracy", "clipped", "clipped_noisy", "noisy"):
             accum[key] = (np.asarray(accum[key]) + np.where(ok, m[key], 0.0).sum(1)).tolist()
           accum["steps"] += n
           accum["skipped"] = (np.asarray(accum["skipped"]) + (~ok).sum(1)).tolist()
@@ -348,44 +384,77 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
             bar.update(n)
             bar.set_postfix(loss=f"{np.mean(accum['loss']) / accum['steps']:.3f}",
                             acc=f"{np.mean(accum['accuracy']) / accum['steps']:.3f}")
-      except KeyboardInterrupt:
-        if lead:
-          print(f"\nInterrupted: saving a checkpoint at step {step}; rerun the same command to resume.")
-        save(accum)
-        ckpt.wait()
-        finish("interrupted")
-        raise
+          if interrupted() and step % spe:
+            raise _Interrupted()  # mid-epoch: state, step and the epoch's accumulators belong together here
 
-      ran = np.maximum(spe - np.asarray(accum["skipped"]), 1)  # steps whose metrics were finite
-      record = {"epoch": epoch + 1, "step": step, "train_loss": np.asarray(accum["loss"]) / ran,
-                "train_accuracy_noisy_labels": np.asarray(accum["accuracy"]) / ran,
-                "clipped_fraction": np.asarray(accum["clipped"]) / ran, "skipped_steps": accum["skipped"]}
-      if prune:
-        record["pruned_fraction"] = 1.0 - np.asarray(state.example_weights).mean(1)
-      record.update(evaluator.metrics(state))
-      record = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
-      history.append(record)
-      if lead:
-        _log_epoch(workdir, writer, history, bar)
-      if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:
-        save(None)
+        ran = np.maximum(spe - np.asarray(accum["skipped"]), 1)  # steps whose metrics were finite
+        record = {"epoch": epoch + 1, "step": step, "train_loss": np.asarray(accum["loss"]) / ran,
+                  "train_accuracy_noisy_labels": np.asarray(accum["accuracy"]) / ran,
+                  "clipped_fraction": np.asarray(accum["clipped"]) / ran, "skipped_steps": accum["skipped"]}
+        record.update(clipping_diagnostics(accum))
+        for key, value in state.loss_state.items():  # e.g. the share of truncated-Lq weights still 1
+          record[f"loss_state_mean/{key}"] = np.asarray(value, np.float64).reshape(len(replicas), -1).mean(1)
+        record.update(evaluator.metrics(state))
+        record = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
+        history.append(record)
+        accum = None
+        if lead:
+          _log_epoch(workdir, writer, history, bar)
+        if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:
+          save(None)
+        if interrupted():
+          raise _Interrupted()
+  except _Interrupted:
+    save(accum)
+    ckpt.wait()
+    finish("interrupted")
+    if lead:
+      print(f"\nInterrupted: saved a checkpoint at step {step}; rerun the same command to resume.", flush=True)
+    raise KeyboardInterrupt from None
   except NonFiniteError as e:
-    if bar is not None:
-      bar.close()
     finish("failed", str(e))
     raise
   finally:
+    if bar is not None:
+      bar.close()
     ckpt.close()
     if writer is not None:
       writer.close()
-  if bar is not None:
-    bar.close()
   summary = finish("completed")
   if lead:
     print(f"test accuracy last {summary['test_accuracy_last']:.4f} best {summary['test_accuracy_best']:.4f} "
           f"(epoch {summary['best_epoch']}), realised noise {summary['noise_rate_realised']:.3f}; "
           f"summary in {os.path.join(workdir, 'summary.json')}")
   return summary
+
+
+class _Interrupted(Exception):
+  """Raised at a consistent point of the loop after SIGINT/SIGTERM arrived."""
+
+
+@contextlib.contextmanager
+def _deferred_interrupts():
+  """SIGINT (Ctrl-C) and SIGTERM (e.g. a scheduler's preemption) only set a flag while training: the loop
+  stops at the next point where state, step and metrics belong together (after a compiled call, never
+  inside one or inside a checkpoint write), saves and exits. A second Ctrl-C interrupts at once."""
+  received = []
+  if threading_main():
+    def handler(signum, frame):
+      if received and signum == signal.SIGINT:
+        raise KeyboardInterrupt
+      received.append(signum)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield lambda: bool(received)
+  finally:
+    if threading_main():
+      for sig, old in previous.items():
+        signal.signal(sig, old)
+
+
+def threading_main() -> bool:
+  import threading
+  return threading.current_thread() is threading.main_thread()
 
 
 def _summary_writer(*args, **kwargs):
@@ -420,7 +489,8 @@ def _log_epoch(workdir, writer, history, bar):
     if key in ("epoch", "step"):
       continue
     value = np.atleast_1d(np.asarray(value, np.float64))
-    writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
+    if np.isfinite(value).any():  # an undefined metric (e.g. recall without flipped labels) is not logged
+      writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
   line = (f"epoch {record['epoch']}: loss {np.mean(record['train_loss']):.4f} "
           f"test acc {np.mean(record['test_accuracy']):.4f} "
           f"memorised {np.nanmean(record['train_memorised_noisy_subset']):.3f}")
@@ -448,13 +518,20 @@ def quiet_logs():
   logging.set_verbosity(logging.WARNING)
 
 
+def slurm_multi_task() -> bool:
+  """Inside a SLURM job step with more than one task (srun -n N), where JAX can find its peers itself."""
+  return "SLURM_JOB_ID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
+
+
 def init_distributed(config) -> None:
   """Multi-host: one process per host (or per GPU), before JAX touches a device.
 
-  On TPU VMs and SLURM/Open MPI clusters JAX finds everything itself; elsewhere set JAX_COORDINATOR_ADDRESS
-  (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID. CPU processes use gloo collectives.
+  Called when `config.distributed` is set (e.g. on TPU pod slices, where jax.distributed.initialize() finds
+  everything itself), when JAX_COORDINATOR_ADDRESS is set (with JAX_NUM_PROCESSES and JAX_PROCESS_ID; any
+  cluster), or inside a SLURM step with more than one task (JAX reads the SLURM_* variables). CPU processes use
+  gloo collectives.
   """
-  if not (config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ):
+  if not (config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ or slurm_multi_task()):
     return
   kwargs = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                                ("process_id", "JAX_PROCESS_ID")) if v in os.environ}

@@ -33,7 +33,9 @@ class TrainState:
   params: Any
   batch_stats: Any
   opt_state: Any
-  example_weights: jax.Array  # float32 [R, N]: truncated-Lq pruning weights (ones otherwise)
+  # The loss's per-example state {key: [R, N, ...]} ({} for most losses): truncated-Lq weights, ELR
+  # targets. Indexed by the example's position in the training set; replicated on every device.
+  loss_state: Any
 
 
 def make_mesh(devices=None) -> jax.sharding.Mesh:
@@ -73,7 +75,7 @@ class Program:
   augment_crop_pad: int
   augment_flip: bool
   skip_nonfinite: bool
-  clip_warmup_steps: int
+  num_classes: int
   compute_dtype: Any = jnp.float32
   # One step (and one eval batch) per compiled call, with no XLA while loop: XLA:CPU runs convolutions
   # inside while loops ~20x slower (jax-ml/jax#12868; measured in docs/PERFORMANCE.md).
@@ -85,12 +87,14 @@ class Program:
 
 def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   """Initialises R replicas (one per key), replicated over the mesh."""
+  loss_state = prog.loss_fn.init_example_state(prog.num_train, prog.num_classes)
+
   def one(key):
     variables = prog.model.init(_stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}), opt_state=prog.tx.init(params),
-                      example_weights=jnp.ones((prog.num_train,), jnp.float32))
+                      loss_state=jax.tree.map(jnp.asarray, loss_state))
   out_sharding = NamedSharding(prog.mesh, P())
   return jax.jit(jax.vmap(one), out_shardings=out_sharding)(keys)
 
@@ -110,16 +114,18 @@ def _all_finite(tree) -> jax.Array:
 
 @functools.lru_cache(maxsize=None)
 def train_chunk_fn(prog: Program) -> Callable:
-  """Returns jit(f)(state, keys, labels, x_train, steps) -> (state, per-step metrics [R, T]).
+  """Returns jit(f)(state, keys, labels, is_noisy, x_train, steps) -> (state, per-step metrics [R, T]).
 
   `steps` (int32 [T]) are the global step numbers to run; they must lie in one epoch. `labels` are the
-  per-replica (noisy) training labels [R, N]; `x_train` the uint8 images [N, H, W, C], replicated.
+  per-replica (noisy) training labels [R, N] and `is_noisy` (bool [R, N]) marks the ones the noise model
+  flipped (only for diagnostics: how well a loss's clipped set finds them); `x_train` the uint8 images
+  [N, H, W, C], replicated.
   """
   ndev = prog.mesh.size
   local_bs = prog.batch_size // ndev
-  num_classes = prog.model.num_classes
+  loss_fn = prog.loss_fn
 
-  def replica(state: TrainState, key, labels, x, steps):
+  def replica(state: TrainState, key, labels, is_noisy, x, steps):
     epoch = steps[0] // prog.steps_per_epoch
     perm = jax.random.permutation(jax.random.fold_in(_stream(key, "data"), epoch), prog.num_train)
     dev = jax.lax.axis_index(AXIS)
@@ -129,16 +135,14 @@ def train_chunk_fn(prog: Program) -> Callable:
       idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
       images = _preprocess(prog, x[idx], jax.random.fold_in(_stream(key, "augment"), step),
                            positions=start + jnp.arange(local_bs))
-      onehot = jax.nn.one_hot(labels[idx], num_classes)
-      weights = state.example_weights[idx] if prog.loss_fn.uses_example_weights else None
+      rows = jax.tree.map(lambda a: a[idx], state.loss_state)
 
       def loss_of(params):
         logits, new_vars = prog.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
                                             train=True, mutable=["batch_stats"])
-        losses, aux = prog.loss_fn.call_with_aux(logits, onehot, axis_name=AXIS, weights=weights)
-        if "unclipped" in aux and prog.clip_warmup_steps:
-          losses = jnp.where(step < prog.clip_warmup_steps, aux["unclipped"], losses)
-          aux = dict(aux, clipped=jnp.where(step < prog.clip_warmup_steps, 0.0, aux["clipped"]))
+        # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
+        losses, aux = loss_fn.call_with_aux(logits, labels[idx], axis_name=AXIS, example_state=rows or None,
+                                            epoch=step // prog.steps_per_epoch)
         return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
 
       # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
@@ -147,9 +151,18 @@ def train_chunk_fn(prog: Program) -> Callable:
       grads = jax.lax.pmean(grads, AXIS)
       loss = jax.lax.pmean(loss, AXIS)
       updates, opt_state = prog.tx.update(grads, state.opt_state, state.params)
+      loss_state = state.loss_state
+      if "example_state" in aux:
+        # Every device updated its own rows: gather all of them so the replicated state stays identical
+        # everywhere (and independent of the device count).
+        gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True, to="invarying")
+        all_idx = gather(idx)
+        loss_state = jax.tree.map(lambda a, r: a.at[all_idx].set(gather(r).astype(a.dtype)),
+                                  loss_state, aux["example_state"])
       new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          batch_stats=batch_stats, opt_state=opt_state)
-      finite = jnp.isfinite(loss) & _all_finite(grads)
+                          batch_stats=batch_stats, opt_state=opt_state, loss_state=loss_state)
+      # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
+      finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new.params)
       # A non-finite step never reaches the state: with skip_nonfinite it is skipped and counted; otherwise
       # the host stops the run at the end of the chunk with the last good state intact.
       new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
@@ -161,6 +174,9 @@ def train_chunk_fn(prog: Program) -> Callable:
           "loss": loss,
           "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels[idx]), AXIS),
           "clipped": jax.lax.pmean(jnp.mean(aux.get("clipped", jnp.zeros(()))), AXIS),
+          # Clipped examples whose label the noise model flipped, and flipped ones, per batch example.
+          "clipped_noisy": jax.lax.pmean(jnp.mean(aux.get("clipped", 0.0) * is_noisy[idx]), AXIS),
+          "noisy": jax.lax.pmean(jnp.mean(is_noisy[idx].astype(jnp.float32)), AXIS),
           "finite": finite,
       }
       return new, metrics
@@ -168,26 +184,23 @@ def train_chunk_fn(prog: Program) -> Callable:
     # unroll=0 is a full unroll with no while loop (unroll=True on a length-1 scan still emits one).
     return jax.lax.scan(step_fn, state, steps, unroll=0 if prog.loop_free else 1)
 
-  def per_device(state, keys, labels, x, steps):
-    return jax.vmap(replica, in_axes=(0, 0, 0, None, None))(state, keys, labels, x, steps)
+  def per_device(state, keys, labels, is_noisy, x, steps):
+    return jax.vmap(replica, in_axes=(0, 0, 0, 0, None, None))(state, keys, labels, is_noisy, x, steps)
 
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(), P(), P(), P()), out_specs=P())
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(), P(), P(), P(), P()), out_specs=P())
   return jax.jit(fn, donate_argnums=(0,))
 
 
 @functools.lru_cache(maxsize=None)
-def eval_fn(prog: Program, prune_q: float | None = None, prune_k: float | None = None) -> Callable:
-  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], prune weights float32 [R, M]).
+def eval_fn(prog: Program, refresh: bool = False) -> Callable:
+  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], loss-state rows {key: [R, M, ...]}).
 
-  `x` is a uint8 image set [M, H, W, C] padded so that M is a multiple of devices × eval batch; `labels`
-  [R, M] are only used for the truncated-Lq weights w = 1[p_y > k] (ones when no pruning is asked for).
+  `x` is a uint8 image set [M, H, W, C] padded so that M is a multiple of devices × eval batch. With
+  `refresh`, the rows are the loss's `refresh(logits, labels)` (e.g. truncated-Lq weights w = 1[p_y > k])
+  with the per-replica training labels [R, M]; otherwise they are {} and `labels` are unused.
   Each device evaluates a contiguous block; the blocks are gathered in order, so the (replicated) output
   keeps the input order and is readable on every process.
   """
-  from robust_losses import truncated_lq_prune_weights  # local: keeps this module importable alone
-
-  num_classes = prog.model.num_classes
-
   def replica(state: TrainState, x, labels):
     nb = x.shape[0] // prog.eval_batch_size
     xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
@@ -197,14 +210,11 @@ def eval_fn(prog: Program, prune_q: float | None = None, prune_k: float | None =
       images, y = inputs
       logits = prog.model.apply({"params": state.params, "batch_stats": state.batch_stats},
                                 _preprocess(prog, images), train=False)
-      if prune_q is None:
-        w = jnp.ones(y.shape, jnp.float32)
-      else:
-        w = truncated_lq_prune_weights(logits, jax.nn.one_hot(y, num_classes), q=prune_q, k=prune_k)
-      return None, (jnp.argmax(logits, -1).astype(jnp.int32), w)
+      rows = prog.loss_fn.refresh(logits, y) if refresh else {}
+      return None, (jnp.argmax(logits, -1).astype(jnp.int32), rows)
 
-    _, (pred, w) = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
-    return pred.reshape(-1), w.reshape(-1)
+    _, (pred, rows) = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
+    return pred.reshape(-1), jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), rows)
 
   def per_device(state, x, labels):
     out = jax.vmap(replica, in_axes=(0, None, 0))(state, x, labels)

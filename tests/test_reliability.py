@@ -83,3 +83,66 @@ def test_two_processes_equal_one_process(tmp_path):
   for a, b in zip(one, two):
     np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
+
+
+def _lines(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return sum(1 for _ in f)
+
+
+def test_ctrl_c_at_several_moments_then_rerun_gives_the_uninterrupted_result(tmp_path):
+  # steps_per_call=4 with 19 steps an epoch: most interrupts land mid-epoch, between compiled calls.
+  flags = ("--config.num_epochs=60", "--config.steps_per_call=4", "--config.checkpoint_every_epochs=5")
+  reference = cli(tmp_path / "ref", *flags)
+  stopped_at = []
+  # Signal once after each of these many finished epochs (plus a little into the next one).
+  for epochs, delay in ((2, 0.0), (13, 0.011), (29, 0.023), (44, 0.037)):
+    victim = cli(tmp_path / "run", *flags)
+    deadline = time.time() + 240
+    while _lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
+      time.sleep(0.005)
+    time.sleep(delay)
+    assert victim.poll() is None, "the run finished before it could be interrupted; make it longer"
+    victim.send_signal(signal.SIGINT)
+    out, _ = victim.communicate(timeout=60)  # Ctrl-C exits promptly, never hangs
+    assert victim.returncode == 130, out[-3000:]
+    assert "cannot schedule new futures" not in out and "Traceback" not in out, out[-3000:]
+    stopped_at.append(int(out.split("saved a checkpoint at step ")[1].split(";")[0]))
+    with open(tmp_path / "run" / "summary.json") as f:
+      assert json.load(f)["status"] == "interrupted"
+  assert any(s % 19 for s in stopped_at), f"no interrupt landed mid-epoch: {stopped_at}"
+  out = finish(cli(tmp_path / "run", *flags))
+  assert "Resuming from step" in out
+  finish(reference)
+  ref, run = history(tmp_path / "ref"), history(tmp_path / "run")
+  assert [h["epoch"] for h in run] == list(range(1, 61))
+  assert run == ref  # bit-identical metrics, every epoch
+
+
+def test_slurm_variables_start_multi_process_training(tmp_path):
+  # Two processes that only see SLURM's variables (as under `srun -n 2`) find each other on loopback.
+  flags = ("--config.num_epochs=1",)
+  port = _free_port_in(range(61440, 65536))
+  job_id = port - 61440  # JAX's SlurmCluster derives the coordinator port from the job id
+  procs = [cli(tmp_path / "slurm", *flags, devices=1,
+               extra_env={"SLURM_JOB_ID": str(job_id), "SLURM_NTASKS": "2", "SLURM_PROCID": str(i),
+                          "SLURM_LOCALID": str(i), "SLURM_STEP_NODELIST": "127.0.0.1",
+                          "SLURM_STEP_NUM_NODES": "1"}) for i in range(2)]
+  for p in procs:
+    finish(p)
+  with open(tmp_path / "slurm" / "summary.json") as f:
+    assert json.load(f)["num_devices"] == 2
+
+
+def _free_port_in(ports):
+  for port in ports:
+    with socket.socket() as s:
+      try:
+        s.bind(("127.0.0.1", port))
+      except OSError:
+        continue
+      return port
+  raise RuntimeError("no free port")

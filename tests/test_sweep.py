@@ -1,11 +1,12 @@
 """Sweep runner: grid expansion, resume, and the table and plot files (tiny grid on digits)."""
 import csv
+import json
 import os
 
 import pytest
 
 from configs.sweeps import digits as digits_sweep
-from experiments import sweep
+from experiments import checkpoints, sweep
 
 
 def tiny_sweep(**overrides):
@@ -13,7 +14,8 @@ def tiny_sweep(**overrides):
   s.only_losses = "CE,TCE α=2,BCE + dyn. clip (q0.9 wu5)"
   s.only_noise = "symmetric:0,symmetric:0.4"
   s.num_seeds = 2
-  s.base_overrides = {"num_epochs": 2, "progress": False, "train_eval_max_examples": 256}
+  # 6 epochs: the warm-up row (5 unclipped epochs) must clip in its last one.
+  s.base_overrides = {"num_epochs": 6, "progress": False, "train_eval_max_examples": 256}
   for key, value in overrides.items():
     s[key] = value
   return s
@@ -65,5 +67,40 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
   assert all(0 <= float(r["test_accuracy_last"]) <= 1 for r in rows)
   md = (tmp_path / "results.md").read_text()
   assert "| CE |" in md and "symmetric 0.4" in md and "**" in md and "± " in md
-  for name in ("accuracy_vs_noise.png", "test_accuracy_curves.png", "memorisation.png", "clipped_fraction.png"):
+  for name in ("accuracy_vs_noise.png", "test_accuracy_curves.png", "memorisation.png", "clipped_fraction.png",
+               "accuracy_heatmap.png", "clipping_diagnostics.png"):
     assert (tmp_path / "plots" / name).stat().st_size > 10_000, name
+  # The warm-up row trains unclipped for 5 epochs, then clips about the top 10% of each batch.
+  with open(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5" / "metrics.jsonl") as f:
+    clipped = [json.loads(line)["clipped_fraction"] for line in f]
+  assert all(c == [0.0] * 4 for c in clipped[:5])  # 2 noise settings x 2 seeds
+  assert all(0.05 < c < 0.15 for c in clipped[5])
+  # The diagnostics: precision/recall of the clipped set against the flipped labels, in the report.
+  assert "## Clipping diagnostics" in md and "| BCE + dyn. clip (q0.9 wu5) |" in md
+  with open(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5" / "metrics.jsonl") as f:
+    last = [json.loads(line) for line in f][-1]
+  clean, noisy = 0, 2  # replicas: (symmetric 0, seeds 0, 1), (symmetric 0.4, seeds 0, 1)
+  assert last["noisy_fraction"][clean] == 0 and last["clipped_recall"][clean] is None  # NaN in JSON
+  assert last["clipped_precision"][clean] == 0.0  # everything clipped at no noise is a clean example
+  assert 0.3 < last["noisy_fraction"][noisy] < 0.5
+  # Clipping the largest losses finds flipped labels far above their base rate.
+  assert last["clipped_precision"][noisy] > last["noisy_fraction"][noisy] + 0.2
+  assert 0 < last["clipped_recall"][noisy] < 1
+
+
+def test_a_finished_cell_of_another_config_is_never_reused(tmp_path, capsys):
+  sweep.run(tiny_sweep(only_losses="CE", only_noise="symmetric:0.4", num_seeds=1), str(tmp_path))
+  changed = tiny_sweep(only_losses="CE", only_noise="symmetric:0.4", num_seeds=1)
+  changed.base_overrides = dict(changed.base_overrides, num_epochs=7)
+  with pytest.raises(checkpoints.ConfigMismatchError, match=r"(?s)ce: num_epochs: 6 -> 7.*rerun_changed=True"):
+    sweep.run(changed, str(tmp_path))
+  with open(tmp_path / "runs" / "ce" / "summary.json") as f:
+    assert json.load(f)["epochs_completed"] == 6  # the old result is kept
+  changed.rerun_changed = True
+  sweep.run(changed, str(tmp_path))
+  with open(tmp_path / "runs" / "ce" / "summary.json") as f:
+    assert json.load(f)["epochs_completed"] == 7
+  aside = [d for d in os.listdir(tmp_path / "runs") if d.startswith("ce.old-")]
+  assert len(aside) == 1 and os.path.exists(tmp_path / "runs" / aside[0] / "summary.json")  # never deleted
+  rows = (tmp_path / "results.csv").read_text()
+  assert "ce.old" not in rows

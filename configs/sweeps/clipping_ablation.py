@@ -23,9 +23,9 @@ def get_config():
       g.loss("CE clip mean", "clipped_cross_entropy", statistic="mean"),
       g.loss("CE clip q0.9", "clipped_cross_entropy", statistic="quantile", quantile=0.9),
       g.loss("focal clip mean", "clipped_focal_loss", statistic="mean"),
-      g.loss("BCE clip mean warm-up 5", BCE, statistic="mean", overrides={"clip_warmup_epochs": 5}),
+      g.loss("BCE clip mean warm-up 5", BCE, statistic="mean", warmup_epochs=5),
       g.loss("BCE clip q0.9 warm-up 5", BCE, statistic="quantile", quantile=0.9,
-             overrides={"clip_warmup_epochs": 5}),
+             warmup_epochs=5),
   ]
   noises = g.noise("symmetric", 0.0, 0.4, 0.6) + g.noise("asymmetric", 0.4)
   return g.sweep(digits.get_config(), losses, noises, num_seeds=3)
