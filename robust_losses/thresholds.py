@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 EPS = 1e-12  # log of a zero loss
-EM_STEPS = 10
+EM_STEPS = 20
 BINS = 64
 
 
@@ -59,10 +59,16 @@ def otsu(values, valid):
 def gmm(values, valid, separation):
   x = _log_losses(values, valid)
   w = valid.astype(jnp.float32)
-  mean, std = _mean_std(x, valid)
+  _, std = _mean_std(x, valid)
   std = jnp.maximum(std, 1e-3)
   floor = 1e-2 * std  # variance floor, relative to the batch's spread
-  params = (jnp.stack([mean - std, mean + std]), jnp.stack([std, std]), jnp.array([0.5, 0.5]))
+  # Start the components at the quarter points of the range, so a small high-loss mode (few noisy labels)
+  # gets its own component instead of the EM splitting the large clean mode.
+  lo = jnp.min(jnp.where(valid, x, jnp.inf))
+  hi = jnp.max(jnp.where(valid, x, -jnp.inf))
+  spread = jnp.maximum(hi - lo, 1e-3)
+  params = (jnp.stack([lo + 0.25 * spread, lo + 0.75 * spread]), jnp.stack([std, std]) / 2,
+            jnp.array([0.5, 0.5]))
 
   def responsibilities(params):
     mu, sigma, pi = params

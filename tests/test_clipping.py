@@ -23,14 +23,16 @@ LOSSES_WITH_PADDING = np.where(WHERE, LOSSES, np.nan).astype(np.float32)
 
 STAT_CASES = [("mean", {}), ("median", {}), ("quantile", {"quantile": 0.9}),
               ("quantile", {"quantile": 0.25}), ("mean_std", {"num_std": 1.0}),
-              ("mean_std", {"num_std": 0.5})]
+              ("mean_std", {"num_std": 0.5}), ("mad", {"num_std": 2.0})]
 STAT_IDS = [f"{s}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" if kw else s for s, kw in STAT_CASES]
 
 
 def np_threshold(values, statistic, quantile=0.9, num_std=1.0):
   values = np.asarray(values, np.float64).ravel()
-  return {"mean": values.mean(), "median": np.median(values), "quantile": np.quantile(values, quantile),
-          "mean_std": values.mean() + num_std * values.std()}[statistic]
+  median = np.median(values)
+  return {"mean": values.mean(), "median": median, "quantile": np.quantile(values, quantile),
+          "mean_std": values.mean() + num_std * values.std(),
+          "mad": median + num_std * 1.4826 * np.median(np.abs(values - median))}[statistic]
 
 
 @pytest.mark.parametrize("statistic,kwargs", STAT_CASES, ids=STAT_IDS)
@@ -108,8 +110,10 @@ def _mesh(axis_type):
   return jax.make_mesh((4,), ("batch",), axis_types=None if axis_type is None else (axis_type,))
 
 
-DP_CASES = [(s, kw, masked) for (s, kw) in STAT_CASES for masked in (False, True)]
-DP_IDS = [f"{i}-{'masked' if m else 'full'}" for i in STAT_IDS for m in (False, True)]
+# The mode-seeking statistics have no NumPy twin; on devices they must equal their single-device value.
+MODE_CASES = [("otsu", {}), ("gmm", {"num_std": 1.0})]
+DP_CASES = [(s, kw, masked) for (s, kw) in STAT_CASES + MODE_CASES for masked in (False, True)]
+DP_IDS = [f"{i}-{'masked' if m else 'full'}" for i in STAT_IDS + ["otsu", "gmm"] for m in (False, True)]
 
 
 def _single_device(statistic, kwargs, masked):
@@ -187,3 +191,55 @@ def test_bad_clipping_hyperparameters():
     rl.dynamic_clipping(LOSSES, statistic="quantile", quantile=1.0)
   with pytest.raises(ValueError, match=r"num_std=-1.0 is out of range; valid range is \[0, inf\)"):
     rl.get("clipped_cross_entropy", statistic="mean_std", num_std=-1.0)
+
+
+def _bimodal(n_clean, n_noisy, seed=0):
+  rng = np.random.default_rng(seed)
+  return np.concatenate([np.exp(rng.normal(-3.0, 0.7, n_clean)),
+                         np.exp(rng.normal(1.0, 0.4, n_noisy))]).astype(np.float32)
+
+
+@pytest.mark.parametrize("noisy_share", [0.1, 0.25, 0.4])
+def test_gmm_clips_the_noisy_mode_whatever_its_size(noisy_share):
+  n = 400
+  losses = _bimodal(int(n * (1 - noisy_share)), int(n * noisy_share))
+  is_noisy = np.arange(n) >= int(n * (1 - noisy_share))
+  _, tau = rl.dynamic_clipping(losses, statistic="gmm", num_std=3.0, return_threshold=True)
+  clipped = losses > float(tau)
+  # The modes are ~6 pooled stds apart in log space: the split is the mode boundary, not a fixed share.
+  assert (clipped == is_noisy).mean() > 0.98
+  _, q90 = rl.dynamic_clipping(losses, statistic="quantile", quantile=0.9, return_threshold=True)
+  assert abs((losses > float(q90)).mean() - 0.1) < 0.01  # a quantile clips 10% whatever the noise
+
+
+def test_gmm_clips_nothing_in_a_unimodal_batch_but_otsu_always_splits():
+  losses = np.exp(np.random.default_rng(1).normal(-3.0, 0.7, 400)).astype(np.float32)
+  clipped, tau = rl.dynamic_clipping(losses, statistic="gmm", num_std=3.0, return_threshold=True)
+  np.testing.assert_array_equal(clipped, losses)
+  assert float(tau) == losses.max()
+  _, otsu = rl.dynamic_clipping(losses, statistic="otsu", return_threshold=True)
+  assert 0.05 < (losses > float(otsu)).mean() < 0.95
+
+
+def test_cpu_quantile_without_sort_is_numpy_quantile_exactly():
+  # The CPU path finds order statistics by bisection on the float bits: ties, negatives, zeros of both
+  # signs and wide ranges must give exactly what a sort gives.
+  rng = np.random.default_rng(3)
+  for trial in range(50):
+    n = int(rng.integers(1, 200))
+    x = (rng.normal(size=n) * rng.choice([1e-3, 1.0, 1e3])).astype(np.float32)
+    if trial % 3 == 0:
+      x = np.round(x, 1)
+    x[: n // 4] = -np.abs(x[: n // 4])
+    if n > 3:
+      x[1], x[2] = 0.0, -0.0
+    valid = rng.random(n) < 0.8
+    valid[0] = True
+    q = float(rng.choice([0.1, 0.5, 0.9, 0.37]))
+    tau = rl.batch_threshold(x, statistic="quantile", quantile=q, where=valid)
+    ordered = np.sort(x[valid])
+    pos = q * (len(ordered) - 1)
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, len(ordered) - 1)
+    expected = ordered[lo] + np.float32(pos - lo) * (ordered[hi] - ordered[lo])
+    np.testing.assert_allclose(float(tau), expected, rtol=1e-6, atol=1e-30)

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from configs.sweeps import digits as digits_sweep
+from configs.sweeps import digits_full
 from experiments import checkpoints, sweep
 
 
@@ -22,10 +23,14 @@ def tiny_sweep(**overrides):
 
 
 def test_grid_expansion():
-  full = sweep.expand(digits_sweep.get_config())
-  # 16 losses; all 7 noise settings of a loss train together (no correction loss in this grid).
-  assert len(full) == 16 and all(len(r["noises"]) == 7 for r in full)
-  assert len({r["id"] for r in full}) == 16
+  main = sweep.expand(digits_sweep.get_config())
+  # 14 losses; all 7 noise settings of a loss train together (no noise-model input in this grid).
+  assert len(main) == 14 and all(len(r["noises"]) == 7 for r in main)
+  full = sweep.expand(digits_full.get_config())
+  assert len({r["id"] for r in full}) == 28
+  # The main job's rows are the full sweep's, config for config: both can share a workdir.
+  by_id = {r["id"]: r["config"] for r in full}
+  assert all(checkpoints.config_differences(json.loads(by_id[r["id"]].to_json()), r["config"]) == [] for r in main)
   runs = sweep.expand(tiny_sweep(group_noise=False))
   assert [r["id"] for r in runs] == ["ce__symmetric_0", "ce__symmetric_0.4", "bce_dyn._clip_q0.9_wu5__symmetric_0",
                                      "bce_dyn._clip_q0.9_wu5__symmetric_0.4", "tce_2__symmetric_0", "tce_2__symmetric_0.4"]

@@ -47,3 +47,26 @@ def robust_baselines(prune_start_epoch: int = 40, prune_every_epochs: int = 10) 
       loss("bootstrap soft", "bootstrapped_cross_entropy", beta=0.95, mode="soft"),
       loss("CE + grad clip", "softmax_cross_entropy", overrides={"grad_clip_norm": 1.0}),
   ]
+
+
+def frontier_rows() -> list[dict]:
+  """The 2020-2025 losses papers compare against, with their papers' CIFAR-10 defaults unless said:
+  ANL-CE with the MNIST setting (α = β = 1, L1 1e-6, no weight decay: digits is MNIST-like), JAL-CE with its
+  C10 setting (L1 5e-5 instead of weight decay), NCE+AGCE, CE_ε+MAE (symmetric-noise setting), LDR-KL,
+  JS (π₁ = 0.7, C10 sym-40), Taylor-CE (order 2), LogitClip (τ = 1), NLS (r = -0.2, no warm-up), PHuber-CE
+  (τ = 2), ELR (β = 0.7, λ = 3) and SR (C10: τ = 0.5, p = 0.1, λ₀ = 1.2, ρ = 1.03)."""
+  l1 = lambda delta: {"l1_weight_decay": delta, "weight_decay": 0.0}
+  return [
+      loss("ANL-CE", "active_negative_loss", alpha=1.0, beta=1.0, overrides=l1(1e-6)),
+      loss("NCE+AGCE", "nce_asymmetric_loss", passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5),
+      loss("JAL-CE", "joint_asymmetric_loss", alpha=1.0, beta=1.0, a=30.0, overrides=l1(5e-5)),
+      loss("CE_ε+MAE", "epsilon_softmax_cross_entropy_mae", alpha=0.01, beta=5.0, m=1e5),
+      loss("LDR-KL", "ldr_kl_loss", lam=10.0),
+      loss("JS π=0.7", "jensen_shannon_divergence", pi=0.7),
+      loss("Taylor-CE t=2", "taylor_cross_entropy", order=2),
+      loss("LogitClip τ=1", "logit_clipping", tau=1.0),
+      loss("NLS r=-0.2", "softmax_cross_entropy", label_smoothing=-0.2),
+      loss("PHuber-CE τ=2", "partially_huberised_cross_entropy", tau=2.0),
+      loss("ELR", "early_learning_regularization", beta=0.7, lam=3.0),
+      loss("SR", "sparse_regularization", tau=0.5, p=0.1, lam=1.2, rho=1.03, freq=1),
+  ]
