@@ -63,7 +63,8 @@ GAMMA_64 = 64 * 2.0**-24
 
 
 @pytest.mark.parametrize("model, loss", [("small_cnn", "softmax_cross_entropy"),
-                                         ("mlp", "binary_cross_entropy_dynamic_clipping")])
+                                         ("mlp", "binary_cross_entropy_dynamic_clipping"),
+                                         ("mlp", "early_learning_regularization")])
 def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
   # BatchNorm (small_cnn) and a batch-statistics loss: both must see the global batch.
   data = input_pipeline.load("digits")
@@ -78,9 +79,18 @@ def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
     new, m = train_lib.train_chunk_fn(prog)(state, keys, labels, jnp.zeros_like(labels, bool),
                                             train_lib.replicate(prog.mesh, data.x_train),
                                             jnp.arange(0, 1, dtype=jnp.int32))
-    outs.append((float(m["loss"][0, 0]), jax.tree.map(np.asarray, new.params)))
-  (loss1, params1), (loss4, params4) = outs
+    outs.append((float(m["loss"][0, 0]), jax.tree.map(np.asarray, new.params),
+                 jax.tree.map(np.asarray, new.loss_state)))
+  (loss1, params1, state1), (loss4, params4, state4) = outs
   np.testing.assert_allclose(loss1, loss4, rtol=GAMMA_64)
+  # Per-example loss state (ELR's targets): every device's rows reach the replicated state, written at the
+  # same positions; each row is computed from its own example alone, so the values agree to float rounding
+  # of one softmax (a few ulps of values <= 1).
+  assert jax.tree.structure(state1) == jax.tree.structure(state4)
+  for a, b in zip(jax.tree.leaves(state1), jax.tree.leaves(state4)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=4 * 2.0**-24)
+    if loss == "early_learning_regularization":
+      assert (np.abs(a).sum(-1) > 0).sum() == c.batch_size  # exactly the batch's rows were written
   # One update: params differ by lr * (gradient rounding), bounded by lr * GAMMA_64 * |grad terms|; the
   # gradient terms are O(1) here, so 1e-6 absolute with lr = 0.05 leaves a factor of ~5 over the bound.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * GAMMA_64 * 5), params1, params4)
@@ -165,6 +175,25 @@ def _restore(workdir, config, step):
                                                             meta=ocp.args.JsonRestore()))
   ckpt.close()
   return out.state, out.meta, prog, data
+
+
+@pytest.mark.parametrize("loss", ["early_learning_regularization", "sparse_regularization"])
+def test_stateful_and_scheduled_losses_resume_exactly(tmp_path, loss):
+  # ELR keeps an N x K target memory in the checkpoint; SR's penalty weight grows with the epoch.
+  c = tiny(num_epochs=3, **{"loss.name": loss})
+  full = tmp_path / "full"
+  train.train_and_evaluate(c, str(full))
+  cut = tmp_path / "cut"
+  train.train_and_evaluate(tiny(num_epochs=3, **{"loss.name": loss}), str(cut))
+  ckpts = sorted(int(d) for d in os.listdir(cut / "checkpoints") if d.isdigit())
+  shutil.rmtree(cut / "checkpoints" / str(ckpts[-1]))
+  os.remove(cut / "summary.json")
+  train.train_and_evaluate(tiny(num_epochs=3, **{"loss.name": loss}), str(cut))
+  assert_same_run(full, cut)  # exactly
+  assert history(full)[-1]["test_accuracy"][0] > 0.5
+  if loss == "early_learning_regularization":
+    mean_target = [h["loss_state_mean/targets"][0] for h in history(full)]
+    assert all(0 < m <= 0.1 + 1e-6 for m in mean_target)  # rows are averaged probabilities: mean 1/K
 
 
 def test_truncated_lq_prunes_the_examples_whose_label_probability_is_at_most_k(tmp_path):
