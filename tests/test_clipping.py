@@ -58,7 +58,7 @@ def test_gradient_is_indicator_of_unclipped_samples():
   # d(sum of clipped)/d(losses) = 1 below tau and 0 above: tau carries no gradient (with mean, every
   # loss would otherwise get a 1/n share of each clipped sample's gradient).
   for statistic in ("mean", "median", "mean_std"):
-    grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic=statistic).sum())(jnp.asarray(LOSSES))
+    grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic=statistic, num_std=1.0).sum())(jnp.asarray(LOSSES))
     tau = np_threshold(LOSSES, statistic)
     np.testing.assert_array_equal(grad, (LOSSES <= tau).astype(np.float32))
   grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic="mean", where=WHERE).sum())(jnp.asarray(LOSSES_WITH_PADDING))

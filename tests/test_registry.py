@@ -44,7 +44,7 @@ def test_hparams_are_resolved_defaults_plus_overrides():
   assert rl.get("bi_tempered_logistic_loss", t1=0.8).hparams == {
       "t1": 0.8, "t2": 1.0, "num_iters": 5, "label_smoothing": 0.0}
   assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
-      "statistic": "quantile", "quantile": 0.9, "num_std": 1.0, "per_element": False, "warmup_epochs": 0,
+      "statistic": "gmm", "quantile": 0.9, "num_std": 4.0, "per_element": False, "warmup_epochs": 0,
       "label_smoothing": 0.0}
   assert rl.get("truncated_generalized_cross_entropy").hparams == {
       "q": 0.7, "k": 0.5, "prune_start_epoch": 40, "prune_every_epochs": 10, "label_smoothing": 0.0}

@@ -11,7 +11,7 @@ from experiments import checkpoints, sweep
 
 
 def tiny_sweep(**overrides):
-  s = digits_sweep.get_config()
+  s = digits_full.get_config()
   s.only_losses = "CE,TCE α=2,BCE + dyn. clip (q0.9 wu5)"
   s.only_noise = "symmetric:0,symmetric:0.4"
   s.num_seeds = 2
@@ -27,7 +27,7 @@ def test_grid_expansion():
   # 14 losses; all 7 noise settings of a loss train together (no noise-model input in this grid).
   assert len(main) == 14 and all(len(r["noises"]) == 7 for r in main)
   full = sweep.expand(digits_full.get_config())
-  assert len({r["id"] for r in full}) == 28
+  assert len({r["id"] for r in full}) == 30
   # The main job's rows are the full sweep's, config for config: both can share a workdir.
   by_id = {r["id"]: r["config"] for r in full}
   assert all(checkpoints.config_differences(json.loads(by_id[r["id"]].to_json()), r["config"]) == [] for r in main)

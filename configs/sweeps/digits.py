@@ -1,13 +1,13 @@
 """The README's main job: which loss helps at which noise, on the embedded digits data (no download).
 
 14 losses × (symmetric η ∈ {0, .2, .4, .6, .8}, asymmetric η ∈ {.2, .4}) × 3 seeds, vmapped per cell; about
-9 minutes on 2 CPU cores. `digits_full.py` has every row (28 losses, docs/RESULTS.md).
+9 minutes on 2 CPU cores. `digits_full.py` has every row (30 losses, docs/RESULTS.md).
   python -m experiments.sweep --config=configs/sweeps/digits.py --workdir=runs/sweep_digits
 """
 from configs import digits
 from configs.sweeps import _grid as g
 
-QUICK = ("CE", "BCE", "BCE + dyn. clip (q0.9 wu5)", "TCE α=1.5", "TCE α=2", "GCE q=0.7", "truncated Lq", "SCE",
+QUICK = ("CE", "BCE", "BCE + dyn. clip (gmm wu5)", "TCE α=1.5", "TCE α=2", "GCE q=0.7", "truncated Lq", "SCE",
          "NCE+RCE", "ANL-CE", "NCE+AGCE", "JAL-CE", "CE_ε+MAE", "ELR")
 
 
