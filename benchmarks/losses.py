@@ -36,7 +36,6 @@ PER_CLASS = ("normalized_focal_loss", "normalized_generalized_cross_entropy", "m
              "sigmoid_binary_cross_entropy", "binary_cross_entropy_dynamic_clipping", "bootstrapped_cross_entropy",
              "forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
 TARGETS = {"label-only": 1.25, "per-class": 2.5}
-MATRIX = ("forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
 STATISTICS = ("mean", "median", "quantile", "mean_std")
 
 
@@ -47,7 +46,9 @@ def transition(k):
 
 def build(name, k):
   import robust_losses
-  return robust_losses.get(name, **({"transition_matrix": transition(k)} if name in MATRIX else {}))
+  # Required hyperparameters a trainer fills from the noise model: a 40%-symmetric T, a 0.2 noise rate.
+  given = {"transition_matrix": transition(k), "noise_rate": 0.2}
+  return robust_losses.get(name, **{h: given[h] for h in robust_losses.required_hparams(name)})
 
 
 def kind(name) -> str:

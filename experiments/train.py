@@ -491,9 +491,10 @@ def _log_epoch(workdir, writer, history, bar):
     value = np.atleast_1d(np.asarray(value, np.float64))
     if np.isfinite(value).any():  # an undefined metric (e.g. recall without flipped labels) is not logged
       writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
+  memorised = np.asarray(record["train_memorised_noisy_subset"], np.float64)  # NaN where nothing is noisy
+  memorised = np.nanmean(memorised) if np.isfinite(memorised).any() else float("nan")
   line = (f"epoch {record['epoch']}: loss {np.mean(record['train_loss']):.4f} "
-          f"test acc {np.mean(record['test_accuracy']):.4f} "
-          f"memorised {np.nanmean(record['train_memorised_noisy_subset']):.3f}")
+          f"test acc {np.mean(record['test_accuracy']):.4f} memorised {memorised:.3f}")
   if bar is None:  # with a progress bar, its running loss/accuracy already show; keep the console short
     print(line)
 

@@ -86,9 +86,58 @@ def _count(tree):
   return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
 
 
-def test_names_match_registry():
-  assert models.names() == list(models.MODELS)
+def test_tests_cover_every_registered_model():
+  # The shape and dtype tests below are parametrized over SHAPES: a new model must be added there.
   assert set(SHAPES) == set(models.names())
+
+
+@pytest.mark.parametrize('name', models.names())
+def test_every_name_creates_a_classifier(name):
+  """Each listed name builds a model giving [B, K] float32 logits, both for CIFAR-sized RGB inputs and for
+  the smallest grey inputs create() accepts (abstractly: shapes only); one pixel less is refused."""
+  side = models.MIN_SIZE[name]
+  for shape in [(32, 32, 3), (side, side, 1)]:
+    model = models.create(name, num_classes=3, input_shape=shape, axis_name=None)
+    variables = jax.eval_shape(_init_fn(model, shape))
+    x = jax.ShapeDtypeStruct((2,) + shape, jnp.float32)
+    logits = jax.eval_shape(functools.partial(model.apply, train=False), variables, x)
+    assert logits.shape == (2, 3) and logits.dtype == jnp.float32, (shape, logits)
+  too_small = (side - 1, side, 1)
+  with pytest.raises(ValueError, match='at least' if side > 1 else 'positive sides'):
+    models.create(name, num_classes=3, input_shape=too_small)
+
+
+def test_mlp_forward_by_hand():
+  """A tiny MLP with hand-picked parameters, computed by hand."""
+  model = models.MLP(num_classes=2, hidden=(2,))
+  params = {
+      'Dense_0': {'kernel': jnp.array([[1.0, 0.0], [0.0, 1.0]]), 'bias': jnp.array([0.0, 1.0])},
+      'Dense_1': {'kernel': jnp.array([[2.0, -1.0], [3.0, 5.0]]), 'bias': jnp.array([0.5, 0.0])},
+  }
+  x = jnp.array([1.0, -2.0]).reshape(1, 1, 2, 1)  # flattened: [1, -2]
+  # hidden = relu([1, -2] @ I + [0, 1]) = relu([1, -1]) = [1, 0]; logits = [1, 0] @ W1 + b1 = [2.5, -1].
+  logits = model.apply({'params': params}, x, train=False)
+  np.testing.assert_allclose(logits, [[2.5, -1.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize('dtype, tol', [(jnp.float32, 1e-5), (jnp.bfloat16, 3e-2)])
+def test_registered_mlp_matches_numpy(dtype, tol):
+  """The registered 'mlp' with random parameters, against the same network written in float64 NumPy."""
+  shape, k = (4, 4, 2), 5
+  model = models.create('mlp', num_classes=k, input_shape=shape, axis_name=None, dtype=dtype)
+  abstract = jax.eval_shape(_init_fn(model, shape))['params']
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda a: rng.normal(0, 0.3, a.shape).astype(np.float32), abstract)
+  x = rng.normal(size=(3,) + shape).astype(np.float32)
+  h = x.reshape(3, -1).astype(np.float64)
+  layers = sorted(params, key=lambda n: int(n.split('_')[1]))  # Dense_0, Dense_1, Dense_2
+  for i, layer in enumerate(layers):
+    h = h @ params[layer]['kernel'] + params[layer]['bias']
+    if i < len(layers) - 1:
+      h = np.maximum(h, 0)
+  logits = jax.jit(functools.partial(model.apply, train=False))({'params': params}, x)
+  assert logits.dtype == jnp.float32 and logits.shape == (3, k)
+  np.testing.assert_allclose(logits, h, rtol=tol, atol=tol * np.abs(h).max())
 
 
 @pytest.mark.parametrize('name', list(SHAPES))
@@ -155,10 +204,18 @@ def test_forward(name):
     assert jax.tree.structure(old) == jax.tree.structure(new)
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new)))
 
-  # Eval mode is deterministic and per-example (running statistics, not the
-  # batch's): reversing the batch reverses the logits.
+  # The compiled forward agrees with Flax applied op by op, outside jit (each
+  # operation dispatched and compiled on its own, no fusion), in both modes.
+  want_eval = model.apply(variables, x, train=False)
+  want_logits, want_state = model.apply(variables, x, train=True, mutable=['batch_stats'])
+  np.testing.assert_allclose(logits, want_logits, rtol=1e-4, atol=1e-4)
+  for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+  # Eval mode is per-example (running statistics, not the batch's): reversing
+  # the batch reverses the logits.
   assert eval_logits.dtype == jnp.float32 and np.isfinite(eval_logits).all()
-  np.testing.assert_array_equal(eval_logits, forward(variables, x)[1])
+  np.testing.assert_allclose(eval_logits[:3], want_eval, rtol=1e-4, atol=1e-4)
   np.testing.assert_allclose(eval_logits[3:], eval_logits[2::-1], rtol=1e-5, atol=1e-5)
 
 

@@ -1,0 +1,167 @@
+"""Every shipped config builds, validates and trains one small step with its own model and input shape.
+
+Configs are discovered from the files in configs/ and configs/sweeps/, so a new config is covered
+without editing this file. Training is kept cheap: one epoch of two global batches of 8 examples (TFDS
+datasets are mocked with `tfds.testing.mock_data`, which needs neither data on disk nor TensorFlow), a
+tiny evaluation, no progress bar; the MLP/small-CNN configs train on the 4 simulated CPU devices of
+conftest, the ResNets on one (see ONE_DEVICE_MODELS). The config's dataset, input shape, model, loss,
+optimizer, schedule type, noise kind and compute dtype are kept; only sizes and lengths are shrunk (see
+`small_overrides`). Cold (empty compilation cache) the file takes about 2.5 min on 2 cores with -n 2.
+"""
+import importlib
+import json
+import math
+import os
+
+import jax
+import pytest
+
+from experiments import input_pipeline, models, sweep, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Examples per split of the mocked TFDS datasets: 2 global batches of 8 (1 when val_size holds out 8).
+MOCK_EXAMPLES = 16
+
+
+def _modules(folder, package):
+  names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, folder))
+                 if f.endswith(".py") and not f.startswith("_"))
+  return [f"{package}.{n}" for n in names]
+
+
+TRAIN_CONFIGS = _modules("configs", "configs")
+SWEEP_CONFIGS = _modules(os.path.join("configs", "sweeps"), "configs.sweeps")
+
+
+def get_config(module):
+  return importlib.import_module(module).get_config()
+
+
+# Models whose data-parallel train step is slow to compile on XLA:CPU. With the mesh of all 4 simulated
+# devices, ResNet-34's step took 16 s to compile and 9 s on a one-device mesh (the file took 3 min 25 s
+# instead of under 3 min, cold, on 2 cores). These configs train on one device: the program is the same
+# shard_map with the same collectives (pmean of gradients and BatchNorm statistics over 'batch'), traced
+# and compiled for a mesh of one. That N devices compute what one does is tested in test_train.py.
+ONE_DEVICE_MODELS = tuple(n for n in models.names() if n not in ("mlp", "small_cnn"))
+
+
+def small_overrides(config) -> dict:
+  """Keys that make `config` one cheap epoch; everything that defines *what* is trained stays."""
+  ndev = jax.device_count()
+  out = {
+      "num_epochs": 1,
+      "batch_size": 2 * ndev,        # 8: two global batches of the mocked data
+      "eval_batch_size": 4,          # per device
+      "train_eval_max_examples": 16,
+      "progress": False,
+      "checkpoint_every_epochs": 1,
+      "keep_checkpoints": 1,
+      "num_devices": 1 if config.model in ONE_DEVICE_MODELS else 0,
+  }
+  if config.val_size:
+    out["val_size"] = 8              # keep the hold-out path (tce_paper), at a size the mock data has
+  if config.schedule == "step":
+    # Boundaries must lie inside (0, num_epochs); one mid-epoch boundary keeps the step schedule.
+    out["lr_boundaries"] = (0.5,)
+  return out
+
+
+# Loss hyperparameters that count epochs from the start of training and must act within the run
+# (robust_losses checks them against num_epochs): truncated Lq's first pruning pass, the clipping losses'
+# unclipped warm-up. In a one-epoch run they start at epoch 0, so the schedule still runs.
+LOSS_EPOCH_HPARAMS = ("prune_start_epoch", "warmup_epochs")
+
+
+def small_loss_hparams(hparams) -> dict:
+  return {k: (0 if k in LOSS_EPOCH_HPARAMS and v else v) for k, v in hparams.items()}
+
+
+def shrink(config):
+  for key, value in small_overrides(config).items():
+    config[key] = value
+  for key, value in small_loss_hparams(config.loss).items():
+    config.loss[key] = value
+  return config
+
+
+def uses_tfds(config) -> bool:
+  return config.dataset not in ("digits", "npz")
+
+
+def assert_one_good_epoch(summary, workdir, model):
+  assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+  assert summary["config"]["model"] == model  # the config's own model was trained
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    (record,) = [json.loads(line) for line in f]
+  assert record["epoch"] == 1 and record["step"] >= 1
+  assert all(s == 0 for s in record["skipped_steps"])
+  for key in ("train_loss", "test_accuracy"):
+    assert all(v is not None and math.isfinite(v) for v in record[key]), (key, record[key])
+  assert all(0 <= a <= 1 for a in record["test_accuracy"])
+
+
+def test_all_configs_are_discovered():
+  # README lists these; a file that stops defining get_config() would fail the tests below.
+  for name in ("default", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "cifar10n",
+               "cifar100n", "imagewoof", "tce_paper", "gce_paper"):
+    assert f"configs.{name}" in TRAIN_CONFIGS, name
+  for name in ("digits", "clipping_ablation", "tce_table1", "tce_table2", "gce_cifar", "bce_clipping", "cifar_n"):
+    assert f"configs.sweeps.{name}" in SWEEP_CONFIGS, name
+
+
+@pytest.mark.parametrize("module", TRAIN_CONFIGS)
+def test_training_config_builds_and_validates(module):
+  config = get_config(module)
+  train.validate_static(config)
+  assert config.dataset in input_pipeline.DATASETS
+  # Locked like the CLI's: a misspelt key is an error.
+  config.lock()
+  with pytest.raises(AttributeError):
+    config.num_epoch = 3
+
+
+@pytest.mark.parametrize("module", TRAIN_CONFIGS)
+def test_training_config_trains_one_epoch(module, tmp_path, tfds_mock):
+  config = shrink(get_config(module))
+  model = config.model
+  train.validate_static(config)
+  if uses_tfds(config):
+    with tfds_mock(num_examples=MOCK_EXAMPLES):
+      summary = train.train_and_evaluate(config, str(tmp_path))
+  else:
+    summary = train.train_and_evaluate(config, str(tmp_path))
+  assert_one_good_epoch(summary, str(tmp_path), model)
+
+
+@pytest.mark.parametrize("module", SWEEP_CONFIGS)
+def test_sweep_config_expands_and_validates(module):
+  runs = sweep.expand(get_config(module))  # validates every cell's config
+  assert runs and len({r["id"] for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("module", SWEEP_CONFIGS)
+def test_sweep_config_first_cell_trains(module, tmp_path, tfds_mock):
+  s = get_config(module)
+  first_row = dict(s.losses[0])
+  first_row["hparams"] = small_loss_hparams(first_row.get("hparams", {}))
+  s.losses = [first_row]
+  s.only_losses = ""
+  # The first cell: the first loss at the first noise setting. (With group_noise a run trains all noise
+  # settings as vmapped replicas; apl_benchmark_c100's 8 ResNet-34 replicas took 130 s.)
+  s.only_noise = sweep.noise_label(s.noise[0])
+  # One seed: seeds are vmapped replicas, and a vmapped convolution over R parameter sets costs about R
+  # times as much to compile and run on CPU (gce_cifar's 3 seeds: 160 s instead of 50 s). test_train
+  # checks that vmapped seeds equal separate runs.
+  s.num_seeds = 1
+  # The sweep's own smoke-test hook: overrides applied to every cell after the loss row's overrides.
+  s.base_overrides = small_overrides(s.base)
+  (first,) = sweep.expand(s)
+  config = first["config"]
+  if uses_tfds(config):
+    with tfds_mock(num_examples=MOCK_EXAMPLES):
+      summary = train.train_and_evaluate(config, str(tmp_path), first["noises"])
+  else:
+    summary = train.train_and_evaluate(config, str(tmp_path), first["noises"])
+  assert_one_good_epoch(summary, str(tmp_path), s.base.model)
+  assert len(summary["per_seed"]) == s.num_seeds * len(first["noises"])
