@@ -17,7 +17,7 @@ def test_l1_penalty_adds_the_gradient_of_the_l1_norm():
   # torch's d|x|/dx (the official ANL/JAL code) is sign(x), 0 at 0; jax.grad(jnp.abs) gives 1 at 0.
   l1_grad = jax.tree.map(lambda p: 0.01 * np.sign(np.asarray(p)), params)
   jax.tree.map(lambda u, g, l: np.testing.assert_allclose(u, g + l, rtol=1e-7), updates, grads, l1_grad)
-XX
+  np.testing.assert_array_equal(updates["w"][0, 1], np.float32(0.1))  # sign(0) = 0, as torch's abs
 
 
 def test_l1_weight_decay_config_is_applied_before_clipping():
