@@ -174,7 +174,7 @@ def nce_asymmetric_loss(logits, labels, *, passive: str = "agce", alpha: float =
     _utils.check_range("a", a, 0.0, lo_open=True)
     terms = lambda lp: _ael_terms(lp, a)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  nce = symmetric._normalize(logits, labels, jnp.negative)
+  nce = symmetric._nce(logits, labels)
   return _utils.mask(alpha * nce + beta * _utils.label_sum(logits, labels, terms), where)
 
 

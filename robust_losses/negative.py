@@ -124,7 +124,7 @@ ANL_ACTIVE = ("nce", "nfl")
 def active_term(active, logits, labels, gamma, detach_modulator):
   """NCE or NFL (the normalized active losses of ANL and JAL), on prepared inputs."""
   if active == "nce":
-    return symmetric._normalize(logits, labels, jnp.negative)
+    return symmetric._nce(logits, labels)
   return symmetric._normalize(
       logits, labels, lambda lp: classification.focal_terms(lp, gamma, detach_modulator))
 
