@@ -118,6 +118,8 @@ def test_loop_free_equals_scanned_chunks(tmp_path):
   assert not train.loop_free(cfg(None), train.models.create("mlp", num_classes=10, input_shape=(8, 8, 1)))
   train.train_and_evaluate(cfg(True), str(tmp_path / "free"))
   train.train_and_evaluate(cfg(False), str(tmp_path / "scan"))
+  # Fusion order differs between the two programs: per step the same few-ulp roundings as across device
+  # counts (GAMMA_64 above), amplified over 38 steps; the loose bound catches a wrong step, not rounding.
   assert_same_run(tmp_path / "free", tmp_path / "scan", loss_rtol=1e-3, acc_atol=0.01)
 
 
