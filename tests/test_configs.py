@@ -6,7 +6,8 @@ datasets are mocked with `tfds.testing.mock_data`, which needs neither data on d
 tiny evaluation, no progress bar; the MLP/small-CNN configs train on the 4 simulated CPU devices of
 conftest, the ResNets on one (see ONE_DEVICE_MODELS). The config's dataset, input shape, model, loss,
 optimizer, schedule type, noise kind and compute dtype are kept; only sizes and lengths are shrunk (see
-`small_overrides`). Cold (empty compilation cache) the file takes about 2.5 min on 2 cores with -n 2.
+`small_overrides`). Nearly all the time is XLA:CPU compiling each config's init, train step and eval
+(10-30 s per ResNet config when the compilation cache is cold).
 """
 import importlib
 import json
@@ -39,10 +40,10 @@ def get_config(module):
 
 
 # Models whose data-parallel train step is slow to compile on XLA:CPU. With the mesh of all 4 simulated
-# devices, ResNet-34's step took 16 s to compile and 9 s on a one-device mesh (the file took 3 min 25 s
-# instead of under 3 min, cold, on 2 cores). These configs train on one device: the program is the same
-# shard_map with the same collectives (pmean of gradients and BatchNorm statistics over 'batch'), traced
-# and compiled for a mesh of one. That N devices compute what one does is tested in test_train.py.
+# devices, ResNet-34's step took 16 s to compile, on a one-device mesh 9 s (cold, 2 cores, -n 2: this file
+# took 3 min 25 s with 4 devices, 2 min 26 s with one). These configs train on one device: the program is
+# the same shard_map with the same collectives (pmean of gradients and BatchNorm statistics over 'batch'),
+# traced and compiled for a mesh of one. That N devices compute what one does is tested in test_train.py.
 ONE_DEVICE_MODELS = tuple(n for n in models.names() if n not in ("mlp", "small_cnn"))
 
 
