@@ -80,7 +80,7 @@ def input_stage_fn(chunk):
   import jax
   import jax.numpy as jnp
   from experiments import train_lib
-  prog, (_, keys, labels, x, steps) = chunk.prog, chunk.args
+  prog, (_, keys, labels, _, x, steps) = chunk.prog, chunk.args
   bs = prog.batch_size
 
   @jax.jit

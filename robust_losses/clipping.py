@@ -115,7 +115,12 @@ def _order_statistic(values, rank):
     enough = jnp.sum(keys <= mid) > rank  # at least rank + 1 values have key <= mid
     return jnp.where(enough, lo, mid + 1), jnp.where(enough, mid, hi)
 
-  lo, _ = jax.lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)), unroll=True)
+  # A Python loop (32 static rounds): a fori_loop carry would have to match the varying type of `keys`
+  # inside shard_map.
+  bounds = (jnp.uint32(0), jnp.uint32(0xFFFFFFFF))
+  for i in range(32):
+    bounds = halve(i, bounds)
+  lo = bounds[0]
   bits = jnp.where(lo >> 31 == 1, lo & jnp.uint32(0x7FFFFFFF), ~lo)
   return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(values.dtype)
 

@@ -82,7 +82,9 @@ def gmm(values, valid, separation):
     sigma = jnp.sqrt(jnp.sum(r * jnp.square(x[:, None] - mu), axis=0) / n + floor**2)
     return mu, sigma, n / jnp.sum(n)
 
-  mu, sigma, pi = jax.lax.fori_loop(0, EM_STEPS, em, params)
+  for i in range(EM_STEPS):  # static: a fori_loop carry would not match x's varying type in shard_map
+    params = em(i, params)
+  mu, sigma, pi = params
   high = jnp.argmax(mu)
   noisy = (responsibilities((mu, sigma, pi))[:, high] > 0.5) & (x > jnp.min(mu)) & valid
   separated = jnp.abs(mu[1] - mu[0]) >= separation * jnp.sqrt(0.5 * (sigma[0] ** 2 + sigma[1] ** 2))

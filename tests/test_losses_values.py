@@ -239,7 +239,7 @@ def test_bi_tempered_gradient_is_gradient_of_the_loss():
 
 def test_clipped_loss_values():
   ce = np_ce(LOGITS, Y)
-  close(rl.clipped_cross_entropy(LOGITS, Y), np.minimum(ce, np.quantile(ce, 0.9)))  # default: q0.9
+  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="quantile"), np.minimum(ce, np.quantile(ce, 0.9)))
   close(rl.clipped_cross_entropy(LOGITS, Y, statistic="mean"), np.minimum(ce, ce.mean()))
   close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
   fl = (Y * np_focal_terms(LOGITS, 0.5)).sum(-1)
