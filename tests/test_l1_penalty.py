@@ -31,4 +31,4 @@ def test_l1_weight_decay_config_is_applied_before_clipping():
   # Zero loss gradient: the update is -lr * clip(sign(theta)) with the clip at global norm 1e-3.
   expected = -1e-3 * np.array([1.0, -1.0, 0.0]) / np.sqrt(2.0)
   np.testing.assert_allclose(updates["w"], expected, rtol=1e-6)
-  assert optax.global_norm(updates) <= 1e-3 * (1 + 1e-6)
+  assert optax.tree.norm(updates) <= 1e-3 * (1 + 1e-6)
