@@ -119,11 +119,15 @@ def one_hot(logits, labels) -> jax.Array:
   return labels
 
 
+def at_label(values, labels) -> jax.Array:
+  """values[..., labels]: the entry of each example's labelled class ([..., K] with ids [...] -> [...])."""
+  return jnp.take_along_axis(values, labels[..., None], axis=-1)[..., 0]
+
+
 def label_log_prob(logits, labels) -> jax.Array:
   """log p_y for class ids, as ``z_y - logsumexp(z)``: [...] work only, the same terms as optax's
   integer-label cross entropy (whose negative this is)."""
-  label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-  return label_logits - jax.nn.logsumexp(logits, axis=-1)
+  return at_label(logits, labels) - jax.nn.logsumexp(logits, axis=-1)
 
 
 def cross_entropy(logits, labels) -> jax.Array:
@@ -144,7 +148,7 @@ def label_sum(logits, labels, terms: Callable[[jax.Array], jax.Array],
   if is_ids(logits, labels):
     if log_probs is None:
       return terms(label_log_prob(logits, labels))
-    return terms(jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0])
+    return terms(at_label(log_probs, labels))
   if log_probs is None:
     log_probs = jax.nn.log_softmax(logits, axis=-1)
   return jnp.sum(labels * terms(log_probs), axis=-1)

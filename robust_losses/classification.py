@@ -54,7 +54,7 @@ def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] =
   logits, labels, where = _utils.prepare(logits, labels, where)
   if _utils.is_ids(logits, labels):
     # sum_k -log(1 - sigma(z_k)) - z_y: the one-hot sum with -log sigma(z) + log(1 - sigma(z)) = -z.
-    label_logits = jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    label_logits = _utils.at_label(logits, labels)
     bce = jnp.sum(-jax.nn.log_sigmoid(-logits), axis=-1) - label_logits
     return _utils.mask(bce / logits.shape[-1], where)
   bce = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
@@ -204,6 +204,6 @@ def bootstrapped_cross_entropy(logits, labels, *, beta: float = 0.95, mode: str 
   if mode == "soft":
     own = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)  # H(p), differentiated
   else:
-    top = jnp.argmax(log_probs, axis=-1)[..., None]  # the first of tied maxima, as one_hot(argmax) picks
-    own = -jnp.take_along_axis(log_probs, top, axis=-1)[..., 0]
+    # -log p at the argmax: the first of tied maxima, as one_hot(argmax) picks.
+    own = -_utils.at_label(log_probs, jnp.argmax(log_probs, axis=-1))
   return _utils.mask(beta * ce + (1.0 - beta) * own, where)

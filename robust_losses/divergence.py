@@ -101,7 +101,7 @@ def ldr_kl_loss(logits, labels, *, lam: float = 10.0, margin: float = 0.1,
   s = _normalized_softplus(logits)
   y = _utils.one_hot(logits, labels)  # the margin term reads every class anyway
   if _utils.is_ids(logits, labels):
-    s_y = jnp.take_along_axis(s, labels[..., None], axis=-1)[..., 0]
+    s_y = _utils.at_label(s, labels)
   else:
     s_y = jnp.sum(y * s, axis=-1)
   x = (margin * (1.0 - y) + s - s_y[..., None]) / lam

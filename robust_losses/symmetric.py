@@ -93,7 +93,7 @@ def _normalize(logits, labels, terms_fn, log_probs=None):
   # The denominator is > 0 for K >= 2 (at most one class can have p = 1); the floor only guards K = 1.
   denominator = jnp.maximum(jnp.sum(terms, axis=-1), jnp.finfo(terms.dtype).tiny)
   if _utils.is_ids(logits, labels):
-    numerator = jnp.take_along_axis(terms, labels[..., None], axis=-1)[..., 0]
+    numerator = _utils.at_label(terms, labels)
   else:
     numerator = jnp.sum(labels * terms, axis=-1)
   return numerator / denominator
@@ -107,7 +107,7 @@ def _nce(logits, labels):
   top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
   shifted = logits - top
   log_sum = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
-  label_shifted = jnp.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+  label_shifted = _utils.at_label(shifted, labels)
   numerator = log_sum - label_shifted  # -log p_y
   denominator = logits.shape[-1] * log_sum - jnp.sum(shifted, axis=-1)
   return numerator / jnp.maximum(denominator, jnp.finfo(logits.dtype).tiny)
