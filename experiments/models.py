@@ -15,6 +15,11 @@ global batch. Use ``axis_name=None`` outside ``shard_map``. Initialise with
 ``dtype`` is the computation dtype (e.g. ``jnp.bfloat16``); parameters stay
 float32 and the logits are always cast back to float32.
 
+In every model the classifier is the top-level module named ``head`` (a
+``nn.Dense`` giving the logits), so fine-tuning code can find it and
+re-initialise it, e.g. for another number of classes; the other layers keep
+Flax's automatic names (``Conv_0``, ``Dense_0``, ...).
+
 Architectures:
 
 * ``mlp``: two hidden ReLU layers, a baseline for tiny inputs.
@@ -30,6 +35,11 @@ Architectures:
   kuangliu/pytorch-cifar.
 * ``cnn8``: the 8-layer CNN used for CIFAR-10 by Ma et al., "Normalized Loss
   Functions for Deep Learning with Noisy Labels", ICML 2020 (APL).
+* ``imagenet_resnet18/50``: the ImageNet ResNets of He et al., CVPR 2016,
+  Table 1 (7x7 stem and max pool; ResNet-50 with bottleneck blocks), laid out
+  as torchvision's ``resnet18`` / ``resnet50`` (v1.5: the stride of a
+  bottleneck is in its 3x3 conv) with the same parameter counts, for
+  larger-image data sets such as Clothing1M, WebVision and Food-101N.
 """
 
 import functools
@@ -56,6 +66,22 @@ def _batch_norm(train: bool, axis_name: str | None, dtype) -> ModuleDef:
       axis_name=axis_name)
 
 
+def _torch_padded_conv(**defaults) -> ModuleDef:
+  """``nn.Conv`` padded by (k - 1) // 2 on each side, as torchvision's convs.
+
+  On an even input Flax's 'SAME' pads a stride-2 conv asymmetrically, (0, 1)
+  for 3x3 and (2, 3) for 7x7, where torchvision pads (1, 1) and (3, 3): the
+  output sizes agree but the sampling grid is shifted by a pixel, so weights
+  ported from torchvision would see slightly different features. 1x1 convs
+  get no padding either way.
+  """
+  def conv(features, kernel_size, strides=(1, 1), **kwargs):
+    padding = [((k - 1) // 2, (k - 1) // 2) for k in kernel_size]
+    return nn.Conv(features, kernel_size, strides, padding=padding, **defaults,
+                   **kwargs)
+  return conv
+
+
 def _logits(x) -> jnp.ndarray:
   # Losses and metrics are computed in float32 whatever the compute dtype.
   return jnp.asarray(x, jnp.float32)
@@ -74,7 +100,7 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
 
 
 class SmallCNN(nn.Module):
@@ -98,7 +124,7 @@ class SmallCNN(nn.Module):
       if i == 1 and pool:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
 
 
 class CifarBasicBlock(nn.Module):
@@ -152,7 +178,7 @@ class CifarResNet(nn.Module):
         strides = 2 if stage > 0 and block == 0 else 1
         x = CifarBasicBlock(filters, conv=conv, norm=norm, strides=strides)(x)
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
 
 
 class BasicBlock(nn.Module):
@@ -170,6 +196,36 @@ class BasicBlock(nn.Module):
     residual = x
     if residual.shape != y.shape:
       residual = self.conv(self.filters, (1, 1), strides, name='proj_conv')(x)
+      residual = self.norm(name='proj_bn')(residual)
+    return nn.relu(y + residual)
+
+
+class Bottleneck(nn.Module):
+  """Bottleneck block of He et al., CVPR 2016, Sec. 4.1 (ResNet-50/101/152).
+
+  1x1 conv to ``filters``, 3x3 conv, 1x1 conv to ``4 * filters``, each with
+  BN (ReLU after the first two and after the sum). As in torchvision ("ResNet
+  v1.5") the stride is in the 3x3 conv, not the first 1x1 as in the paper,
+  which then skips three quarters of its input. The shortcut is a 1x1 conv +
+  BN projection when the shape changes (option B), else the identity. The last
+  BN's scale starts at one: torchvision's default ``zero_init_residual=False``.
+  """
+  filters: int
+  conv: ModuleDef
+  norm: ModuleDef
+  strides: int = 1
+  expansion = 4  # Output width / ``filters``; a class constant, not a field.
+
+  @nn.compact
+  def __call__(self, x):
+    strides = (self.strides, self.strides)
+    y = nn.relu(self.norm()(self.conv(self.filters, (1, 1))(x)))
+    y = nn.relu(self.norm()(self.conv(self.filters, (3, 3), strides)(y)))
+    y = self.norm()(self.conv(self.filters * self.expansion, (1, 1))(y))
+    residual = x
+    if residual.shape != y.shape:
+      residual = self.conv(self.filters * self.expansion, (1, 1), strides,
+                           name='proj_conv')(x)
       residual = self.norm(name='proj_bn')(residual)
     return nn.relu(y + residual)
 
@@ -198,31 +254,48 @@ class PreActBlock(nn.Module):
 
 
 class ResNet(nn.Module):
-  """ResNet with the CIFAR stem: 3x3 conv 64, stride 1, no max pool.
+  """Four-stage ResNet with a CIFAR or an ImageNet stem.
 
-  Four stages of 64, 128, 256 and 512 filters (stride 2 at stages 2-4),
-  global average pooling and a Dense classifier. The stem is conv-BN-ReLU for
-  both block types; with ``PreActBlock`` this is the DivideMix ``ResNet18``,
+  Four stages of 64, 128, 256 and 512 filters (times the block's expansion;
+  stride 2 at stages 2-4), global average pooling and a Dense classifier.
+
+  ``stem='cifar'``: 3x3 conv 64, stride 1, BN, ReLU, no max pool (total
+  downsampling 8). With ``PreActBlock`` this is the DivideMix ``ResNet18``,
   which (unlike the ECCV 2016 paper) has no final BN-ReLU before pooling.
+
+  ``stem='imagenet'``: He et al., CVPR 2016, Table 1: 7x7 conv 64, stride 2,
+  BN, ReLU, 3x3 max pool, stride 2 (total downsampling 32). Every conv is
+  padded as in torchvision (see ``_torch_padded_conv``).
   """
   num_classes: int
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
   axis_name: str | None = None
   dtype: Any = jnp.float32
+  stem: str = 'cifar'  # 'cifar' | 'imagenet'
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal,
-                             dtype=self.dtype)
     norm = _batch_norm(train, self.axis_name, self.dtype)
-    x = nn.relu(norm()(conv(64, (3, 3))(x)))
+    if self.stem == 'cifar':
+      conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal,
+                               dtype=self.dtype)
+      x = nn.relu(norm()(conv(64, (3, 3))(x)))
+    elif self.stem == 'imagenet':
+      conv = _torch_padded_conv(use_bias=False, kernel_init=kaiming_normal,
+                                dtype=self.dtype)
+      x = nn.relu(norm()(conv(64, (7, 7), (2, 2))(x)))
+      # Flax pads a max pool with -inf, like PyTorch's MaxPool2d(3, 2, padding=1).
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    else:
+      raise ValueError(
+          f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = self.block_cls(64 * 2**stage, conv=conv, norm=norm, strides=strides)(x)
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype)(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
 
 
 class CNN8(nn.Module):
@@ -253,7 +326,7 @@ class CNN8(nn.Module):
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(norm()(dense(256)(x)))
-    return _logits(dense(self.num_classes)(x))
+    return _logits(dense(self.num_classes, name='head')(x))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -268,6 +341,10 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     'resnet34': functools.partial(
         ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock),
     'cnn8': CNN8,
+    'imagenet_resnet18': functools.partial(
+        ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, stem='imagenet'),
+    'imagenet_resnet50': functools.partial(
+        ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck, stem='imagenet'),
 }
 
 # Smallest spatial side each model accepts: its total downsampling factor, so
@@ -283,6 +360,9 @@ MIN_SIZE: dict[str, int] = {
     'preact_resnet18': 8,
     'resnet34': 8,
     'cnn8': 8,
+    # Stem /4 (stride-2 conv and max pool), then stages 2-4 /8.
+    'imagenet_resnet18': 32,
+    'imagenet_resnet50': 32,
 }
 
 

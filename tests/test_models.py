@@ -7,6 +7,7 @@ everything else is checked abstractly with ``jax.eval_shape``.
 """
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -26,6 +27,14 @@ SHAPES = {
     'preact_resnet18': (8, 8, 3),
     'resnet34': (8, 8, 3),
     'cnn8': (8, 8, 3),
+    'imagenet_resnet18': (32, 32, 3),  # MIN_SIZE: the 7x7 stem and max pool downsample by 4.
+    'imagenet_resnet50': (32, 32, 3),
+}
+# Inputs of the stand-ins built by _model (not registered models).
+STAND_IN_SHAPES = {
+    'preact_2stage': (8, 8, 3),
+    'resnet_2stage': (8, 8, 3),
+    'imagenet_2stage': (64, 64, 3),  # Even sides, where torchvision's padding differs from 'SAME'.
 }
 NUM_CLASSES = 7
 
@@ -41,6 +50,13 @@ PARAM_COUNTS = {
     'resnet34': 21.28e6,
 }
 
+# torchvision's resnet18 / resnet50 with 1000 classes, exactly (BatchNorm scale
+# and bias included; running statistics are in 'batch_stats', not 'params').
+TORCHVISION_PARAM_COUNTS = {
+    'imagenet_resnet18': 11_689_512,
+    'imagenet_resnet50': 25_557_032,
+}
+
 # Test-only: unoptimised XLA compiles these graphs about twice as fast.
 jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
 
@@ -48,16 +64,24 @@ jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_lev
 def _model(name, dtype=jnp.float32, axis_name=None):
   """A registered model, or one of the two-stage ResNets used for forward tests.
 
-  ``preact_2stage`` / ``resnet_2stage`` are ``preact_resnet18`` / ``resnet34``
-  with one block per stage and two stages: the same stem, blocks, identity
-  and projection shortcuts, at a fraction of the compile time.
+  ``preact_2stage`` / ``resnet_2stage`` / ``imagenet_2stage`` are
+  ``preact_resnet18`` / ``resnet34`` / ``imagenet_resnet50`` with one block
+  per stage and two stages: the same stem, blocks, identity and projection
+  shortcuts, at a fraction of the compile time.
   """
   if name == 'preact_2stage':
     return models.ResNet(NUM_CLASSES, (1, 1), models.PreActBlock, axis_name, dtype)
   if name == 'resnet_2stage':
     return models.ResNet(NUM_CLASSES, (1, 1), models.BasicBlock, axis_name, dtype)
+  if name == 'imagenet_2stage':
+    return models.ResNet(NUM_CLASSES, (1, 1), models.Bottleneck, axis_name, dtype,
+                         stem='imagenet')
   return models.create(name, num_classes=NUM_CLASSES, input_shape=SHAPES[name],
                        axis_name=axis_name, dtype=dtype)
+
+
+def _shape(name):
+  return SHAPES[name] if name in SHAPES else STAND_IN_SHAPES[name]
 
 
 def _init_fn(model, shape):
@@ -73,7 +97,7 @@ def _variables(name):
   Parameters depend neither on the compute dtype nor (for these models) on
   the spatial size, so they are shared by the bf16 and shard_map tests.
   """
-  return jit(_init_fn(_model(name), SHAPES.get(name, (8, 8, 3))))()
+  return jit(_init_fn(_model(name), _shape(name)))()
 
 
 def _abstract_variables(name, shape=(32, 32, 3), num_classes=10):
@@ -112,7 +136,7 @@ def test_mlp_forward_by_hand():
   model = models.MLP(num_classes=2, hidden=(2,))
   params = {
       'Dense_0': {'kernel': jnp.array([[1.0, 0.0], [0.0, 1.0]]), 'bias': jnp.array([0.0, 1.0])},
-      'Dense_1': {'kernel': jnp.array([[2.0, -1.0], [3.0, 5.0]]), 'bias': jnp.array([0.5, 0.0])},
+      'head': {'kernel': jnp.array([[2.0, -1.0], [3.0, 5.0]]), 'bias': jnp.array([0.5, 0.0])},
   }
   x = jnp.array([1.0, -2.0]).reshape(1, 1, 2, 1)  # flattened: [1, -2]
   # hidden = relu([1, -2] @ I + [0, 1]) = relu([1, -1]) = [1, 0]; logits = [1, 0] @ W1 + b1 = [2.5, -1].
@@ -130,7 +154,8 @@ def test_registered_mlp_matches_numpy(dtype, tol):
   params = jax.tree.map(lambda a: rng.normal(0, 0.3, a.shape).astype(np.float32), abstract)
   x = rng.normal(size=(3,) + shape).astype(np.float32)
   h = x.reshape(3, -1).astype(np.float64)
-  layers = sorted(params, key=lambda n: int(n.split('_')[1]))  # Dense_0, Dense_1, Dense_2
+  assert set(params) == {'Dense_0', 'Dense_1', 'head'}  # Two hidden layers, then the classifier.
+  layers = ['Dense_0', 'Dense_1', 'head']
   for i, layer in enumerate(layers):
     h = h @ params[layer]['kernel'] + params[layer]['bias']
     if i < len(layers) - 1:
@@ -160,7 +185,7 @@ def test_output_shapes_and_dtypes(name):
 
 
 @pytest.mark.parametrize('name', ['mlp', 'small_cnn', 'resnet20', 'preact_resnet18',
-                                  'resnet34', 'cnn8'])
+                                  'resnet34', 'cnn8', 'imagenet_resnet50'])
 def test_bfloat16_compute_keeps_float32_params_and_logits(name):
   model, shape = _model(name, dtype=jnp.bfloat16), SHAPES[name]
   variables = jax.eval_shape(_init_fn(model, shape))
@@ -180,12 +205,12 @@ def test_bfloat16_forward_is_finite():
 
 
 # One concrete forward pass per architecture family (see _model for the
-# two-stage stand-ins for preact_resnet18 and resnet34).
+# two-stage stand-ins for preact_resnet18, resnet34 and imagenet_resnet50).
 @pytest.mark.parametrize('name', ['mlp', 'small_cnn', 'resnet20', 'cnn8', 'preact_2stage',
-                                  'resnet_2stage'])
+                                  'resnet_2stage', 'imagenet_2stage'])
 def test_forward(name):
   model, variables = _model(name), _variables(name)
-  x = jax.random.normal(jax.random.key(1), (3,) + SHAPES.get(name, (8, 8, 3)))
+  x = jax.random.normal(jax.random.key(1), (3,) + _shape(name))
 
   @jit  # One compilation per model: far cheaper on CPU than op-by-op dispatch.
   def forward(variables, x):
@@ -225,6 +250,78 @@ def test_param_counts(name):
   assert count == pytest.approx(PARAM_COUNTS[name], rel=0.02), count
 
 
+@pytest.mark.parametrize('name', models.names())
+def test_classifier_is_the_top_level_head(name):
+  """Fine-tuning finds the classifier by name: a top-level Dense 'head' giving the K logits."""
+  params = _abstract_variables(name, shape=SHAPES[name], num_classes=NUM_CLASSES)['params']
+  assert 'head' in params, sorted(params)
+  assert set(params['head']) == {'kernel', 'bias'}
+  assert params['head']['kernel'].ndim == 2
+  assert params['head']['kernel'].shape[-1] == NUM_CLASSES
+  assert params['head']['bias'].shape == (NUM_CLASSES,)
+
+
+@pytest.mark.parametrize('name', list(TORCHVISION_PARAM_COUNTS))
+def test_imagenet_resnet_param_counts_match_torchvision(name):
+  # Global pooling: the count does not depend on the input size, so 64x64 will do.
+  variables = _abstract_variables(name, shape=(64, 64, 3), num_classes=1000)
+  assert _count(variables['params']) == TORCHVISION_PARAM_COUNTS[name]
+  assert variables['params']['head']['kernel'].shape == (
+      512 * (4 if name.endswith('50') else 1), 1000)
+
+
+@pytest.mark.parametrize('name', list(TORCHVISION_PARAM_COUNTS))
+@pytest.mark.parametrize('side', [64, 224])
+def test_imagenet_resnet_feature_map_sizes(name, side):
+  """Abstractly, the feature maps of He et al. 2016 Table 1 (224 -> 112, 56, 28, 14, 7)."""
+  model = models.create(name, num_classes=1000, input_shape=(side, side, 3), axis_name=None)
+  variables = jax.eval_shape(_init_fn(model, (side, side, 3)))
+  x = jax.ShapeDtypeStruct((2, side, side, 3), jnp.float32)
+  logits, state = jax.eval_shape(
+      functools.partial(model.apply, train=False, capture_intermediates=True,
+                        mutable=['intermediates']), variables, x)
+  assert logits.shape == (2, 1000) and logits.dtype == jnp.float32
+  inter = state['intermediates']
+  assert inter['Conv_0']['__call__'][0].shape == (2, side // 2, side // 2, 64)  # 7x7 conv, stride 2
+  block = 'Bottleneck' if name.endswith('50') else 'BasicBlock'
+  stage_sizes = (3, 4, 6, 3) if name.endswith('50') else (2, 2, 2, 2)
+  width = 4 if name.endswith('50') else 1
+  first = 0
+  for stage, num_blocks in enumerate(stage_sizes):
+    out = inter[f'{block}_{first}']['__call__'][0]
+    size = side // 2 ** (stage + 2)  # The max pool halves again before stage 1.
+    assert out.shape == (2, size, size, 64 * 2**stage * width), (stage, out.shape)
+    if name.endswith('50'):
+      # torchvision v1.5: the first 1x1 conv keeps the resolution, the 3x3 conv strides.
+      convs = [inter[f'{block}_{first}'][f'Conv_{i}']['__call__'][0].shape[1] for i in range(3)]
+      assert convs == [2 * size if stage else size, size, size]
+    first += num_blocks
+
+
+def test_torchvision_padding():
+  """A 3x3 stride-2 conv of the ImageNet stem pads (1, 1) like PyTorch, not (0, 1) like 'SAME'."""
+  padded_conv = models._torch_padded_conv(use_bias=False, kernel_init=nn.initializers.ones)
+  conv = padded_conv(1, (3, 3), (2, 2))
+  x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+  y = conv.apply(conv.init(jax.random.key(0), x), x)[0, :, :, 0]
+  # Reference: zero-pad one pixel on every side, then sum each 3x3 window at stride 2.
+  padded = np.pad(np.arange(16.0).reshape(4, 4), 1)
+  want = [[padded[i:i + 3, j:j + 3].sum() for j in (0, 2)] for i in (0, 2)]
+  np.testing.assert_allclose(y, want)
+
+
+def test_resnet_stem_defaults_to_cifar():
+  """stem='cifar' is the default and keeps the 3x3 stride-1 stem; an unknown stem is refused."""
+  assert models.ResNet(10, (1,), models.BasicBlock).stem == 'cifar'
+  params = _abstract_variables('resnet34')['params']
+  assert params['Conv_0']['kernel'].shape == (3, 3, 3, 64)
+  imagenet = _abstract_variables('imagenet_resnet18')['params']
+  assert imagenet['Conv_0']['kernel'].shape == (7, 7, 3, 64)
+  model = models.ResNet(10, (1,), models.BasicBlock, stem='imagnet')
+  with pytest.raises(ValueError, match='stem'):
+    jax.eval_shape(_init_fn(model, (8, 8, 3)))
+
+
 def test_cifar_resnet_uses_option_a_shortcuts():
   # Option A shortcuts are parameter-free: every conv in ResNet-20 is 3x3.
   params = _abstract_variables('resnet20')['params']
@@ -239,7 +336,7 @@ def test_cnn8_matches_apl_reference():
   convs = [params[f'Conv_{i}']['kernel'].shape[-1] for i in range(6)]
   assert convs == [64, 64, 128, 128, 196, 196]
   assert params['Dense_0']['kernel'].shape == (3136, 256)
-  assert params['Dense_1']['kernel'].shape == (256, 10)
+  assert params['head']['kernel'].shape == (256, 10)
 
 
 def test_batch_norm_under_shard_map_matches_global_batch():
@@ -282,6 +379,10 @@ def test_create_rejects_too_small_inputs():
     models.create('cnn8', num_classes=10, input_shape=(4, 4, 3))
   with pytest.raises(ValueError, match=r'at least 4x4'):
     models.create('resnet20', num_classes=10, input_shape=(2, 2, 3))
+  for name in TORCHVISION_PARAM_COUNTS:  # Downsampled by 32: a 1x1 map at 32x32, nothing below.
+    with pytest.raises(ValueError, match=r'at least 32x32.*\(31, 64, 3\)'):
+      models.create(name, num_classes=10, input_shape=(31, 64, 3))
+    models.create(name, num_classes=10, input_shape=(32, 32, 3))
   with pytest.raises(ValueError, match='input_shape'):
     models.create('mlp', num_classes=10, input_shape=(8, 8))
   # The small models accept the smallest dataset, 8x8 digits.
