@@ -21,6 +21,7 @@ EXPERIMENTS = [
     "matplotlib",
     "tensorboardX",
     "pillow",
+    "grain>=0.2.18",
 ]
 
 setup(

@@ -25,9 +25,15 @@ def loss_config(name: str = "softmax_cross_entropy", **hparams) -> ml_collection
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
-  # Data. `dataset` is 'digits' (embedded, no download), 'npz' (with data_path) or a TFDS name.
+  # Data. `dataset` is 'digits' (embedded, no download), 'npz' (with data_path), 'image_folder' (data_path=DIR
+  # with train/, test/ and optionally val/, one sub-folder per class), 'image_list' (`path label` list files
+  # under data_path: Clothing1M / WebVision / Food-101N style) or a TFDS name.
   c.dataset = "digits"
-  c.data_path = ""          # for dataset='npz': keras mnist.npz layout
+  c.data_path = ""          # npz: the .npz file (keras mnist.npz layout); image_folder/image_list: the root DIR
+  c.train_list = ""         # image_list: `relative/path label` lines (relative to data_path, or absolute)
+  c.test_list = ""
+  c.val_list = ""           # optional clean validation list (image_list); val/ is found by itself (image_folder)
+  c.skip_corrupt = False    # image files: skip (and count) unreadable images instead of stopping
   c.data_dir = ""           # TFDS data_dir ('' = TFDS default)
   c.tfds_config = ""        # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
   c.real_label_key = ""     # which human label set for noise.kind='real' ('' = dataset default)
@@ -35,6 +41,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.image_size = 0          # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
   c.val_size = 0            # clean validation hold-out from train, used to pick the best epoch
   c.num_classes = 0         # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
+  # Input: 'memory' loads the decoded dataset into host memory (the fast path for small data), 'stream' reads
+  # each process's shard of every global batch with grain worker threads, 'auto' streams when the decoded
+  # training set exceeds input_memory_gb.
+  c.input = "auto"
+  c.input_memory_gb = 4.0
+  c.input_workers = 0       # grain read/decode threads per process (0 = one per CPU core)
+  c.input_prefetch = 2      # batches (compiled calls' worth) decoded ahead per process
+  c.stats_max_examples = 20000  # stream: channel mean/std from all training images up to this many, else a
+                                # seeded sample of this many (in memory they always use every image)
 
   # Label noise (experiments/noise.py).
   c.noise = ml_collections.ConfigDict()
@@ -44,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Model (experiments/models.py); 'auto' picks one that fits the input shape.
   c.model = "auto"
+  # Fine-tuning: start from these weights (an orbax checkpoint of this project: a workdir, its checkpoints/ or
+  # one step's directory; or a flax msgpack file of {'params', 'batch_stats'}, see docs/CHECKPOINTS.md). The
+  # classifier ('head') is re-initialised when its shape differs (another number of classes).
+  c.init_from = ""
+  c.freeze_backbone = False  # train only the head; the backbone runs in eval mode (BatchNorm as loaded)
   c.compute_dtype = "float32"  # or 'bfloat16' (params stay float32)
 
   # Loss (robust_losses registry).
@@ -59,9 +79,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.momentum = 0.9
   c.nesterov = True
   c.weight_decay = 1e-4
-  c.schedule = "cosine"       # constant|cosine|step
+  c.schedule = "cosine"       # constant|cosine|step|exponential
   c.lr_boundaries = config_dict.placeholder(tuple)  # epochs, for schedule='step'
-  c.lr_decay = 0.1            # factor at each boundary, for schedule='step'
+  c.lr_decay = 0.1            # factor at each boundary (step) or after every epoch (exponential)
   c.warmup_epochs = 0
   c.grad_clip_norm = 0.0      # >0: the gradient-clipping baseline (optax.clip_by_global_norm)
   c.l1_weight_decay = 0.0     # >0: L1 penalty on all parameters (ANL, JAL use it with weight_decay=0)

@@ -28,6 +28,8 @@ import sklearn.model_selection
 import tensorflow_datasets as tfds
 from PIL import Image, ImageOps
 
+from experiments import image_files, streaming
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Dataset:
@@ -46,6 +48,10 @@ class Dataset:
   x_val: np.ndarray | None = None              # hold-out from train; y_val has the clean labels
   y_val: np.ndarray | None = None
   train_ids: np.ndarray         # int32 0..N-1, stable ids for per-example state
+
+  @property
+  def image_shape(self):
+    return self.x_train.shape[1:]
 
 
 class DatasetNotPreparedError(FileNotFoundError):
@@ -100,8 +106,14 @@ _SPECS = {
         flip=True, configs=("mini_imagenet_red", "mini_imagenet_blue"), train_splits=_CNWL_SPLITS,
         test_split="validation", noisy_label_keys=("label",), image_size=84, manual_download=True,
         num_classes=100),
+    # Image files as users have them (experiments/image_files.py): class sub-folders, or `path label` list
+    # files (Clothing1M, WebVision, Food-101N). Natural photos: flip; decoded to image_size x image_size.
+    "image_folder": _Spec(flip=True, tfds=False),
+    "image_list": _Spec(flip=True, tfds=False),
 }
 DATASETS = tuple(_SPECS)
+FILE_DATASETS = ("image_folder", "image_list")
+INPUT_MODES = ("memory", "stream", "auto")
 
 _NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -113,12 +125,35 @@ MIN_STD = 1 / 255
 def validate(name: str, *, data_path: str | None = None, real_label_key: str | None = None,
              tfds_config: str | None = None, image_size: int | None = None, val_size: int = 0,
              train_split: str | None = None, data_dir: str | None = None, val_seed: int = 0,
-             num_classes: int | None = None) -> None:
+             num_classes: int | None = None, train_list: str | None = None, test_list: str | None = None,
+             val_list: str | None = None, skip_corrupt: bool = False) -> None:
   """Cheap argument checks, run before anything is loaded or compiled. Takes `load`'s arguments."""
-  del data_dir, val_seed  # nothing to check without reading data
+  del data_dir, val_seed, skip_corrupt  # nothing to check without reading data
   if name not in _SPECS:
     raise ValueError(f"dataset={name!r} is unknown; valid choices: {list(DATASETS)}")
   spec = _SPECS[name]
+  lists = {"train_list": train_list, "test_list": test_list, "val_list": val_list}
+  if name != "image_list" and any(lists.values()):
+    raise ValueError(f"{[k for k, v in lists.items() if v]} given, but list files belong to dataset='image_list' "
+                     f"(dataset={name!r})")
+  if name in FILE_DATASETS:
+    if not data_path or not os.path.isdir(data_path):
+      layout = ("with train/<class>/*, test/<class>/* and optionally val/<class>/*" if name == "image_folder"
+                else "that the paths in the list files are relative to")
+      raise ValueError(f"dataset={name!r} needs data_path, a directory {layout}; got data_path={data_path!r}"
+                       + ("" if not data_path else " (no such directory)"))
+    if not image_size or image_size < 1:
+      raise ValueError(f"dataset={name!r} decodes images to image_size x image_size: set image_size >= 1 "
+                       f"(got {image_size!r})")
+    if name == "image_list":
+      for key in ("train_list", "test_list"):
+        if not lists[key]:
+          raise ValueError(f"dataset='image_list' needs {key}, a file of `path label` lines")
+      for key, path in lists.items():
+        if path and not os.path.isfile(path):
+          raise ValueError(f"{key}={path!r}: no such file")
+      if val_list and val_size:
+        raise ValueError(f"val_list={val_list!r} and val_size={val_size} both give a validation set; set one")
   if num_classes is not None:
     # bool is an int subclass; num_classes=True is a config slip, not 1 class.
     if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
@@ -149,10 +184,10 @@ def validate(name: str, *, data_path: str | None = None, real_label_key: str | N
   if train_split is not None and train_split not in spec.train_splits:
     raise ValueError(f"train_split={train_split!r} is not a training split of {name!r}; "
                      f"valid choices: {list(spec.train_splits)}")
-  if image_size is not None:
+  if image_size is not None and name not in FILE_DATASETS:
     if spec.image_size is None:
       raise ValueError(f"image_size={image_size!r} was given, but {name!r} has a fixed image size; "
-                       "resizing applies to imagewang and controlled_noisy_web_labels")
+                       f"resizing applies to imagewang, controlled_noisy_web_labels and {list(FILE_DATASETS)}")
     if image_size < 1:
       raise ValueError(f"image_size={image_size!r} is out of range; valid range is >= 1")
   if val_size < 0:
@@ -162,7 +197,8 @@ def validate(name: str, *, data_path: str | None = None, real_label_key: str | N
 def load(name: str, *, data_dir: str | None = None, data_path: str | None = None,
          real_label_key: str | None = None, image_size: int | None = None, val_size: int = 0,
          val_seed: int = 0, tfds_config: str | None = None, train_split: str | None = None,
-         num_classes: int | None = None) -> Dataset:
+         num_classes: int | None = None, train_list: str | None = None, test_list: str | None = None,
+         val_list: str | None = None, skip_corrupt: bool = False) -> Dataset:
   """Loads a whole dataset into host memory.
 
   Args:
@@ -183,12 +219,25 @@ def load(name: str, *, data_dir: str | None = None, data_path: str | None = None
       then an error if y_train lacks some class below it or y_test has a class y_train lacks).
       Given for npz, every label must be below it and classes absent from training are allowed;
       for the other datasets it must equal the dataset's count.
+    train_list, test_list, val_list: for 'image_list', files of `path label` lines.
+    skip_corrupt: image files that cannot be decoded are skipped and counted instead of an error.
   """
+  files = dict(train_list=train_list, test_list=test_list, val_list=val_list, skip_corrupt=skip_corrupt)
   validate(name, data_path=data_path, real_label_key=real_label_key, tfds_config=tfds_config,
-           image_size=image_size, val_size=val_size, train_split=train_split, num_classes=num_classes)
+           image_size=image_size, val_size=val_size, train_split=train_split, num_classes=num_classes, **files)
   spec = _SPECS[name]
   image_size = image_size or spec.image_size
-  if name == "digits":
+  x_val = y_val = None
+  if name in FILE_DATASETS:
+    lists, num_classes = file_lists(name, data_path, num_classes=num_classes, val_size=val_size, **files)
+    decoded = {k: image_files.load_images(f, image_size, skip_corrupt=skip_corrupt) for k, f in lists.items()}
+    (x_train, kept), (x_test, kept_test) = decoded["train"][:2], decoded["test"][:2]
+    y_train, y_test = lists["train"].labels[kept], lists["test"].labels[kept_test]
+    if "val" in decoded:
+      x_val, y_val = decoded["val"][0], lists["val"].labels[decoded["val"][1]]
+    # The labels on disk are what trains (web labels for Clothing1M/WebVision): noise.kind 'none' or 'real'.
+    noisy, source = y_train, data_path
+  elif name == "digits":
     (x_train, y_train), (x_test, y_test) = _load_digits()
     noisy, num_classes, source = None, spec.num_classes, name
   elif name == "npz":
@@ -208,19 +257,173 @@ def load(name: str, *, data_dir: str | None = None, data_path: str | None = None
   # num_classes can fail here, the other checks are cheap insurance.
   _check_label_range(source, num_classes, y_train=y_train, y_test=y_test, real_noisy_labels=noisy)
 
-  x_val = y_val = None
   if val_size:
     train_idx, val_idx = _hold_out(len(y_train), val_size, val_seed)
     x_val, y_val = x_train[val_idx], y_train[val_idx]
     x_train, y_train = x_train[train_idx], y_train[train_idx]
     noisy = None if noisy is None else noisy[train_idx]
 
-  mean, std = _channel_mean_std(x_train, where=f"{source}: x_train")
+  mean, std = channel_mean_std(x_train, where=f"{source}: x_train")
   crop_pad = spec.crop_pad if spec.crop_pad is not None else x_train.shape[1] // 8
   return Dataset(name=name, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
                  num_classes=num_classes, mean=mean, std=std, augment_flip=spec.flip,
                  augment_crop_pad=crop_pad, real_noisy_labels=noisy, x_val=x_val, y_val=y_val,
                  train_ids=np.arange(len(y_train), dtype=np.int32))
+
+
+# -------------------------------------------------------------------------------- streamed
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StreamDataset:
+  """A dataset read on demand (experiments/streaming.py): labels in memory, images from sources that
+  decode one example by index. Same fields as `Dataset` with sources in place of the image arrays."""
+  name: str
+  train_source: object
+  y_train: np.ndarray
+  test_source: object
+  y_test: np.ndarray
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment_flip: bool
+  augment_crop_pad: int
+  real_noisy_labels: np.ndarray | None = None
+  val_source: object | None = None
+  y_val: np.ndarray | None = None
+  train_ids: np.ndarray
+
+  @property
+  def image_shape(self):
+    return self.train_source.shape
+
+
+def file_lists(name, data_path, *, num_classes=None, val_size=0, train_list=None, test_list=None,
+               val_list=None, skip_corrupt=False):
+  """The splits of an image-file dataset as `image_files.FileList`s, and the number of classes."""
+  del skip_corrupt
+  if name == "image_folder":
+    lists = image_files.scan_image_folder(data_path)
+    found = len(lists["train"].class_names)
+    if num_classes is not None and num_classes != found:
+      raise ValueError(f"num_classes={num_classes} does not match {data_path}/train, which has {found} class "
+                       "folders; leave num_classes unset to use them")
+    num_classes = found
+  else:
+    given = {"train": train_list, "test": test_list, "val": val_list}
+    lists = {k: image_files.read_list_file(path, data_path, num_classes=num_classes)
+             for k, path in given.items() if path}
+    if num_classes is None:
+      num_classes = int(max(f.labels.max() for f in lists.values())) + 1
+  if "val" in lists and val_size:
+    raise ValueError(f"{lists['val'].source} is a validation split and val_size={val_size} would hold out "
+                     "another; set val_size=0 to use the split")
+  _check_label_range(data_path, num_classes, **{f"{k} labels": f.labels for k, f in lists.items()})
+  return lists, num_classes
+
+
+def train_images_bytes(name, *, data_dir=None, data_path=None, image_size=None, tfds_config=None,
+                       train_split=None, train_list=None, **unused) -> int | None:
+  """Decoded size of the training images, for input='auto' (None: the dataset is in memory anyway)."""
+  del unused
+  spec = _SPECS[name]
+  if name in ("digits", "npz"):
+    return None
+  if name in FILE_DATASETS:
+    n = (len(image_files.scan_image_folder(data_path)["train"].paths) if name == "image_folder"
+         else sum(1 for line in open(train_list) if line.strip() and not line.startswith("#")))
+    return n * image_size * image_size * 3
+  full_name = f"{name}/{tfds_config or spec.configs[0]}" if spec.configs else name
+  source = _tfds_source(full_name, train_split or spec.train_splits[0], data_dir)
+  shape = source.dataset_info.features["image"].shape
+  size = image_size or spec.image_size
+  if size:
+    shape = (size, size, shape[-1])
+  return len(source) * int(np.prod(shape))
+
+
+def open_stream(name: str, *, data_dir=None, data_path=None, real_label_key=None, image_size=None,
+                val_size=0, val_seed=0, tfds_config=None, train_split=None, num_classes=None, train_list=None,
+                test_list=None, val_list=None, skip_corrupt=False, stats_max_examples=20000,
+                workers=0) -> StreamDataset:
+  """Opens a dataset for streaming: labels read now, images decoded when batches need them.
+
+  Takes `load`'s arguments; the channel mean/std come from every training image up to
+  `stats_max_examples`, else from a seeded sample of that many (`load` uses every image).
+  """
+  files = dict(train_list=train_list, test_list=test_list, val_list=val_list, skip_corrupt=skip_corrupt)
+  validate(name, data_path=data_path, real_label_key=real_label_key, tfds_config=tfds_config,
+           image_size=image_size, val_size=val_size, train_split=train_split, num_classes=num_classes, **files)
+  spec = _SPECS[name]
+  image_size = image_size or spec.image_size
+  val_source = y_val = None
+  if name in ("digits", "npz"):  # already in memory; streamed from the arrays (tests, equality checks)
+    d = load(name, data_path=data_path, num_classes=num_classes, val_size=val_size, val_seed=val_seed)
+    return StreamDataset(
+        name=name, train_source=streaming.ArraySource(d.x_train), y_train=d.y_train,
+        test_source=streaming.ArraySource(d.x_test), y_test=d.y_test, num_classes=d.num_classes, mean=d.mean,
+        std=d.std, augment_flip=d.augment_flip, augment_crop_pad=d.augment_crop_pad,
+        real_noisy_labels=d.real_noisy_labels, train_ids=d.train_ids,
+        val_source=None if d.x_val is None else streaming.ArraySource(d.x_val), y_val=d.y_val)
+  if name in FILE_DATASETS:
+    lists, num_classes = file_lists(name, data_path, num_classes=num_classes, val_size=val_size, **files)
+    sources = {k: streaming.FileSource(f, image_size) for k, f in lists.items()}
+    labels = {k: f.labels for k, f in lists.items()}
+    if skip_corrupt:  # a bad file must be out of the index before any batch is drawn
+      for k, src in sources.items():
+        kept, skipped = streaming.check_readable(src, workers)
+        if skipped and jax.process_index() == 0:
+          print(f"{lists[k].source}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[:3]}")
+        sources[k], labels[k] = streaming.Subset(src, kept), labels[k][kept]
+    y_train, noisy, y_test = labels["train"], labels["train"], labels["test"]
+    train_source, test_source = sources["train"], sources["test"]
+    if "val" in sources:
+      val_source, y_val = sources["val"], labels["val"]
+    where = data_path
+  else:
+    noisy_key = real_label_key or (spec.noisy_label_keys[0] if spec.noisy_label_keys else None)
+    full_name = f"{name}/{tfds_config or spec.configs[0]}" if spec.configs else name
+    (train_source, y_train, noisy), num_classes = _tfds_stream(
+        full_name, train_split or spec.train_splits[0], data_dir, image_size, noisy_key, num_classes)
+    (test_source, y_test, _), _ = _tfds_stream(full_name, spec.test_split, data_dir, image_size, None, None)
+    where = full_name
+  _check_label_range(where, num_classes, y_train=y_train, y_test=y_test, real_noisy_labels=noisy)
+  if val_size:
+    train_idx, val_idx = _hold_out(len(y_train), val_size, val_seed)
+    val_source, y_val = streaming.Subset(train_source, val_idx), y_train[val_idx]
+    train_source, y_train = streaming.Subset(train_source, train_idx), y_train[train_idx]
+    noisy = None if noisy is None else noisy[train_idx]
+  mean, std = streaming.channel_mean_std(train_source, stats_max_examples, val_seed, workers)
+  crop_pad = spec.crop_pad if spec.crop_pad is not None else train_source.shape[0] // 8
+  return StreamDataset(
+      name=name, train_source=train_source, y_train=y_train, test_source=test_source, y_test=y_test,
+      num_classes=num_classes, mean=mean, std=std, augment_flip=spec.flip, augment_crop_pad=crop_pad,
+      real_noisy_labels=noisy, val_source=val_source, y_val=y_val,
+      train_ids=np.arange(len(y_train), dtype=np.int32))
+
+
+def _tfds_stream(full_name, split, data_dir, image_size, noisy_key, num_classes):
+  """((source, labels, noisy labels or None), num_classes) of a TFDS split, images left undecoded."""
+  source = _tfds_source(full_name, split, data_dir)
+  dataset_classes = source.dataset_info.features["label"].num_classes
+  if num_classes is not None and num_classes != dataset_classes:
+    raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
+                     f"{dataset_classes} classes; leave num_classes unset to use the dataset's")
+  # The label pass skips image decoding: reading 1M labels must not decode 1M JPEGs.
+  labels_only = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False,
+                                 decoders={"image": tfds.decode.SkipDecoding()})
+  n = len(source)
+  labels = np.empty(n, np.int32)
+  noisy = None if noisy_key is None else np.empty(n, np.int32)
+  for start in range(0, n, _READ_BATCH):
+    for i, example in enumerate(labels_only.__getitems__(list(range(start, min(start + _READ_BATCH, n))))):
+      labels[start + i] = example["label"]
+      if noisy is not None:
+        noisy[start + i] = example[noisy_key]
+  shape = source.dataset_info.features["image"].shape
+  if image_size:
+    shape = (image_size, image_size, shape[-1])
+  elif None in shape:
+    shape = source[0]["image"].shape
+  return (streaming.TfdsSource(source, image_size, shape), labels, noisy), dataset_classes
 
 
 # -------------------------------------------------------------------------------- sources
@@ -366,14 +569,7 @@ def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None, num_cl
 
   A given `num_classes` must equal the dataset's; it is checked before the (slow) read.
   """
-  try:
-    source = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
-  except Exception as e:
-    # TFDS reports a missing dataset confusingly (e.g. NotImplementedError about TFRecord), so check
-    # directly and say how to prepare it. Anything else is a genuine error and propagates.
-    if tfds.builder(full_name, data_dir=data_dir).is_prepared():
-      raise
-    raise DatasetNotPreparedError(_not_prepared_message(full_name, data_dir)) from e
+  source = _tfds_source(full_name, split, data_dir)
   dataset_classes = source.dataset_info.features["label"].num_classes
   if num_classes is not None and num_classes != dataset_classes:
     raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
@@ -385,7 +581,7 @@ def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None, num_cl
   images = None  # allocated once the first (possibly resized) image gives the shape
   for start in range(0, n, _READ_BATCH):
     for i, example in enumerate(source.__getitems__(list(range(start, min(start + _READ_BATCH, n))))):
-      image = example["image"] if image_size is None else _center_crop_resize(example["image"], image_size)
+      image = example["image"] if image_size is None else center_crop_resize(example["image"], image_size)
       if images is None:
         images = np.empty((n, *image.shape), np.uint8)
       images[start + i] = image
@@ -395,7 +591,18 @@ def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None, num_cl
   return (images, labels, noisy), dataset_classes
 
 
-def _center_crop_resize(image, size):
+def _tfds_source(full_name, split, data_dir):
+  try:
+    return tfds.data_source(full_name, split=split, data_dir=data_dir, download=False)
+  except Exception as e:
+    # TFDS reports a missing dataset confusingly (e.g. NotImplementedError about TFRecord), so check
+    # directly and say how to prepare it. Anything else is a genuine error and propagates.
+    if tfds.builder(full_name, data_dir=data_dir).is_prepared():
+      raise
+    raise DatasetNotPreparedError(_not_prepared_message(full_name, data_dir)) from e
+
+
+def center_crop_resize(image, size):
   """Centre crop to a square, then resize to size x size (bicubic, which antialiases when shrinking)."""
   channels = image.shape[-1]
   pil = Image.fromarray(image[..., 0] if channels == 1 else image)
@@ -432,7 +639,7 @@ def _hold_out(n, val_size, seed):
   return np.flatnonzero(~val), np.flatnonzero(val)
 
 
-def _channel_mean_std(x, *, where="x_train"):
+def channel_mean_std(x, *, where="x_train"):
   """Per-channel mean and std of x / 255; the std is floored at MIN_STD (a warning names the channel).
 
   Accumulated over chunks: np.std would build a float64 copy of the whole set (8 GB for

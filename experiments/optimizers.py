@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import optax
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
 
 
 def validate(config) -> None:
@@ -33,6 +33,9 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
     main = optax.constant_schedule(config.learning_rate)
   elif config.schedule == "cosine":
     main = optax.cosine_decay_schedule(config.learning_rate, max(total - warmup, 1))
+  elif config.schedule == "exponential":  # ×lr_decay after every epoch (APL's WebVision protocol: 0.97)
+    main = optax.exponential_decay(config.learning_rate, transition_steps=steps_per_epoch,
+                                   decay_rate=config.lr_decay, staircase=True)
   else:  # 'step': ÷(1/lr_decay) at each boundary epoch, counted from the start of training
     main = optax.piecewise_constant_schedule(
         config.learning_rate,

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 
 import robust_losses
-from experiments import checkpoints, input_pipeline, models, noise, optimizers, train_lib
+from experiments import checkpoints, finetune, input_pipeline, models, noise, optimizers, streaming, train_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -84,12 +84,45 @@ def data_kwargs(config) -> dict:
   return dict(data_dir=config.data_dir or None, data_path=config.data_path or None,
               real_label_key=config.real_label_key or None, image_size=config.image_size or None,
               val_size=config.val_size, val_seed=config.seed, tfds_config=config.tfds_config or None,
-              train_split=config.train_split or None, num_classes=config.num_classes or None)
+              train_split=config.train_split or None, num_classes=config.num_classes or None,
+              train_list=config.train_list or None, test_list=config.test_list or None,
+              val_list=config.val_list or None, skip_corrupt=config.skip_corrupt)
+
+
+def input_mode(config) -> str:
+  """'memory' or 'stream': config.input, or for 'auto' streaming when the decoded training images exceed
+  input_memory_gb (digits and npz are in memory anyway)."""
+  if config.input != "auto":
+    return config.input
+  size = input_pipeline.train_images_bytes(config.dataset, **data_kwargs(config))
+  return "memory" if size is None or size <= config.input_memory_gb * 2**30 else "stream"
+
+
+def load_data(config):
+  """The dataset: whole in host memory (`Dataset`) or opened for streaming (`StreamDataset`)."""
+  mode = input_mode(config)
+  if jax.process_index() == 0 and config.input == "auto" and mode == "stream":
+    print(f"input: streaming {config.dataset} (decoded training images exceed input_memory_gb="
+          f"{config.input_memory_gb})")
+  if mode == "memory":
+    return input_pipeline.load(config.dataset, **data_kwargs(config))
+  return input_pipeline.open_stream(config.dataset, **data_kwargs(config),
+                                    stats_max_examples=config.stats_max_examples, workers=config.input_workers)
 
 
 def validate_static(config, settings=None) -> None:
   """Checks that need no data; run before anything is loaded or compiled."""
   input_pipeline.validate(config.dataset, **data_kwargs(config))
+  if config.input not in input_pipeline.INPUT_MODES:
+    raise ValueError(f"input={config.input!r} is unknown; valid choices: {list(input_pipeline.INPUT_MODES)}")
+  for key, low in (("input_memory_gb", 0), ("input_workers", 0), ("input_prefetch", 1),
+                   ("stats_max_examples", 1)):
+    if not config[key] >= low or (key == "input_memory_gb" and config[key] == 0):
+      raise ValueError(f"{key}={config[key]!r} is out of range; valid range is "
+                       f"{'> 0' if key == 'input_memory_gb' else f'>= {low}'}")
+  if config.init_from and not os.path.exists(config.init_from):
+    raise ValueError(f"init_from={config.init_from!r}: no such file or directory (a workdir, checkpoint "
+                     "directory or flax msgpack file)")
   if config.model != "auto" and config.model not in models.names():
     raise ValueError(f"model={config.model!r} is unknown; valid choices: {['auto', *models.names()]}")
   if config.loss.name not in robust_losses.names():
@@ -120,7 +153,7 @@ def validate_static(config, settings=None) -> None:
   robust_losses.get(config.loss.name, **loss_hparams(config), **placeholders).check_training(config.num_epochs)
 
 
-def validate_with_data(config, data: input_pipeline.Dataset, settings: list[dict]) -> None:
+def validate_with_data(config, data, settings: list[dict]) -> None:
   n = len(data.y_train)
   if config.batch_size > n:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} examples)")
@@ -134,20 +167,24 @@ def validate_with_data(config, data: input_pipeline.Dataset, settings: list[dict
 
 
 # ------------------------------------------------------------------------------------------------ setup
-def make_program(config, data: input_pipeline.Dataset, loss_fn) -> train_lib.Program:
-  input_shape = data.x_train.shape[1:]
+def make_program(config, data, loss_fn) -> train_lib.Program:
+  input_shape = data.image_shape
   name = models.default_for(input_shape) if config.model == "auto" else config.model
   model = models.create(name, num_classes=data.num_classes, input_shape=input_shape,
                         axis_name=train_lib.AXIS, dtype=DTYPES[config.compute_dtype])
   steps_per_epoch = len(data.y_train) // config.batch_size  # the remainder is dropped, reshuffled each epoch
+  tx = optimizers.create(config, steps_per_epoch)
+  if config.freeze_backbone:
+    tx = finetune.freeze_backbone(tx)
   return train_lib.Program(
-      model=model, loss_fn=loss_fn, tx=optimizers.create(config, steps_per_epoch), mesh=train_lib.make_mesh(
+      model=model, loss_fn=loss_fn, tx=tx, mesh=train_lib.make_mesh(
           jax.devices()[:config.num_devices] if config.num_devices else None),
       batch_size=config.batch_size, num_train=len(data.y_train), steps_per_epoch=steps_per_epoch,
       eval_batch_size=config.eval_batch_size, mean=tuple(data.mean), std=tuple(data.std),
       augment_crop_pad=data.augment_crop_pad, augment_flip=data.augment_flip,
       skip_nonfinite=config.skip_nonfinite, num_classes=data.num_classes,
-      compute_dtype=DTYPES[config.compute_dtype], loop_free=loop_free(config, model))
+      compute_dtype=DTYPES[config.compute_dtype], loop_free=loop_free(config, model),
+      streamed=isinstance(data, input_pipeline.StreamDataset), freeze_backbone=config.freeze_backbone)
 
 
 def loop_free(config, model) -> bool:
@@ -165,52 +202,81 @@ def noisy_labels(config, data, replicas) -> list[noise.NoisyLabels]:
           for n, s in replicas]
 
 
+class _MemorySet:
+  """An evaluation set already in host memory, padded and put on the devices once."""
+
+  def __init__(self, prog, x):
+    self.n, self.padded = len(x), train_lib.pad_for_eval(prog, len(x))
+    x = train_lib.pad(x, self.padded)
+    step = prog.mesh.size * prog.eval_batch_size if prog.loop_free else self.padded  # one call per block
+    self.blocks = [train_lib.replicate(prog.mesh, x[i:i + step]) for i in range(0, self.padded, step)]
+
+  def __iter__(self):
+    return iter(self.blocks)
+
+
+class _StreamedSet:
+  """An evaluation set read from a source block by block (one eval batch per device); each process decodes
+  only its devices' rows. Decoding block k+1 overlaps the (asynchronously dispatched) evaluation of k."""
+
+  def __init__(self, prog, source, indices, workers):
+    self.prog, self.source, self.workers = prog, source, workers
+    self.n, self.padded = len(indices), train_lib.pad_for_eval(prog, len(indices))
+    self.indices = train_lib.pad(np.asarray(indices), self.padded)  # padding repeats index 0, dropped later
+    self.block = prog.mesh.size * prog.eval_batch_size
+    self.rows = streaming.process_rows(prog.mesh, (self.block,))
+
+  def __iter__(self):
+    for a in range(0, self.padded, self.block):
+      local = streaming.read(self.source, self.indices[a:a + self.block][self.rows], self.workers)
+      yield streaming.to_devices(self.prog.mesh, local, self.block)
+
+
 class Evaluator:
-  """Host side of evaluation: padded device copies of each set, and accuracy bookkeeping."""
+  """Host side of evaluation: the evaluation sets on the devices (or streamed), and accuracy bookkeeping."""
 
   def __init__(self, prog, data, noisy, config):
     self.prog = prog
     n = len(data.y_train)
     limit = config.train_eval_max_examples or n
     self.train_subset = np.sort(np.random.default_rng(0).permutation(n)[:limit])
-    self.sets = {"test": self._put(data.x_test), "train": self._put(data.x_train[self.train_subset])}
-    if data.x_val is not None:
-      self.sets["val"] = self._put(data.x_val)
+    if prog.streamed:
+      make = lambda source, idx: _StreamedSet(prog, source, idx, config.input_workers)
+      self.sets = {"test": make(data.test_source, np.arange(len(data.y_test))),
+                   "train": make(data.train_source, self.train_subset)}
+      if data.val_source is not None:
+        self.sets["val"] = make(data.val_source, np.arange(len(data.y_val)))
+      self.train_full = lambda: make(data.train_source, np.arange(n))
+    else:
+      self.sets = {"test": _MemorySet(prog, data.x_test), "train": _MemorySet(prog, data.x_train[self.train_subset])}
+      if data.x_val is not None:
+        self.sets["val"] = _MemorySet(prog, data.x_val)
+      self.train_full = lambda: _MemorySet(prog, data.x_train)
     self.y_test, self.y_val = data.y_test, data.y_val
     self.noisy = np.stack([nl.labels for nl in noisy])
     self.clean = data.y_train
     self.is_noisy = np.stack([nl.is_noisy for nl in noisy])
-    self.x_train_full = data.x_train
     self.R = len(noisy)
 
-  def _blocks(self, size):
-    """[start, stop) of each eval call: the whole padded set, or one batch per device when loop-free."""
-    step = self.prog.mesh.size * self.prog.eval_batch_size if self.prog.loop_free else size
-    return [(i, i + step) for i in range(0, size, step)]
-
-  def _put(self, x):
-    padded = train_lib.pad(x, train_lib.pad_for_eval(self.prog, len(x)))
-    return len(x), [train_lib.replicate(self.prog.mesh, padded[a:b]) for a, b in self._blocks(len(padded))]
-
-  def _run(self, fn, state, blocks, labels):
+  def _run(self, fn, state, eval_set, labels):
     outs, start = [], 0
-    for x in blocks:
+    for x in eval_set:
       outs.append(fn(state, x, train_lib.replicate(self.prog.mesh, labels[:, start:start + x.shape[0]])))
       start += x.shape[0]
     return jax.tree.map(lambda *o: np.concatenate([np.asarray(a) for a in o], axis=1), *outs)
 
   def predict(self, state, name):
-    n, blocks = self.sets[name]
-    labels = np.zeros((self.R, sum(x.shape[0] for x in blocks)), np.int32)
-    pred, _ = self._run(train_lib.eval_fn(self.prog), state, blocks, labels)
-    return pred[:, :n]
+    eval_set = self.sets[name]
+    labels = np.zeros((self.R, eval_set.padded), np.int32)
+    pred, _ = self._run(train_lib.eval_fn(self.prog), state, eval_set, labels)
+    return pred[:, :eval_set.n]
 
   def refresh_loss_state(self, state):
     """The loss's `refresh` on the whole training set (eval mode) with each replica's noisy labels."""
-    n, blocks = self._put(self.x_train_full)
-    labels = train_lib.pad(self.noisy, sum(x.shape[0] for x in blocks), axis=1)
-    _, rows = self._run(train_lib.eval_fn(self.prog, refresh=True), state, blocks, labels)
-    return jax.tree.map(lambda r: r[:, :n], rows)
+    eval_set = self.train_full()
+    labels = train_lib.pad(self.noisy, eval_set.padded, axis=1)
+    _, rows = self._run(train_lib.eval_fn(self.prog, refresh=True), state, eval_set, labels)
+    return jax.tree.map(lambda r: r[:, :eval_set.n], rows)
 
   def metrics(self, state) -> dict:
     out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}
@@ -292,7 +358,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   """Trains `config.num_seeds` seeds (× each noise setting in `settings`, default config.noise) as vmapped
   replicas of one program; returns (and writes) the summary."""
   validate_static(config, settings)
-  data = input_pipeline.load(config.dataset, **data_kwargs(config))
+  data = load_data(config)
   settings_given = settings
   settings = noise_settings(config, settings)
   validate_with_data(config, data, settings)
@@ -308,18 +374,30 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   keys = jax.random.wrap_key_data(keys)
   labels = train_lib.replicate(prog.mesh, np.stack([nl.labels for nl in noisy]))
   is_noisy = train_lib.replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
-  x_train = train_lib.replicate(prog.mesh, data.x_train)
   evaluator = Evaluator(prog, data, noisy, config)
+  stream = x_train = None
+  if prog.streamed:
+    if lead and len(replicas) > 1:
+      print(f"input: streamed batches are shared by all {len(replicas)} replicas, in seed {config.seed}'s order")
+    stream = streaming.TrainStream(
+        data.train_source, train_lib.host_epoch_order(config.seed, len(data.y_train)), config.batch_size,
+        prog.steps_per_epoch, streaming.process_rows(prog.mesh, (config.batch_size,)),
+        workers=config.input_workers, prefetch=config.input_prefetch * (config.steps_per_call or 1))
+  else:
+    x_train = train_lib.replicate(prog.mesh, data.x_train)
 
-  state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
+  state = train_lib.init_state(prog, keys, data.image_shape)
+  if config.init_from:
+    state = finetune.initialize(config, state, len(replicas))
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
-  meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None}
+  meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None, "input": None}
   restored = ckpt.restore_latest(state)
   if restored is not None:
     state, meta = restored
     if lead:
       print(f"Resuming from step {meta['step']} (epoch {meta['step'] / prog.steps_per_epoch:.2f}) in {workdir}")
   history = meta["history"]
+  batches = None  # the streamed epoch's grain iterator
 
   writer = None
   if lead:
@@ -345,9 +423,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     nonlocal saved_step
     if step == saved_step:
       return  # this exact state is already the latest checkpoint
-    ckpt.save(step, state, {"step": step, "history": history, "accum": accum,
+    # Mid-epoch, the stream's position goes with the state (grain's iterator state; equal on every process).
+    position = batches.get_state() if batches is not None and step % spe else None
+    ckpt.save(step, state, {"step": step, "history": history, "accum": accum, "input": position,
                             "train_seconds": seconds_before + time.time() - t0})
     saved_step = step
+
+  def next_batches(n):
+    """n streamed global batches: (images uint8 [n, B, ...], ids int32 [n, B]) sharded over the devices."""
+    parts = [next(batches) for _ in range(n)]
+    ids, images = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
+    return (streaming.to_devices(prog.mesh, images, config.batch_size, axis=1),
+            streaming.to_devices(prog.mesh, ids, config.batch_size, axis=1))
 
   accum = meta["accum"]
   try:
@@ -361,10 +448,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
           if loss_fn.refresh_due(epoch):
             rows = evaluator.refresh_loss_state(state)
             state = state.replace(loss_state=train_lib.replicate(prog.mesh, rows))
+        if stream is not None and batches is None:
+          position = meta.get("input") if step % spe else None
+          batches = stream.epoch(epoch, position)
+          if stream.position(position) != step % spe:
+            raise RuntimeError(f"the checkpoint's input position ({position}) is not step {step}'s "
+                               f"({step % spe} batches into epoch {epoch + 1}); the checkpoint is inconsistent")
         while step < (epoch + 1) * spe:
           n = min(chunk, (epoch + 1) * spe - step)
-          state, m = train_chunk(state, keys, labels, is_noisy, x_train,
-                                 jnp.arange(step, step + n, dtype=jnp.int32))
+          steps = jnp.arange(step, step + n, dtype=jnp.int32)
+          if stream is None:
+            state, m = train_chunk(state, keys, labels, is_noisy, x_train, steps)
+          else:
+            state, m = train_chunk(state, keys, labels, is_noisy, *next_batches(n), steps)
           m = jax.tree.map(np.asarray, m)  # [R, n] each
           bad = ~m["finite"].all(0)
           if bad.any() and not config.skip_nonfinite:
@@ -397,7 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
         record.update(evaluator.metrics(state))
         record = {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else v) for k, v in record.items()}
         history.append(record)
-        accum = None
+        accum = batches = None
         if lead:
           _log_epoch(workdir, writer, history, bar)
         if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:

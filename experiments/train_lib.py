@@ -58,6 +58,26 @@ def _stream(key, name: str):
   return jax.random.fold_in(key, {"init": 0, "data": 1, "augment": 2}[name])
 
 
+def epoch_permutation(key, epoch, num_train: int):
+  """The order in which epoch `epoch` visits the training set: global batch t is positions [t·B, (t+1)·B).
+  One definition for the in-memory step (on device) and the streamed input (on the host)."""
+  return jax.random.permutation(jax.random.fold_in(_stream(key, "data"), epoch), num_train)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _host_permutation(key, epoch, num_train):
+  return epoch_permutation(key, epoch, num_train)
+
+
+def host_epoch_order(seed: int, num_train: int):
+  """epoch -> the epoch's permutation for seed `seed`, as numpy, computed on this host's CPU (every
+  process computes the same one; threefry and the sort behind the permutation are exact)."""
+  cpu = jax.local_devices(backend="cpu")[0]
+  with jax.default_device(cpu):
+    key = jax.random.key(int(seed))
+  return lambda epoch: np.asarray(_host_permutation(key, jax.device_put(np.int32(epoch), cpu), num_train))
+
+
 @dataclasses.dataclass(frozen=True)
 class Program:
   """What the compiled programs depend on. Runs that share a Program (e.g. the noise settings of one
@@ -80,6 +100,11 @@ class Program:
   # One step (and one eval batch) per compiled call, with no XLA while loop: XLA:CPU runs convolutions
   # inside while loops ~20x slower (jax-ml/jax#12868; measured in docs/PERFORMANCE.md).
   loop_free: bool = False
+  # Batches come from the host (experiments/streaming.py), sharded over the devices, instead of being
+  # gathered on device from a replicated training set.
+  streamed: bool = False
+  # Only the classifier ('head') trains; the backbone runs in eval mode (BatchNorm statistics as loaded).
+  freeze_backbone: bool = False
 
   def __hash__(self):  # optax transformations are not hashable; identity is what the cache needs
     return id(self)
@@ -120,26 +145,37 @@ def train_chunk_fn(prog: Program) -> Callable:
   per-replica (noisy) training labels [R, N] and `is_noisy` (bool [R, N]) marks the ones the noise model
   flipped (only for diagnostics: how well a loss's clipped set finds them); `x_train` the uint8 images
   [N, H, W, C], replicated.
+
+  With `prog.streamed` it is f(state, keys, labels, is_noisy, images, ids, steps) instead: the T global
+  batches themselves, uint8 [T, B, H, W, C] and their training-set ids int32 [T, B], both sharded over the
+  batch axis (each process supplies its devices' rows). All replicas then see the same batches.
   """
   ndev = prog.mesh.size
   local_bs = prog.batch_size // ndev
   loss_fn = prog.loss_fn
 
-  def replica(state: TrainState, key, labels, is_noisy, x, steps):
-    epoch = steps[0] // prog.steps_per_epoch
-    perm = jax.random.permutation(jax.random.fold_in(_stream(key, "data"), epoch), prog.num_train)
+  def replica(state: TrainState, key, labels, is_noisy, x, ids, steps):
+    perm = None if prog.streamed else epoch_permutation(key, steps[0] // prog.steps_per_epoch, prog.num_train)
     dev = jax.lax.axis_index(AXIS)
 
-    def step_fn(state: TrainState, step):
+    def step_fn(state: TrainState, inputs):
+      step, batch, batch_ids = inputs
       start = (step % prog.steps_per_epoch) * prog.batch_size + dev * local_bs
-      idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
-      images = _preprocess(prog, x[idx], jax.random.fold_in(_stream(key, "augment"), step),
+      if prog.streamed:
+        idx, raw = batch_ids, batch
+      else:
+        idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
+        raw = x[idx]
+      images = _preprocess(prog, raw, jax.random.fold_in(_stream(key, "augment"), step),
                            positions=start + jnp.arange(local_bs))
       rows = jax.tree.map(lambda a: a[idx], state.loss_state)
 
       def loss_of(params):
-        logits, new_vars = prog.model.apply({"params": params, "batch_stats": state.batch_stats}, images,
-                                            train=True, mutable=["batch_stats"])
+        variables = {"params": params, "batch_stats": state.batch_stats}
+        if prog.freeze_backbone:  # a fixed feature extractor: eval-mode BatchNorm, statistics not updated
+          logits, new_vars = prog.model.apply(variables, images, train=False), variables
+        else:
+          logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
         # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
         losses, aux = loss_fn.call_with_aux(logits, labels[idx], axis_name=AXIS, example_state=rows or None,
                                             epoch=step // prog.steps_per_epoch)
@@ -181,13 +217,17 @@ def train_chunk_fn(prog: Program) -> Callable:
       }
       return new, metrics
 
+    xs = (steps, x, ids) if prog.streamed else (steps, None, None)
     # unroll=0 is a full unroll with no while loop (unroll=True on a length-1 scan still emits one).
-    return jax.lax.scan(step_fn, state, steps, unroll=0 if prog.loop_free else 1)
+    return jax.lax.scan(step_fn, state, xs, unroll=0 if prog.loop_free else 1)
 
-  def per_device(state, keys, labels, is_noisy, x, steps):
-    return jax.vmap(replica, in_axes=(0, 0, 0, 0, None, None))(state, keys, labels, is_noisy, x, steps)
-
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(), P(), P(), P(), P()), out_specs=P())
+  per_replica = jax.vmap(replica, in_axes=(0, 0, 0, 0, None, None, None))
+  if prog.streamed:
+    fn = jax.shard_map(per_replica, mesh=prog.mesh, out_specs=P(),
+                       in_specs=(P(), P(), P(), P(), P(None, AXIS), P(None, AXIS), P()))
+  else:
+    fn = jax.shard_map(lambda state, keys, labels, is_noisy, x, steps: per_replica(
+        state, keys, labels, is_noisy, x, None, steps), mesh=prog.mesh, in_specs=(P(),) * 6, out_specs=P())
   return jax.jit(fn, donate_argnums=(0,))
 
 

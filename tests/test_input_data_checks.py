@@ -106,7 +106,7 @@ def test_nearly_constant_channel(capsys):
   x = np.full((50, 4, 4, 2), 100, np.uint8)
   x[..., 0] = np.random.default_rng(0).integers(0, 256, x.shape[:3])
   x[0, 0, 0, 1] = 101  # std ~0.035 grey levels: below one, floored
-  mean, std = ip._channel_mean_std(x, where="here")
+  mean, std = ip.channel_mean_std(x, where="here")
   assert std[1] == pytest.approx(ip.MIN_STD) and std[0] > 0.2
   assert mean[1] == pytest.approx((100 + 1 / 800) / 255)
   assert "here channel 1 is nearly constant (std 0.0353 grey levels)" in capsys.readouterr().out

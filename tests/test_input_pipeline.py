@@ -32,7 +32,7 @@ def test_mean_std_match_numpy():
   np.testing.assert_allclose(ds.mean, (ds.x_train / 255).mean(axis=(0, 1, 2)), rtol=1e-9)
   np.testing.assert_allclose(ds.std, (ds.x_train / 255).std(axis=(0, 1, 2)), rtol=1e-6)
   x = np.random.default_rng(0).integers(0, 256, (3000, 9, 7, 3), dtype=np.uint8)  # > one chunk
-  mean, std = ip._channel_mean_std(x)
+  mean, std = ip.channel_mean_std(x)
   np.testing.assert_allclose(mean, (x / 255).mean(axis=(0, 1, 2)), rtol=1e-9)
   np.testing.assert_allclose(std, (x / 255).std(axis=(0, 1, 2)), rtol=1e-6)
 
@@ -195,13 +195,13 @@ def test_controlled_noisy_web_labels_mocked(mock_tfds):
   np.testing.assert_array_equal(ds.real_noisy_labels, ds.y_train)
 
 
-def test_center_crop_resize():
+def testcenter_crop_resize():
   image = np.zeros((10, 30, 3), np.uint8)
   image[:, 10:20] = 200  # the centre square survives the crop, the black sides do not
-  out = ip._center_crop_resize(image, 5)
+  out = ip.center_crop_resize(image, 5)
   assert out.shape == (5, 5, 3) and out.dtype == np.uint8
   assert out.min() > 150 and out.mean() > 190  # (bicubic taps reach a little past the crop box)
-  assert ip._center_crop_resize(np.zeros((7, 9, 1), np.uint8), 4).shape == (4, 4, 1)
+  assert ip.center_crop_resize(np.zeros((7, 9, 1), np.uint8), 4).shape == (4, 4, 1)
 
 
 # -------------------------------------------------------------------------------- TFDS, on disk

@@ -1,0 +1,238 @@
+"""Streamed input (experiments/streaming.py): the same batches as in memory, per-process shards, exact resume.
+
+The data is sklearn's digits, written once as an image folder of PNGs (train/<class>/*.png, test/...), so the
+file reading, decoding and grain threads all run; runs are real CLI subprocesses where processes, kill -9
+and Ctrl-C are involved.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import digits as digits_config
+from experiments import input_pipeline, streaming, train, train_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def digits_folder(tmp_path_factory):
+  """The digits split of input_pipeline as an image folder (8x8 grayscale PNGs)."""
+  root = tmp_path_factory.mktemp("digits_folder")
+  d = input_pipeline.load("digits")
+  for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+    for i, (image, label) in enumerate(zip(x, y)):
+      folder = root / split / str(label)
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(image[..., 0]).save(folder / f"{i:04d}.png")
+  return root
+
+
+def folder_flags(root):
+  return ("--config.dataset=image_folder", f"--config.data_path={root}", "--config.image_size=8")
+
+
+def config_of(*flags):
+  c = digits_config.get_config()
+  for flag in flags:
+    key, value = flag[len("--config."):].split("=", 1)
+    c[key] = type(c[key])(value) if not isinstance(c[key], bool) else value == "True"
+  return c
+
+
+def history(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+# Two runs of 2 epochs whose arithmetic is the same up to how XLA fuses it (the streamed program takes the
+# batch as an input, the in-memory one gathers it on device): float32 rounding can differ by an ulp per
+# step, which 2 epochs grow to ~1e-5 relative at most in the loss; accuracy on 540 test images moves only
+# if a prediction flips, which that cannot cause (margins are far above 1e-5).
+RTOL = 1e-5
+
+
+def assert_same_training(a, b):
+  assert len(a) == len(b)
+  for x, y in zip(a, b):
+    np.testing.assert_allclose(x["train_loss"], y["train_loss"], rtol=RTOL)
+    np.testing.assert_allclose(x["test_accuracy"], y["test_accuracy"], atol=1e-6)
+    np.testing.assert_allclose(x["train_memorised_noisy_subset"], y["train_memorised_noisy_subset"], atol=1e-6)
+
+
+def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path):
+  flags = ("--config.num_epochs=2", "--config.progress=False", "--config.batch_size=64")
+  runs = {}
+  for mode in ("memory", "stream"):
+    summary = train.train_and_evaluate(config_of(*flags, f"--config.input={mode}"), str(tmp_path / mode))
+    assert summary["status"] == "completed" and summary["num_devices"] == 4
+    runs[mode] = history(tmp_path / mode)
+  assert_same_training(runs["memory"], runs["stream"])
+
+
+def test_list_files_stream_what_the_folder_holds_in_memory(digits_folder, tmp_path):
+  # The Clothing1M form of the same images: `path label` lines, paths relative to data_path.
+  for split in ("train", "test"):
+    lines = [f"{split}/{c.name}/{f.name} {c.name}" for c in sorted((digits_folder / split).iterdir())
+             for f in sorted(c.iterdir())]
+    (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  flags = ("--config.num_epochs=1", "--config.progress=False", "--config.batch_size=64",
+           "--config.image_size=8", f"--config.data_path={digits_folder}")
+  folder = train.train_and_evaluate(config_of(*flags, "--config.dataset=image_folder", "--config.input=memory"),
+                                    str(tmp_path / "folder"))
+  listed = train.train_and_evaluate(config_of(*flags, "--config.dataset=image_list", "--config.input=stream",
+                                              f"--config.train_list={tmp_path / 'train.txt'}",
+                                              f"--config.test_list={tmp_path / 'test.txt'}"), str(tmp_path / "list"))
+  assert folder["status"] == listed["status"] == "completed"
+  assert_same_training(history(tmp_path / "folder"), history(tmp_path / "list"))
+
+
+def test_auto_streams_past_the_memory_budget(digits_folder, capsys):
+  config = config_of(*folder_flags(digits_folder), "--config.input=auto")
+  assert train.input_mode(config) == "memory"  # 1257 RGB 8x8 images: 0.2 MB
+  config.input_memory_gb = 1e-5  # 10 kB
+  assert train.input_mode(config) == "stream"
+  data = train.load_data(config)
+  assert isinstance(data, input_pipeline.StreamDataset)
+  assert "input: streaming image_folder" in capsys.readouterr().out
+  in_memory = input_pipeline.load("image_folder", data_path=str(digits_folder), image_size=8)
+  np.testing.assert_array_equal(data.y_train, in_memory.y_train)
+  # Up to stats_max_examples images the streamed normalisation is the in-memory one, from every image.
+  np.testing.assert_allclose(data.mean, in_memory.mean, rtol=1e-12)
+  np.testing.assert_allclose(data.std, in_memory.std, rtol=1e-12)
+  np.testing.assert_array_equal(streaming.read(data.train_source, np.arange(5)), in_memory.x_train[:5])
+
+
+def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
+  data = input_pipeline.open_stream("image_folder", data_path=str(digits_folder), image_size=8)
+  order = train_lib.host_epoch_order(3, len(data.y_train))
+  spe, batch = 5, 8
+  whole = streaming.TrainStream(data.train_source, order, batch, spe, slice(0, batch), workers=2)
+  halves = [streaming.TrainStream(data.train_source, order, batch, spe, rows, workers=3)
+            for rows in (slice(0, 4), slice(4, 8))]
+  perm = order(1)
+  first, second = (list(h.epoch(1)) for h in halves)
+  for t, (ids, images) in enumerate(whole.epoch(1)):
+    np.testing.assert_array_equal(ids, perm[t * batch:(t + 1) * batch])  # the in-memory path's batch t
+    np.testing.assert_array_equal(np.concatenate([first[t][0], second[t][0]]), ids)  # disjoint halves
+    np.testing.assert_array_equal(np.concatenate([first[t][1], second[t][1]]), images)
+  # The permutation the device computes for the in-memory path is the host's.
+  device_perm = train_lib.epoch_permutation(jax.random.key(3), 1, len(data.y_train))
+  np.testing.assert_array_equal(np.asarray(device_perm), perm)
+  # A grain iterator state taken mid-epoch resumes exactly there.
+  it = whole.epoch(1)
+  next(it), next(it)
+  state = it.get_state()
+  assert whole.position(state) == 2
+  rest = list(whole.epoch(1, state))
+  np.testing.assert_array_equal(rest[0][0], perm[2 * batch:3 * batch])
+  assert len(rest) == spe - 2
+
+
+def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
+  import shutil
+  root = tmp_path / "copy"
+  shutil.copytree(digits_folder, root)
+  bad = sorted((root / "train" / "3").iterdir())[0]
+  bad.write_bytes(bad.read_bytes()[:20])  # a truncated PNG
+  config = config_of(*folder_flags(root), "--config.input=stream", "--config.num_epochs=1",
+                     "--config.progress=False")
+  with pytest.raises(Exception, match=str(bad.name)):
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+  config.skip_corrupt = True
+  data = train.load_data(config)
+  assert len(data.y_train) == 1257 - 1
+  summary = train.train_and_evaluate(config, str(tmp_path / "run_skip"))
+  assert summary["status"] == "completed"
+
+
+# ------------------------------------------------------------------------------------------ subprocesses
+def cli(workdir, *flags, devices=1, extra_env=None):
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"), **(extra_env or {}))
+  cmd = [sys.executable, "-m", "experiments.train", "--config=configs/digits.py", f"--workdir={workdir}",
+         "--config.progress=False", *flags]
+  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc, timeout=300):
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out[-3000:]
+  return out
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_path):
+  flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64")
+  single = cli(tmp_path / "memory", *flags, "--config.input=memory", devices=2)
+  port = _free_port()
+  procs = [cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1,
+               extra_env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
+                          "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+  for p in procs:
+    finish(p)
+  finish(single)
+  with open(tmp_path / "stream" / "summary.json") as f:
+    assert json.load(f)["num_devices"] == 2
+  # Both meshes have 2 devices reducing the same 32 examples each; beyond the fusion difference of
+  # RTOL's comment, only gloo's all-reduce of 2 partial sums differs, and a + b = b + a in float32.
+  assert_same_training(history(tmp_path / "memory"), history(tmp_path / "stream"))
+
+
+def _lines(workdir):
+  path = os.path.join(workdir, "metrics.jsonl")
+  return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+
+
+def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_folder, tmp_path):
+  # 1257 // 64 = 19 steps an epoch in calls of 4: a Ctrl-C lands between calls, mid-epoch, and saves the
+  # grain iterator's position; kill -9 loses everything since the last checkpoint (an epoch end).
+  flags = (*folder_flags(digits_folder), "--config.input=stream", "--config.num_epochs=30",
+           "--config.batch_size=64", "--config.steps_per_call=4", "--config.loop_free=False")
+  reference = cli(tmp_path / "ref", *flags)
+  stopped = []
+  # Interrupt after 2, 5, 8 finished epochs (and a little into the next) until one stop is mid-epoch.
+  for epochs, delay in ((2, 0.013), (5, 0.029), (8, 0.041)):
+    victim = cli(tmp_path / "run", *flags)
+    deadline = time.time() + 240
+    while _lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
+      time.sleep(0.005)
+    time.sleep(delay)
+    assert victim.poll() is None, "the run finished before it could be interrupted; make it longer"
+    victim.send_signal(signal.SIGINT)
+    out, _ = victim.communicate(timeout=60)
+    assert victim.returncode == 130, out[-3000:]
+    stopped.append(int(out.split("saved a checkpoint at step ")[1].split(";")[0]))
+    if stopped[-1] % 19:
+      break
+  assert any(s % 19 for s in stopped), f"no interrupt landed mid-epoch: {stopped}"
+
+  victim = cli(tmp_path / "run", *flags)
+  deadline = time.time() + 240
+  while _lines(tmp_path / "run") < 12 and victim.poll() is None and time.time() < deadline:
+    time.sleep(0.005)
+  time.sleep(0.05)
+  assert victim.poll() is None, "the run finished before it could be killed; make it longer"
+  victim.send_signal(signal.SIGKILL)
+  victim.wait()
+
+  out = finish(cli(tmp_path / "run", *flags))
+  assert "Resuming from step" in out
+  finish(reference)
+  ref, run = history(tmp_path / "ref"), history(tmp_path / "run")
+  assert [h["epoch"] for h in run] == list(range(1, 31))
+  assert run == ref, f"stopped at step {stopped}"  # bit-identical metrics, every epoch
