@@ -15,6 +15,7 @@ import math
 import os
 
 import jax
+import numpy as np
 import pytest
 
 from experiments import input_pipeline, models, sweep, train
@@ -87,7 +88,36 @@ def shrink(config):
 
 
 def uses_tfds(config) -> bool:
-  return config.dataset not in ("digits", "npz")
+  return config.dataset not in ("digits", "npz", *input_pipeline.FILE_DATASETS)
+
+
+# Image-file configs (ANIMAL-10N, WebVision, Clothing1M) train on generated PNGs of this side: the
+# smallest the ImageNet-stem ResNets take (their total stride), so that compiling ResNet-50 stays cheap.
+FILE_IMAGE_SIZE = 32
+
+
+def mock_image_files(config, root):
+  """Writes MOCK_EXAMPLES random PNGs per split and `path label` lists for an image-file config, and
+  points the config at them (labels cycle through the config's classes)."""
+  from PIL import Image
+  rng = np.random.default_rng(0)
+  num_classes = config.num_classes or 3
+  for split in ("train", "test"):
+    lines = []
+    for i in range(MOCK_EXAMPLES):
+      label = i % num_classes
+      folder = root / split / f"class{label:03d}"
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+      lines.append(f"{split}/class{label:03d}/{i}.png {label}")
+    (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+  config.data_path = str(root)
+  config.image_size = FILE_IMAGE_SIZE
+  if config.dataset == "image_list":
+    config.train_list, config.test_list = str(root / "train.txt"), str(root / "test.txt")
+  elif config.num_classes:  # image_folder: every class has a folder only when MOCK_EXAMPLES >= classes
+    config.num_classes = min(num_classes, MOCK_EXAMPLES)
+  return config
 
 
 def assert_one_good_epoch(summary, workdir, model):
@@ -112,8 +142,13 @@ def test_all_configs_are_discovered():
 
 
 @pytest.mark.parametrize("module", TRAIN_CONFIGS)
-def test_training_config_builds_and_validates(module):
+def test_training_config_builds_and_validates(module, tmp_path):
   config = get_config(module)
+  if config.dataset in input_pipeline.FILE_DATASETS:
+    # Without files these must fail before anything is read, naming what is missing.
+    with pytest.raises(ValueError, match="data_path"):
+      train.validate_static(config)
+    mock_image_files(config, tmp_path)
   train.validate_static(config)
   assert config.dataset in input_pipeline.DATASETS
   # Locked like the CLI's: a misspelt key is an error.
@@ -126,6 +161,9 @@ def test_training_config_builds_and_validates(module):
 def test_training_config_trains_one_epoch(module, tmp_path, tfds_mock):
   config = shrink(get_config(module))
   model = config.model
+  if config.dataset in input_pipeline.FILE_DATASETS:
+    mock_image_files(config, tmp_path / "data")
+    config.input = "stream"  # their real sizes stream (input='auto'); at mock size they would not
   train.validate_static(config)
   if uses_tfds(config):
     with tfds_mock(num_examples=MOCK_EXAMPLES):
