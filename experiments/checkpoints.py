@@ -17,7 +17,8 @@ import orbax.checkpoint as ocp
 
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.
 RUNTIME_KEYS = ("progress", "overwrite", "checkpoint_every_epochs", "keep_checkpoints", "steps_per_call",
-                "loop_free", "distributed", "eval_batch_size", "data_dir", "num_devices")
+                "loop_free", "distributed", "eval_batch_size", "data_dir", "num_devices", "input_workers",
+                "input_prefetch")
 
 
 class ConfigMismatchError(ValueError):

@@ -68,14 +68,27 @@ def assert_same_training(a, b):
     np.testing.assert_allclose(x["train_memorised_noisy_subset"], y["train_memorised_noisy_subset"], atol=1e-6)
 
 
-def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path):
+@pytest.mark.parametrize("loss", [
+    {"name": "softmax_cross_entropy"},
+    # Per-example state refreshed by an evaluation pass over the whole (streamed) training set.
+    {"name": "truncated_generalized_cross_entropy", "prune_start_epoch": 1, "prune_every_epochs": 1},
+    # Per-example state updated in the step, at the streamed batch's ids, gathered from every device.
+    {"name": "early_learning_regularization"},
+])
+def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path, loss):
   flags = ("--config.num_epochs=2", "--config.progress=False", "--config.batch_size=64")
   runs = {}
   for mode in ("memory", "stream"):
-    summary = train.train_and_evaluate(config_of(*flags, f"--config.input={mode}"), str(tmp_path / mode))
+    config = config_of(*flags, f"--config.input={mode}")
+    for key, value in loss.items():
+      config.loss[key] = value
+    summary = train.train_and_evaluate(config, str(tmp_path / mode))
     assert summary["status"] == "completed" and summary["num_devices"] == 4
     runs[mode] = history(tmp_path / mode)
   assert_same_training(runs["memory"], runs["stream"])
+  for key in runs["memory"][-1]:
+    if key.startswith("loss_state_mean/"):  # e.g. the share of truncated-Lq weights still 1
+      np.testing.assert_allclose(runs["memory"][-1][key], runs["stream"][-1][key], rtol=RTOL)
 
 
 def test_list_files_stream_what_the_folder_holds_in_memory(digits_folder, tmp_path):
