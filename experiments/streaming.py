@@ -7,9 +7,11 @@ the noise model, the per-example loss state and the pruning weights need all of 
 The order is the in-memory path's: epoch e visits `train_lib.epoch_permutation(key, e, N)` of the run's
 first seed, global batch t holds positions [t·B, (t+1)·B) of it and each device its contiguous slice, so
 a streamed run computes what an in-memory run does, whatever the number of processes or reader threads.
-The decode work runs on grain reader threads (PIL and numpy release the GIL) with a prefetch buffer, so the
-host decodes the next batches while the devices train. Everything about the position in the stream is
-(epoch, batches consumed): that is the grain iterator state stored in the checkpoint.
+The decode work runs on grain reader threads (PIL and numpy release the GIL) with a prefetch buffer, and the
+trainer puts the next call's batches on the devices while they run the current one. Everything about the
+position in the stream is (epoch, batches consumed): that is the grain iterator state stored in the
+checkpoint. Random crop and flip stay on the device (train_lib._preprocess), keyed by the example's position
+in the global batch, so both input paths augment identically.
 """
 from __future__ import annotations
 

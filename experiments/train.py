@@ -397,7 +397,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     if lead:
       print(f"Resuming from step {meta['step']} (epoch {meta['step'] / prog.steps_per_epoch:.2f}) in {workdir}")
   history = meta["history"]
-  batches = None  # the streamed epoch's grain iterator
+  # Streaming: the epoch's grain iterator, the next call's batches already on their way to the devices, and
+  # the iterator's state at `step` (the prefetch runs ahead of it).
+  batches = pending = consumed = None
 
   writer = None
   if lead:
@@ -424,7 +426,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     if step == saved_step:
       return  # this exact state is already the latest checkpoint
     # Mid-epoch, the stream's position goes with the state (grain's iterator state; equal on every process).
-    position = batches.get_state() if batches is not None and step % spe else None
+    position = consumed if batches is not None and step % spe else None
     ckpt.save(step, state, {"step": step, "history": history, "accum": accum, "input": position,
                             "train_seconds": seconds_before + time.time() - t0})
     saved_step = step
@@ -451,6 +453,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
         if stream is not None and batches is None:
           position = meta.get("input") if step % spe else None
           batches = stream.epoch(epoch, position)
+          consumed = batches.get_state()
           if stream.position(position) != step % spe:
             raise RuntimeError(f"the checkpoint's input position ({position}) is not step {step}'s "
                                f"({step % spe} batches into epoch {epoch + 1}); the checkpoint is inconsistent")
@@ -460,7 +463,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
           if stream is None:
             state, m = train_chunk(state, keys, labels, is_noisy, x_train, steps)
           else:
-            state, m = train_chunk(state, keys, labels, is_noisy, *next_batches(n), steps)
+            state, m = train_chunk(state, keys, labels, is_noisy, *(pending or next_batches(n)), steps)
+            consumed = batches.get_state()
+            # While the devices run this call, decode and transfer the next one's batches.
+            ahead = min(chunk, (epoch + 1) * spe - step - n)
+            pending = next_batches(ahead) if ahead else None
           m = jax.tree.map(np.asarray, m)  # [R, n] each
           bad = ~m["finite"].all(0)
           if bad.any() and not config.skip_nonfinite:
