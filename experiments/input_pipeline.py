@@ -407,9 +407,16 @@ def _tfds_stream(full_name, split, data_dir, image_size, noisy_key, num_classes)
   if num_classes is not None and num_classes != dataset_classes:
     raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
                      f"{dataset_classes} classes; leave num_classes unset to use the dataset's")
-  # The label pass skips image decoding: reading 1M labels must not decode 1M JPEGs.
+  # The label pass skips image decoding: reading 1M labels must not decode 1M JPEGs. Where TFDS cannot
+  # skip it (tfds.testing.mock_data re-encodes images, which needs TensorFlow), it decodes them.
   labels_only = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False,
                                  decoders={"image": tfds.decode.SkipDecoding()})
+  try:
+    labels_only.__getitems__([0])
+  except Exception as e:  # noqa: BLE001 - any failure of the fast path falls back to the plain one
+    if jax.process_index() == 0:
+      print(f"{full_name} {split}: reading labels with image decoding ({type(e).__name__}: cannot skip it here)")
+    labels_only = source
   n = len(source)
   labels = np.empty(n, np.int32)
   noisy = None if noisy_key is None else np.empty(n, np.int32)

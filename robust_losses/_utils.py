@@ -130,6 +130,59 @@ def label_log_prob(logits, labels) -> jax.Array:
   return at_label(logits, labels) - jax.nn.logsumexp(logits, axis=-1)
 
 
+def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.Array, jax.Array]:
+  r"""For class ids: ``(log p_y, sum_k t_k)`` with :math:`t_k` a per-class term of :math:`\log p_k`, in one
+  pass over the classes, with a written-out gradient.
+
+  ``class_terms(log_p, p)`` returns ``(t, u)``, elementwise (``u`` may be a scalar): the terms
+  :math:`t(\log p_k)` and their derivatives :math:`u_k = dt/d\log p_k`; ``p`` is ``exp(log_p)`` (passed so
+  that the terms need not take a second exponential). It is the normaliser of the normalized losses
+  (NCE: :math:`t = -\log p`, NFL, NGCE) and the entropy of soft bootstrapping.
+
+  Why a custom VJP: the gradient of the pair is, with :math:`\partial \log p_k / \partial z_j = 1[j = k] - p_j`,
+
+  .. math:: \partial \log p_y / \partial z_j = 1[j = y] - p_j, \qquad
+            \partial \textstyle\sum_k t_k / \partial z_j = u_j - p_j \sum_k u_k,
+
+  one elementwise pass over [..., K] (the label enters as a comparison with the class index). Automatic
+  differentiation of the same forward computation gives the same values but scatters the label's
+  cotangent and re-reads the softmax in several unfused passes, about twice the time on CPU. The result is
+  exactly the gradient of the forward formula; tests compare it with ``jax.grad`` of the one-hot form. As
+  with any ``jax.custom_vjp``, forward-mode differentiation (``jax.jvp``, ``jax.hessian``) is not
+  available through it.
+  """
+  def forward(z, y):
+    top = jnp.max(z, axis=-1, keepdims=True)
+    # As in jax.nn.logsumexp (rows of -inf stay finite). It also keeps XLA:CPU from fusing the max with
+    # the subtraction into one kernel that writes the shifted logits out, instead of fusing the
+    # subtraction into each consumer.
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    shifted = z - top
+    e = jnp.exp(shifted)
+    s = jnp.sum(e, axis=-1, keepdims=True)
+    log_s = jnp.log(s)
+    log_p = shifted - log_s
+    p = e / s
+    t, u = class_terms(log_p, p)
+    label = at_label(shifted, y) - log_s[..., 0]
+    return (label, jnp.sum(jnp.broadcast_to(t, z.shape), axis=-1)), (p, jnp.broadcast_to(u, z.shape), y)
+
+  def backward(residuals, cotangents):
+    p, u, y = residuals
+    g_label, g_sum = (c[..., None] for c in cotangents)
+    is_label = jax.lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1) == y[..., None]
+    sum_u = jnp.sum(u, axis=-1, keepdims=True)
+    grad = g_sum * u - p * (g_sum * sum_u + g_label) + jnp.where(is_label, g_label, 0.0)
+    return grad.astype(p.dtype), None
+
+  @jax.custom_vjp
+  def pair(z, y):
+    return forward(z, y)[0]
+
+  pair.defvjp(forward, backward)
+  return pair(logits, labels)
+
+
 def cross_entropy(logits, labels) -> jax.Array:
   """-sum_k y_k log p_k for either label form; for ids exactly optax's integer-label CE."""
   if is_ids(logits, labels):

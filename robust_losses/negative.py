@@ -125,8 +125,7 @@ def active_term(active, logits, labels, gamma, detach_modulator):
   """NCE or NFL (the normalized active losses of ANL and JAL), on prepared inputs."""
   if active == "nce":
     return symmetric._nce(logits, labels)
-  return symmetric._normalize(
-      logits, labels, lambda lp: classification.focal_terms(lp, gamma, detach_modulator))
+  return symmetric._nfl(logits, labels, gamma, detach_modulator)
 
 
 def active_negative_loss(logits, labels, *, active: str = "nce", alpha: float = 5.0, beta: float = 5.0,

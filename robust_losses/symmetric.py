@@ -99,18 +99,25 @@ def _normalize(logits, labels, terms_fn, log_probs=None):
   return numerator / denominator
 
 
+def _nce_class_terms(log_p, p):
+  """NCE's normaliser sum_k -log p_k: terms -log p_k (non-negative, no cancellation), derivative -1."""
+  del p
+  return -log_p, -1.0
+
+
+def _normalized_ids(logits, labels, numerator, class_terms):
+  """numerator(log p_y) / sum_k t_k for class ids: the fused single pass of
+  `_utils.label_log_prob_and_sum` (the normaliser of the other K - 1 classes needs no second softmax)."""
+  log_p_y, total = _utils.label_log_prob_and_sum(logits, labels, class_terms)
+  # > 0 for K >= 2 (at most one class can have p = 1); the floor only guards K = 1.
+  return numerator(log_p_y) / jnp.maximum(total, jnp.finfo(total.dtype).tiny), log_p_y
+
+
 def _nce(logits, labels):
-  """NCE; for class ids without the [..., K] log-softmax: sum_k -log p_k = K (lse - m) + sum_k (m - z_k)
-  with m = max_k z_k, two sums of non-negative terms (no cancellation however large the logits)."""
+  """NCE = log p_y / sum_k log p_k."""
   if not _utils.is_ids(logits, labels):
     return _normalize(logits, labels, jnp.negative)
-  top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  shifted = logits - top
-  log_sum = jnp.log(jnp.sum(jnp.exp(shifted), axis=-1))
-  label_shifted = _utils.at_label(shifted, labels)
-  numerator = log_sum - label_shifted  # -log p_y
-  denominator = logits.shape[-1] * log_sum - jnp.sum(shifted, axis=-1)
-  return numerator / jnp.maximum(denominator, jnp.finfo(logits.dtype).tiny)
+  return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)[0]
 
 
 def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
@@ -159,8 +166,7 @@ def normalized_focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulato
   """
   _utils.check_range("gamma", gamma, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  terms = lambda lp: classification.focal_terms(lp, gamma, detach_modulator)
-  return _utils.mask(_normalize(logits, labels, terms), where)
+  return _utils.mask(_nfl(logits, labels, gamma, detach_modulator), where)
 
 
 def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
@@ -183,7 +189,37 @@ def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  return _utils.mask(_normalize(logits, labels, lambda lp: generalized.lq_terms(lp, q)), where)
+  return _utils.mask(_ngce(logits, labels, q), where)
+
+
+def _nfl_parts(logits, labels, gamma, detach_modulator=False):
+  """(NFL, log p_y) by the fused pass for class ids and a concrete gamma, else None."""
+  if not (_utils.is_ids(logits, labels) and _utils.is_concrete(gamma)):
+    return None
+  return _normalized_ids(logits, labels, lambda lp: classification.focal_terms(lp, gamma, detach_modulator),
+                         classification.focal_class_terms(gamma, detach_modulator))
+
+
+def _nfl(logits, labels, gamma, detach_modulator=False):
+  parts = _nfl_parts(logits, labels, gamma, detach_modulator)
+  if parts is not None:
+    return parts[0]
+  return _normalize(logits, labels, lambda lp: classification.focal_terms(lp, gamma, detach_modulator))
+
+
+def _ngce_parts(logits, labels, q):
+  """(NGCE, log p_y) by the fused pass for class ids and a concrete q, else None."""
+  if not (_utils.is_ids(logits, labels) and _utils.is_concrete(q)):
+    return None
+  return _normalized_ids(logits, labels, lambda lp: generalized.lq_terms(lp, q),
+                         generalized.lq_class_terms(q))
+
+
+def _ngce(logits, labels, q):
+  parts = _ngce_parts(logits, labels, q)
+  if parts is not None:
+    return parts[0]
+  return _normalize(logits, labels, lambda lp: generalized.lq_terms(lp, q))
 
 
 def _mae_terms(logits, labels):
@@ -193,28 +229,46 @@ def _mae_terms(logits, labels):
 
 
 def _apl_active(name, logits, labels, gamma, q):
-  focal = lambda lp: classification.focal_terms(lp, gamma)
+  """(active loss, log p_y or None): with class ids, log p_y is returned for the passive term to reuse."""
+  if _utils.is_ids(logits, labels):
+    if name == "nce":
+      return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)
+    parts = {"nfl": lambda: _nfl_parts(logits, labels, gamma),
+             "ngce": lambda: _ngce_parts(logits, labels, q)}.get(name, lambda: None)()
+    if parts is not None:
+      return parts
+    log_p_y = _utils.label_log_prob(logits, labels)
+    if name == "ce":
+      return -log_p_y, log_p_y
+    if name == "fl":
+      return classification.focal_terms(log_p_y, gamma), log_p_y
   if name == "ce":
-    return _utils.cross_entropy(logits, labels)
+    return _utils.cross_entropy(logits, labels), None
   if name == "fl":
-    return _utils.label_sum(logits, labels, focal)
+    return _utils.label_sum(logits, labels, lambda lp: classification.focal_terms(lp, gamma)), None
   if name == "nce":
-    return _nce(logits, labels)
+    return _nce(logits, labels), None
   if name == "nfl":
-    return _normalize(logits, labels, focal)
-  return _normalize(logits, labels, lambda lp: generalized.lq_terms(lp, q))  # ngce
+    return _nfl(logits, labels, gamma), None
+  return _ngce(logits, labels, q), None
 
 
-def _apl_passive(name, logits, labels, A):
+def _apl_passive(name, logits, labels, A, log_p_y=None):
   num_classes = logits.shape[-1]
+  if log_p_y is not None:  # class ids: RCE = A (p_y - 1), MAE = 2 (1 - p_y), both from log p_y
+    rce = A * jnp.expm1(log_p_y)
+    mae = -2.0 * jnp.expm1(log_p_y)
+  else:
+    rce = _reverse_ce_terms(logits, labels, A) if name in ("rce", "nrce") else None
+    mae = _mae_terms(logits, labels) if name in ("mae", "nmae") else None
   if name == "rce":
-    return _reverse_ce_terms(logits, labels, A)
+    return rce
   if name == "nrce":
     # sum_j RCE(e_j) = -A (K - 1) for every prediction.
-    return _reverse_ce_terms(logits, labels, A) / (-A * max(num_classes - 1, 1))
+    return rce / (-A * max(num_classes - 1, 1))
   if name == "mae":
-    return _mae_terms(logits, labels)
-  return _mae_terms(logits, labels) / max(2 * num_classes - 2, 1)  # nmae: sum_j MAE(e_j) = 2K - 2
+    return mae
+  return mae / max(2 * num_classes - 2, 1)  # nmae: sum_j MAE(e_j) = 2K - 2
 
 
 APL_ACTIVE = ("ce", "fl", "nce", "nfl", "ngce")
@@ -261,6 +315,6 @@ def active_passive_loss(logits, labels, *, active: str = "nce", passive: str = "
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("A", A, hi=0.0, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  loss = (alpha * _apl_active(active, logits, labels, gamma, q)
-          + beta * _apl_passive(passive, logits, labels, A))
+  active_loss, log_p_y = _apl_active(active, logits, labels, gamma, q)
+  loss = alpha * active_loss + beta * _apl_passive(passive, logits, labels, A, log_p_y)
   return _utils.mask(loss, where)

@@ -249,3 +249,20 @@ def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_fold
   ref, run = history(tmp_path / "ref"), history(tmp_path / "run")
   assert [h["epoch"] for h in run] == list(range(1, 31))
   assert run == ref, f"stopped at step {stopped}"  # bit-identical metrics, every epoch
+
+
+def test_tfds_streams_the_examples_it_loads_in_memory(tfds_mock, tmp_path):
+  # tfds.testing.mock_data: random CIFAR-10-shaped examples, generated deterministically per index.
+  with tfds_mock(num_examples=40):
+    in_memory = input_pipeline.load("cifar10")
+    streamed = input_pipeline.open_stream("cifar10", workers=2)
+    np.testing.assert_array_equal(streamed.y_train, in_memory.y_train)
+    np.testing.assert_array_equal(streamed.y_test, in_memory.y_test)
+    np.testing.assert_array_equal(streaming.read(streamed.train_source, np.arange(40)), in_memory.x_train)
+    np.testing.assert_allclose(streamed.mean, in_memory.mean, rtol=1e-12)
+    config = config_of("--config.dataset=cifar10", "--config.input=stream", "--config.num_epochs=1",
+                       "--config.batch_size=8", "--config.model=mlp", "--config.progress=False",
+                       "--config.eval_batch_size=4")
+    config.noise.kind, config.noise.rate = "none", 0.0
+    summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert summary["status"] == "completed" and summary["epochs_completed"] == 1
