@@ -201,7 +201,6 @@ def streamed(quick):
                                   model="resnet20", batch_size=batch, num_epochs=3, train_eval_max_examples=256)
     config.noise.kind, config.noise.rate = "none", 0.0
     try:
-      t_start = time.perf_counter()
       train.train_and_evaluate(config, os.path.join(tmp, "run"))
     finally:
       streaming.TrainStream.epoch, train._log_epoch, train_lib.train_chunk_fn = orig_epoch, orig_log, orig_chunk

@@ -14,27 +14,16 @@ for 5, 224×224 images. The ImageNet weights are not shipped: convert them to th
 docs/CHECKPOINTS.md (the head is re-initialised for 14 classes). The training set does not fit in memory
 decoded (150 GB at 224 px): `input='auto'` streams it, each process reading its rows of every batch.
 """
-from configs import default
+from configs import _web
 
 
 def get_config():
-  c = default.get_config()
-  c.dataset = "image_list"
-  c.image_size = 224
-  c.num_classes = 14
-  c.model = "imagenet_resnet50"
-  c.noise.kind = "none"   # real noise: the labels on disk
-  c.noise.rate = 0.0
-  c.num_epochs = 10
+  c = _web.resnet50_on_lists(num_classes=14, num_epochs=10)
   c.batch_size = 64
-  c.optimizer = "sgd"
   c.learning_rate = 0.002
-  c.momentum = 0.9
   c.nesterov = False
   c.weight_decay = 1e-3
   c.schedule = "step"
   c.lr_boundaries = (5,)
   c.lr_decay = 0.1
-  c.steps_per_call = 10
-  c.train_eval_max_examples = 10000
   return c

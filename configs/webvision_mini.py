@@ -17,28 +17,18 @@ augmentation a random crop (zero padding 28 px) + flip on device; the papers' ex
 reproduced. Decoded, the training set is ~10 GB: `input='auto'` streams it (input_memory_gb). The
 published numbers (APL's NCE+RCE, ANL-CE 67.44, NCE+AGCE 65.00 top-1) are in docs/RESULTS.md's notes.
 """
-from configs import default
+from configs import _web, default
 
 
 def get_config():
-  c = default.get_config()
-  c.dataset = "image_list"
-  c.image_size = 224
-  c.num_classes = 50
-  c.model = "imagenet_resnet50"
-  c.noise.kind = "none"   # real web noise: the labels on disk
-  c.noise.rate = 0.0
-  c.num_epochs = 250
+  c = _web.resnet50_on_lists(num_classes=50, num_epochs=250)
   c.batch_size = 512
-  c.optimizer = "sgd"
   c.learning_rate = 0.4
-  c.momentum = 0.9
   c.nesterov = True
   c.weight_decay = 3e-5
   c.schedule = "exponential"
   c.lr_decay = 0.97
   c.grad_clip_norm = 5.0
-  c.steps_per_call = 10
   # APL's WebVision NCE+RCE; set loss.name (and its hyperparameters) to compare others.
   c.loss = default.loss_config("active_passive_loss", active="nce", passive="rce", alpha=50.0, beta=0.1)
   return c

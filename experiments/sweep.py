@@ -14,7 +14,6 @@ import copy
 import json
 import os
 import re
-import sys
 import time
 
 import ml_collections

@@ -1,5 +1,4 @@
 """experiments/finetune.py: loading pretrained weights (msgpack, orbax), merging, freezing the backbone."""
-import os
 import types
 
 import flax

@@ -3,33 +3,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(workdir, *flags, devices=1, extra_env=None):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"), **(extra_env or {}))
-  cmd = [sys.executable, "-m", "experiments.train", "--config=configs/digits.py", f"--workdir={workdir}",
-         "--config.progress=False", *flags]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(proc, timeout=300):
-  out, _ = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, out[-3000:]
-  return out
-
-
-def history(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 
 
 def complete_checkpoints(workdir):
@@ -61,19 +39,12 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_result(tmp_path):
     assert json.load(f)["status"] == "completed"
 
 
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_equal_one_process(tmp_path):
   flags = ("--config.num_epochs=2",)
   single = cli(tmp_path / "one", *flags, devices=2)
-  port = _free_port()
+  port = free_port()
   procs = [cli(tmp_path / "two", *flags, devices=1,
-               extra_env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
-                          "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+               extra_env=coordinator_env(port, i)) for i in range(2)]
   for p in procs:
     finish(p)
   finish(single)
@@ -88,14 +59,6 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=1e-6)
 
 
-def _lines(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    return sum(1 for _ in f)
-
-
 def test_ctrl_c_at_several_moments_then_rerun_gives_the_uninterrupted_result(tmp_path):
   # steps_per_call=4 with 19 steps an epoch: most interrupts land mid-epoch, between compiled calls.
   flags = ("--config.num_epochs=60", "--config.steps_per_call=4", "--config.checkpoint_every_epochs=5")
@@ -105,7 +68,7 @@ def test_ctrl_c_at_several_moments_then_rerun_gives_the_uninterrupted_result(tmp
   for epochs, delay in ((2, 0.0), (13, 0.011), (29, 0.023), (44, 0.037)):
     victim = cli(tmp_path / "run", *flags)
     deadline = time.time() + 240
-    while _lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
+    while lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
       time.sleep(0.005)
     time.sleep(delay)
     assert victim.poll() is None, "the run finished before it could be interrupted; make it longer"

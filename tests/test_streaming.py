@@ -5,11 +5,7 @@ file reading, decoding and grain threads all run; runs are real CLI subprocesses
 and Ctrl-C are involved.
 """
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 
 import jax
@@ -17,10 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 from configs import digits as digits_config
 from experiments import input_pipeline, streaming, train, train_lib
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +41,6 @@ def config_of(*flags):
     key, value = flag[len("--config."):].split("=", 1)
     c[key] = type(c[key])(value) if not isinstance(c[key], bool) else value == "True"
   return c
-
-
-def history(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
 
 
 # Two runs of 2 epochs whose arithmetic is the same up to how XLA fuses it (the streamed program takes the
@@ -168,34 +158,12 @@ def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ subprocesses
-def cli(workdir, *flags, devices=1, extra_env=None):
-  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"), **(extra_env or {}))
-  cmd = [sys.executable, "-m", "experiments.train", "--config=configs/digits.py", f"--workdir={workdir}",
-         "--config.progress=False", *flags]
-  return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def finish(proc, timeout=300):
-  out, _ = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, out[-3000:]
-  return out
-
-
-def _free_port():
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_path):
   flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64")
   single = cli(tmp_path / "memory", *flags, "--config.input=memory", devices=2)
-  port = _free_port()
+  port = free_port()
   procs = [cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1,
-               extra_env={"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2",
-                          "JAX_PROCESS_ID": str(i)}) for i in range(2)]
+               extra_env=coordinator_env(port, i)) for i in range(2)]
   for p in procs:
     finish(p)
   finish(single)
@@ -204,11 +172,6 @@ def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_
   # Both meshes have 2 devices reducing the same 32 examples each; beyond the fusion difference of
   # RTOL's comment, only gloo's all-reduce of 2 partial sums differs, and a + b = b + a in float32.
   assert_same_training(history(tmp_path / "memory"), history(tmp_path / "stream"))
-
-
-def _lines(workdir):
-  path = os.path.join(workdir, "metrics.jsonl")
-  return sum(1 for _ in open(path)) if os.path.exists(path) else 0
 
 
 def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_folder, tmp_path):
@@ -222,7 +185,7 @@ def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_fold
   for epochs, delay in ((2, 0.013), (5, 0.029), (8, 0.041)):
     victim = cli(tmp_path / "run", *flags)
     deadline = time.time() + 240
-    while _lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
+    while lines(tmp_path / "run") < epochs and victim.poll() is None and time.time() < deadline:
       time.sleep(0.005)
     time.sleep(delay)
     assert victim.poll() is None, "the run finished before it could be interrupted; make it longer"
@@ -236,7 +199,7 @@ def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_fold
 
   victim = cli(tmp_path / "run", *flags)
   deadline = time.time() + 240
-  while _lines(tmp_path / "run") < 12 and victim.poll() is None and time.time() < deadline:
+  while lines(tmp_path / "run") < 12 and victim.poll() is None and time.time() < deadline:
     time.sleep(0.005)
   time.sleep(0.05)
   assert victim.poll() is None, "the run finished before it could be killed; make it longer"
