@@ -198,6 +198,7 @@ def streamed(quick):
     streaming.TrainStream.epoch, train_lib.train_chunk_fn = timed_epoch, timed_chunk
     train._log_epoch = lambda *a: (marks.append(time.perf_counter()), orig_log(*a))[1]
     config = _setup.digits_config(dataset="image_folder", data_path=tmp, image_size=image_size, input="stream",
+                                  steps_per_call=10,
                                   model="resnet20", batch_size=batch, num_epochs=3, train_eval_max_examples=256)
     config.noise.kind, config.noise.rate = "none", 0.0
     try:

@@ -1,11 +1,13 @@
 """Clothing1M (Xiao et al., CVPR 2015): 1M clothing images from shopping sites with noisy labels (~38%
 noise) in 14 classes, plus clean 14k validation and 10k test images.
 
-Clothing1M's `noisy_label_kv.txt` is already a `path label` list. The clean test list joins the test keys
-with their clean labels, once, in DIR:
+`noisy_label_kv.txt` lists 1,037,497 images, some of which are also in the clean validation and test sets;
+the standard training set (DivideMix, ELR, ...) is the 1M keys of `noisy_train_key_list.txt`. Make the
+`path label` lists once, in DIR:
+  awk 'NR==FNR {t[$1]; next} $1 in t' noisy_train_key_list.txt noisy_label_kv.txt > noisy_train.txt
   awk 'NR==FNR {t[$1]; next} $1 in t' clean_test_key_list.txt clean_label_kv.txt > clean_test.txt
-  python -m experiments.train --config=configs/clothing1m.py --workdir=runs/clothing1m \\
-      --config.data_path=DIR --config.train_list=DIR/noisy_label_kv.txt --config.test_list=DIR/clean_test.txt \\
+  python -m experiments.train --config=configs/clothing1m.py --workdir=runs/clothing1m \
+      --config.data_path=DIR --config.train_list=DIR/noisy_train.txt --config.test_list=DIR/clean_test.txt \
       --config.init_from=RESNET50_IMAGENET.msgpack
 
 Protocol of the loss-correction line of work (Patrini et al. 2017; also GCE's and ELR's): ResNet-50

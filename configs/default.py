@@ -47,7 +47,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.input = "auto"
   c.input_memory_gb = 4.0
   c.input_workers = 0       # grain read/decode threads per process (0 = one per CPU core)
-  c.input_prefetch = 2      # batches (compiled calls' worth) decoded ahead per process
+  c.input_prefetch = 2      # compiled calls' worth of batches decoded ahead per process (needs steps_per_call >= 1)
   c.stats_max_examples = 20000  # stream: channel mean/std from all training images up to this many, else a
                                 # seeded sample of this many (in memory they always use every image)
 

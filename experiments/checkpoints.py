@@ -77,6 +77,12 @@ def guard_workdir(workdir: str, config, extra: dict | None = None) -> None:
       json.dump({**json.loads(config.to_json()), **(extra or {})}, f, indent=2)
 
 
+def has_checkpoint(workdir: str) -> bool:
+  """Whether WORKDIR holds a complete checkpoint to resume from."""
+  path = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(path) and bool(ocp.utils.checkpoint_steps(path))
+
+
 class Checkpointer:
   """Keeps the last `keep` checkpoints of (TrainState, JSON metadata) under WORKDIR/checkpoints."""
 

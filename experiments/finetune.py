@@ -32,10 +32,10 @@ def validate(config) -> None:
 
 def load_pretrained(path: str) -> dict:
   """{'params': ..., 'batch_stats': ...} (numpy trees, no replica axis; batch_stats may be {}) from `path`."""
-  return _load(path)[0]
+  return load(path)[0]
 
 
-def _load(path: str) -> tuple[dict, str]:
+def load(path: str) -> tuple[dict, str]:
   """The pretrained trees and a description of where they came from (for the log line)."""
   path = os.fspath(path)
   if not os.path.exists(path):
@@ -173,8 +173,9 @@ def _local(a) -> np.ndarray:
   return np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else np.asarray(a)
 
 
-def initialize(config, state, num_replicas: int):
-  """`state` with params and batch_stats from config.init_from (unchanged when it is '').
+def initialize(config, state, num_replicas: int, pretrained: tuple[dict, str] | None = None):
+  """`state` with params and batch_stats from config.init_from (unchanged when it is ''); `pretrained`:
+  what `load(config.init_from)` returned, when the caller read it already (to fail before compiling).
 
   Every replica gets the pretrained arrays; re-initialised parts (a head of another shape) keep each
   replica's own initial values, so seeds still differ there. The optimizer state is kept: the states of this
@@ -182,7 +183,7 @@ def initialize(config, state, num_replicas: int):
   """
   if not config.init_from:
     return state
-  pretrained, source = _load(config.init_from)
+  pretrained, source = pretrained or load(config.init_from)
   old = {"params": state.params, "batch_stats": state.batch_stats}
   for leaf in jax.tree.leaves(old):
     if np.shape(leaf)[:1] != (num_replicas,):

@@ -367,12 +367,22 @@ def open_stream(name: str, *, data_dir=None, data_path=None, real_label_key=None
     lists, num_classes = file_lists(name, data_path, num_classes=num_classes, val_size=val_size, **files)
     sources = {k: streaming.FileSource(f, image_size) for k, f in lists.items()}
     labels = {k: f.labels for k, f in lists.items()}
-    if skip_corrupt:  # a bad file must be out of the index before any batch is drawn
-      for k, src in sources.items():
-        kept, skipped = streaming.check_readable(src, workers)
-        if skipped and jax.process_index() == 0:
-          print(f"{lists[k].source}: skipped {len(skipped)} unreadable image(s), e.g. {skipped[:3]}")
-        sources[k], labels[k] = streaming.Subset(src, kept), labels[k][kept]
+    for k, src in sources.items():
+      # Test and validation sets are small: decode-check them now rather than fail in an evaluation. The
+      # training set is checked only for skip_corrupt (a bad file must be out of the index before any batch
+      # is drawn); otherwise a bad file stops the run when a batch reads it, on every process.
+      if k == "train" and not skip_corrupt:
+        continue
+      kept, bad = streaming.check_readable(src, workers)
+      if bad and not skip_corrupt:
+        raise image_files.CorruptImageError(
+            f"{lists[k].source}: {len(bad)} image(s) cannot be read, e.g. {bad[:3]}; set skip_corrupt=True to "
+            "skip them")
+      if bad and jax.process_index() == 0:
+        print(f"{lists[k].source}: skipped {len(bad)} unreadable image(s), e.g. {bad[:3]}")
+      if not len(kept):
+        raise image_files.ImageFileError(f"{lists[k].source}: none of its {len(src)} images can be read")
+      sources[k], labels[k] = streaming.Subset(src, kept), labels[k][kept]
     y_train, noisy, y_test = labels["train"], labels["train"], labels["test"]
     train_source, test_source = sources["train"], sources["test"]
     if "val" in sources:
@@ -649,18 +659,21 @@ def _hold_out(n, val_size, seed):
 def channel_mean_std(x, *, where="x_train"):
   """Per-channel mean and std of x / 255; the std is floored at MIN_STD (a warning names the channel).
 
+  `x` is a uint8 array [..., C] or an iterable of them (blocks of a streamed set, never all in memory).
   Accumulated over chunks: np.std would build a float64 copy of the whole set (8 GB for
-  mini-ImageNet). Sums of squared uint8 values stay exact in float64 up to ~1e11 pixels.
+  mini-ImageNet). Sums of squared uint8 values stay exact in float64 up to ~1e11 pixels, so the result
+  does not depend on how the images are split into blocks.
   """
-  pixels = x.reshape(-1, x.shape[-1])
-  total = np.zeros(x.shape[-1])
-  total_sq = np.zeros(x.shape[-1])
-  for start in range(0, len(pixels), 1 << 20):
-    chunk = pixels[start:start + (1 << 20)].astype(np.float64)
-    total += chunk.sum(0)
-    total_sq += np.square(chunk).sum(0)
-  mean = total / len(pixels)
-  std = np.sqrt(np.maximum(total_sq / len(pixels) - mean**2, 0))
+  total = total_sq = count = 0
+  for block in ([x] if isinstance(x, np.ndarray) else x):
+    pixels = block.reshape(-1, block.shape[-1])
+    count += len(pixels)
+    for start in range(0, len(pixels), 1 << 20):
+      chunk = pixels[start:start + (1 << 20)].astype(np.float64)
+      total = total + chunk.sum(0)
+      total_sq = total_sq + np.square(chunk).sum(0)
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean**2, 0))
   floor = MIN_STD * 255  # in grey levels, the units of std here
   for c in np.flatnonzero(std < floor):
     if jax.process_index() == 0:

@@ -15,6 +15,7 @@ in the global batch, so both input paths augment identically.
 """
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import os
@@ -81,18 +82,70 @@ def read(source, indices, workers: int = 0) -> np.ndarray:
   return out
 
 
-def check_readable(source, workers: int = 0):
-  """Decodes every image once: (indices that decoded, paths that did not). For `skip_corrupt` streaming,
-  where a bad file must be found before its index is in any batch, not halfway through epoch 30."""
-  ok = np.ones(len(source), bool)
-  def probe(i):
+class InputError(RuntimeError):
+  """Reading input failed on some process; raised on every process, so none waits in a collective."""
+
+
+class Agreement:
+  """Host-side agreement of all processes on the outcome of a step that each ran alone (reading its rows).
+
+  Each process posts its error ('' for none) to JAX's distributed key-value store and reads everyone's:
+  no device collective, so it never queues behind the devices' work. Processes call it the same number
+  of times in the same order (the loop is deterministic), which names the keys.
+  """
+
+  _calls = collections.Counter()  # per name, over the process's lifetime: every key is written once
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def gather(self, value: str) -> list[str]:
+    if jax.process_count() == 1:
+      return [value]
+    from jax._src import distributed
+    client = distributed.global_state.client
+    key = f"robust_losses/{self.name}/{Agreement._calls[self.name]}"
+    Agreement._calls[self.name] += 1
+    client.key_value_set(f"{key}/{jax.process_index()}", "=" + value)  # '=': never an empty value
+    got = [client.blocking_key_value_get(f"{key}/{p}", 3_600_000)[1:] for p in range(jax.process_count())]
+    return got
+
+  def run(self, fn):
+    """fn() on this process; if it raised here or anywhere, InputError on every process."""
     try:
-      source[i]
-    except image_files.CorruptImageError:
-      ok[i] = False
-  with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
-    list(pool.map(probe, range(len(source))))
-  return np.flatnonzero(ok), [str(source.files.paths[i]) for i in np.flatnonzero(~ok)]
+      out, error = fn(), ""
+    except Exception as e:  # noqa: BLE001 - reported to every process below, then re-raised
+      out, error, exc = None, f"{type(e).__name__}: {e}", e
+    errors = [(p, m) for p, m in enumerate(self.gather(error)) if m]
+    if errors:
+      if jax.process_count() == 1:
+        raise exc
+      raise InputError("; ".join(f"process {p}: {m}" for p, m in errors))
+    return out
+
+
+def check_readable(source, workers: int = 0):
+  """Decodes every image once: (indices that decoded, paths that did not). The processes share the work
+  (process p checks every P-th image, in chunks) and the result, so all of them keep the same examples."""
+  mine = np.arange(jax.process_index(), len(source), jax.process_count())
+  def probe(chunk):
+    bad = []
+    for i in chunk:
+      try:
+        source[int(i)]
+      except image_files.CorruptImageError:
+        bad.append(int(i))
+    return bad
+  def check():
+    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+      # Chunks of 64: one future per image would cost ~2 GB of futures for 1M images.
+      return sorted(i for bad in pool.map(probe, np.array_split(mine, max(len(mine) // 64, 1))) for i in bad)
+  bad = Agreement("check_readable").run(check)
+  everyone = Agreement("check_readable_result").gather(",".join(map(str, bad)))
+  bad = sorted(int(i) for part in everyone for i in part.split(",") if i)
+  ok = np.ones(len(source), bool)
+  ok[bad] = False
+  return np.flatnonzero(ok), [str(source.files.paths[i]) for i in bad]
 
 
 class Subset:
@@ -115,7 +168,8 @@ def channel_mean_std(source, max_examples: int, seed: int, workers: int = 0):
   n = len(source)
   idx = np.arange(n) if n <= max_examples else np.sort(
       np.random.default_rng(seed).choice(n, max_examples, replace=False))
-  return input_pipeline.channel_mean_std(read(source, idx, workers), where="streamed training images")
+  blocks = (read(source, idx[a:a + 512], workers) for a in range(0, len(idx), 512))  # a block at a time
+  return input_pipeline.channel_mean_std(blocks, where="streamed training images")
 
 
 # ------------------------------------------------------------------------------------------------- layout
@@ -126,6 +180,9 @@ def process_rows(mesh, shape) -> slice:
   sharding = NamedSharding(mesh, P(train_lib.AXIS))
   blocks = sorted((s[0].start or 0, s[0].stop or shape[0])
                   for s in sharding.addressable_devices_indices_map(tuple(shape)).values())
+  if not blocks:
+    raise ValueError(f"process {jax.process_index()} has no device in the mesh ({mesh.size} of "
+                     f"{jax.device_count()} devices); with several processes use num_devices=0 (all)")
   start, stop = blocks[0][0], blocks[-1][1]
   if sum(b - a for a, b in blocks) != stop - start:
     raise ValueError(f"process {jax.process_index()}'s devices hold non-adjacent rows {blocks} of the batch; "
@@ -176,6 +233,7 @@ class TrainStream:
       it.set_state(state)
     return it
 
-  def position(self, state: dict | None) -> int:
-    """Batches consumed in the epoch, read from a grain iterator state (0 for a fresh epoch)."""
-    return 0 if state is None else int(state["next_index"]) // (self.rows.stop - self.rows.start)
+  def state_at(self, batches: int) -> dict:
+    """The grain iterator state `batches` batches into an epoch: the position is a function of the step
+    alone, so a run can resume on another number of devices or processes."""
+    return {"next_index": batches * (self.rows.stop - self.rows.start)}

@@ -101,6 +101,9 @@ def input_mode(config) -> str:
 def load_data(config):
   """The dataset: whole in host memory (`Dataset`) or opened for streaming (`StreamDataset`)."""
   mode = input_mode(config)
+  if mode == "stream" and not config.steps_per_call:
+    raise ValueError("steps_per_call=0 runs a whole epoch per call, which would hold an epoch of decoded "
+                     "batches in host memory when streaming; set steps_per_call >= 1 (e.g. 10)")
   if jax.process_index() == 0 and config.input == "auto" and mode == "stream":
     print(f"input: streaming {config.dataset} (decoded training images exceed input_memory_gb="
           f"{config.input_memory_gb})")
@@ -123,6 +126,9 @@ def validate_static(config, settings=None) -> None:
   if config.init_from and not os.path.exists(config.init_from):
     raise ValueError(f"init_from={config.init_from!r}: no such file or directory (a workdir, checkpoint "
                      "directory or flax msgpack file)")
+  if config.freeze_backbone and not config.init_from:
+    raise ValueError("freeze_backbone=True trains only the head on a fixed backbone: set init_from to the "
+                     "pretrained weights")
   if config.model != "auto" and config.model not in models.names():
     raise ValueError(f"model={config.model!r} is unknown; valid choices: {['auto', *models.names()]}")
   if config.loss.name not in robust_losses.names():
@@ -227,8 +233,10 @@ class _StreamedSet:
     self.rows = streaming.process_rows(prog.mesh, (self.block,))
 
   def __iter__(self):
+    reading = streaming.Agreement("eval_input")
     for a in range(0, self.padded, self.block):
-      local = streaming.read(self.source, self.indices[a:a + self.block][self.rows], self.workers)
+      local = reading.run(lambda: streaming.read(self.source, self.indices[a:a + self.block][self.rows],
+                                                 self.workers))
       yield streaming.to_devices(self.prog.mesh, local, self.block)
 
 
@@ -358,6 +366,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   """Trains `config.num_seeds` seeds (× each noise setting in `settings`, default config.noise) as vmapped
   replicas of one program; returns (and writes) the summary."""
   validate_static(config, settings)
+  resuming = checkpoints.has_checkpoint(workdir)
+  # Read pretrained weights before the data and any compilation: a wrong file fails in seconds. A resumed
+  # run continues from its own checkpoint instead.
+  pretrained = finetune.load(config.init_from) if config.init_from and not resuming else None
   data = load_data(config)
   settings_given = settings
   settings = noise_settings(config, settings)
@@ -375,20 +387,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   labels = train_lib.replicate(prog.mesh, np.stack([nl.labels for nl in noisy]))
   is_noisy = train_lib.replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
   evaluator = Evaluator(prog, data, noisy, config)
+  spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
+  chunk = 1 if prog.loop_free else (config.steps_per_call or spe)
   stream = x_train = None
   if prog.streamed:
     if lead and len(replicas) > 1:
       print(f"input: streamed batches are shared by all {len(replicas)} replicas, in seed {config.seed}'s order")
     stream = streaming.TrainStream(
         data.train_source, train_lib.host_epoch_order(config.seed, len(data.y_train)), config.batch_size,
-        prog.steps_per_epoch, streaming.process_rows(prog.mesh, (config.batch_size,)),
-        workers=config.input_workers, prefetch=config.input_prefetch * (config.steps_per_call or 1))
+        spe, streaming.process_rows(prog.mesh, (config.batch_size,)), workers=config.input_workers,
+        prefetch=config.input_prefetch * chunk)
+    reading = streaming.Agreement("train_input")  # a read error on one process stops every process
   else:
     x_train = train_lib.replicate(prog.mesh, data.x_train)
 
   state = train_lib.init_state(prog, keys, data.image_shape)
-  if config.init_from:
-    state = finetune.initialize(config, state, len(replicas))
+  if pretrained is not None:
+    state = finetune.initialize(config, state, len(replicas), pretrained)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None, "input": None}
   restored = ckpt.restore_latest(state)
@@ -404,8 +419,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   writer = None
   if lead:
     writer = _summary_writer(os.path.join(workdir, "tb"), purge_step=len(history) + 1)
-  spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
-  chunk = 1 if prog.loop_free else (config.steps_per_call or spe)
   step, t0, seconds_before = int(meta["step"]), time.time(), float(meta["train_seconds"])
   saved_step = step if restored is not None else None
   train_chunk = train_lib.train_chunk_fn(prog)
@@ -425,15 +438,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     nonlocal saved_step
     if step == saved_step:
       return  # this exact state is already the latest checkpoint
-    # Mid-epoch, the stream's position goes with the state (grain's iterator state; equal on every process).
-    position = consumed if batches is not None and step % spe else None
+    # Mid-epoch, the stream's position goes with the state: grain's iterator state at `step` (equal on every
+    # process) and the batches it stands for.
+    position = {"iterator": consumed, "batches": step % spe} if batches is not None and step % spe else None
     ckpt.save(step, state, {"step": step, "history": history, "accum": accum, "input": position,
                             "train_seconds": seconds_before + time.time() - t0})
     saved_step = step
 
   def next_batches(n):
     """n streamed global batches: (images uint8 [n, B, ...], ids int32 [n, B]) sharded over the devices."""
-    parts = [next(batches) for _ in range(n)]
+    parts = reading.run(lambda: [next(batches) for _ in range(n)])
     ids, images = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
     return (streaming.to_devices(prog.mesh, images, config.batch_size, axis=1),
             streaming.to_devices(prog.mesh, ids, config.batch_size, axis=1))
@@ -451,12 +465,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
             rows = evaluator.refresh_loss_state(state)
             state = state.replace(loss_state=train_lib.replicate(prog.mesh, rows))
         if stream is not None and batches is None:
-          position = meta.get("input") if step % spe else None
-          batches = stream.epoch(epoch, position)
+          saved = meta.get("input") if step % spe else None
+          if saved is not None and saved["batches"] != step % spe:
+            raise RuntimeError(f"the checkpoint's input position ({saved}) is not step {step}'s ({step % spe} "
+                               f"batches into epoch {epoch + 1}); the checkpoint is inconsistent")
+          # Rebuilt from the step, so a resumed run may use another number of devices or processes.
+          batches = stream.epoch(epoch, stream.state_at(step % spe) if step % spe else None)
           consumed = batches.get_state()
-          if stream.position(position) != step % spe:
-            raise RuntimeError(f"the checkpoint's input position ({position}) is not step {step}'s "
-                               f"({step % spe} batches into epoch {epoch + 1}); the checkpoint is inconsistent")
         while step < (epoch + 1) * spe:
           n = min(chunk, (epoch + 1) * spe - step)
           steps = jnp.arange(step, step + n, dtype=jnp.int32)

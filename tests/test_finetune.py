@@ -230,3 +230,15 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
   moved = finetune.load_pretrained(str(tmp_path / "full"))
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(backbone(moved)),
                                                       jax.tree.leaves(backbone(pretrained))))
+
+
+def test_freeze_backbone_needs_init_from_and_a_missing_file_is_named():
+  from configs import digits
+  from experiments import train
+  c = digits.get_config()
+  c.freeze_backbone = True
+  with pytest.raises(ValueError, match="init_from"):
+    train.validate_static(c)
+  c.init_from = "/no/such/weights.msgpack"
+  with pytest.raises(ValueError, match="/no/such/weights.msgpack"):
+    train.validate_static(c)

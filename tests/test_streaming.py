@@ -37,6 +37,7 @@ def folder_flags(root):
 
 def config_of(*flags):
   c = digits_config.get_config()
+  c.steps_per_call = 8  # streaming needs >= 1 (0 would decode an epoch per call); memory runs don't care
   for flag in flags:
     key, value = flag[len("--config."):].split("=", 1)
     c[key] = type(c[key])(value) if not isinstance(c[key], bool) else value == "True"
@@ -134,7 +135,7 @@ def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
   it = whole.epoch(1)
   next(it), next(it)
   state = it.get_state()
-  assert whole.position(state) == 2
+  assert whole.state_at(2) == state  # the position is a function of the step
   rest = list(whole.epoch(1, state))
   np.testing.assert_array_equal(rest[0][0], perm[2 * batch:3 * batch])
   assert len(rest) == spe - 2
@@ -159,7 +160,8 @@ def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
 
 # ------------------------------------------------------------------------------------------ subprocesses
 def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_path):
-  flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64")
+  flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64",
+           "--config.steps_per_call=8")
   single = cli(tmp_path / "memory", *flags, "--config.input=memory", devices=2)
   port = free_port()
   procs = [cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1,
@@ -229,3 +231,35 @@ def test_tfds_streams_the_examples_it_loads_in_memory(tfds_mock, tmp_path):
     config.noise.kind, config.noise.rate = "none", 0.0
     summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["status"] == "completed" and summary["epochs_completed"] == 1
+
+
+def test_a_corrupt_image_read_by_one_process_stops_both_promptly(digits_folder, tmp_path):
+  import shutil
+  root = tmp_path / "copy"
+  shutil.copytree(digits_folder, root)
+  # A training image outside the (10-image) statistics sample, so it is first read by one process's rows
+  # of some batch in epoch 1; without the agreement the other process would wait in the next collective.
+  bad = sorted((root / "train" / "7").iterdir())[-1]
+  bad.write_bytes(bad.read_bytes()[:30])
+  flags = (*folder_flags(root), "--config.input=stream", "--config.num_epochs=1", "--config.batch_size=64",
+           "--config.steps_per_call=2", "--config.stats_max_examples=10")
+  port = free_port()
+  procs = [cli(tmp_path / "run", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
+  t0 = time.time()
+  outs = [p.communicate(timeout=240)[0] for p in procs]
+  assert all(p.returncode != 0 for p in procs), [o[-2000:] for o in outs]
+  for out in outs:  # every process names the file, whichever read it
+    assert bad.name in out and "cannot" in out.lower(), out[-3000:]
+  assert time.time() - t0 < 120, "a process waited for the one that failed"
+
+
+def test_bad_streaming_settings_are_rejected_before_reading(digits_folder):
+  config = config_of(*folder_flags(digits_folder), "--config.input=stream")
+  config.steps_per_call = 0
+  with pytest.raises(ValueError, match="steps_per_call=0"):
+    train.load_data(config)
+  for key, value in (("input", "disk"), ("input_workers", -1), ("input_prefetch", 0), ("input_memory_gb", 0.0)):
+    bad = config_of(*folder_flags(digits_folder))
+    bad[key] = value
+    with pytest.raises(ValueError, match=key):
+      train.validate_static(bad)
