@@ -1,6 +1,7 @@
 """Cost of every registered loss relative to softmax cross entropy: jitted value-and-grad of the mean loss.
 
-  python -m benchmarks.losses [--quick] [--json FILE] [--write-docs]
+  python -m benchmarks.losses [--quick] [--json FILE] [--write-docs] [--only NAME,...] [--repeats N]
+                              [--baseline DIR]
   python -m benchmarks.losses --clipping --devices 4   # dynamic clipping, global vs local statistic
 
 What is timed: jit(f)(logits) where f runs `inner` iterations of (loss, grad) = value_and_grad(mean(loss))
@@ -8,8 +9,15 @@ and z <- z - 1e-3 * grad inside a lax.fori_loop. The loop makes one call long en
 without the per-call dispatch overhead (~10 µs, which would otherwise make every loss look like CE at
 small sizes); the dependence on the previous gradient stops XLA from hoisting the work out of the loop.
 All losses of one (shape, dtype) are timed in interleaved rounds, and the ratio to CE of the same round
-set is reported. Hyperparameters are the registry defaults; the correction losses get a fixed
-symmetric-noise transition matrix (0.6 on the diagonal).
+set is reported. A second, separately compiled copy of the reference is timed with them: its ratio to the
+reference (ideally 1) shows how much the machine's load moved the figures of that run. Hyperparameters are
+the registry defaults; the correction losses get a fixed symmetric-noise transition matrix (0.6 on the
+diagonal).
+
+--baseline DIR times the losses of another checkout of the library as well (e.g. `git worktree add DIR
+<older commit>`), in the same process and the same interleaved rounds, as extra "baseline" columns: a
+before/after comparison that the machine's load cannot skew between two runs. (A baseline without
+integer labels needs --onehot-only.)
 
 The clipping section runs shard_map over N simulated CPU devices (which share the machine's cores) and
 compares clipped CE with the statistic taken over the global batch (axis_name='batch': psum / all_gather)
@@ -25,6 +33,7 @@ SHAPES = [(128, 10), (1024, 100), (4096, 1000)]
 QUICK_SHAPES = [(128, 10)]
 JSON_CASE = (1024, 100)
 REFERENCE = "optax integer-label CE"
+REFERENCE_COPY = "optax integer-label CE, second copy"
 # Targets (issue #9), as ratios to optax's integer-label CE with integer labels at 1024×100 float32: losses
 # whose formula needs only the labelled class, and those with per-class normalisers, one-vs-all terms,
 # a batch statistic or a transition matrix.
@@ -37,6 +46,7 @@ PER_CLASS = ("normalized_focal_loss", "normalized_generalized_cross_entropy", "m
              "forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
 TARGETS = {"label-only": 1.25, "per-class": 2.5}
 STATISTICS = ("mean", "median", "quantile", "mean_std")
+BASELINE = "@baseline"  # suffix of a label form timed with the --baseline library
 
 
 def transition(k):
@@ -44,11 +54,38 @@ def transition(k):
   return np.full((k, k), 0.4 / (k - 1)) + np.eye(k) * (0.6 - 0.4 / (k - 1))
 
 
-def build(name, k):
+def load_baseline(path):
+  """The `robust_losses` package of another checkout at `path`, imported next to this one.
+
+  Its modules are loaded under their own names and then moved out of sys.modules, so `import
+  robust_losses` keeps meaning this checkout; the baseline's functions keep references to their own modules.
+  """
+  import importlib
+  import os
+
+  def take():
+    return {m: sys.modules.pop(m) for m in list(sys.modules)
+            if m == "robust_losses" or m.startswith("robust_losses.")}
+
+  current = take()
+  sys.path.insert(0, os.path.abspath(path))
+  try:
+    module = importlib.import_module("robust_losses")
+  finally:
+    sys.path.remove(os.path.abspath(path))
+    take()
+    sys.modules.update(current)
+  if not os.path.abspath(module.__file__).startswith(os.path.abspath(path) + os.sep):
+    raise SystemExit(f"--baseline {path}: no robust_losses package there (found {module.__file__})")
+  return module
+
+
+def build(name, k, module=None):
   import robust_losses
+  module = module or robust_losses
   # Required hyperparameters a trainer fills from the noise model: a 40%-symmetric T, a 0.2 noise rate.
   given = {"transition_matrix": transition(k), "noise_rate": 0.2}
-  return robust_losses.get(name, **{h: given[h] for h in robust_losses.required_hparams(name)})
+  return module.get(name, **{h: given[h] for h in module.required_hparams(name)})
 
 
 def kind(name) -> str:
@@ -77,14 +114,20 @@ def inner_iters(b, k, quick):
   return max(1, (2 ** 18 if quick else 2 ** 21) // (b * k))
 
 
-def bench_losses(quick: bool, forms=("ids", "onehot")):
-  """{(B, K): {(name, form): seconds per iteration}}, with (REFERENCE, 'ids') in every case."""
+def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, baseline=None):
+  """{(B, K): {(name, form): seconds per iteration}}, with (REFERENCE, 'ids') and (REFERENCE_COPY, 'ids')
+  in every case, and (name, form + BASELINE) for the losses the `baseline` module also has."""
   import jax
   import jax.numpy as jnp
   import optax
   import robust_losses
 
   names = robust_losses.names()
+  if only:
+    unknown = sorted(set(only) - set(names))
+    if unknown:
+      raise SystemExit(f"--only: unknown loss names {unknown}")
+    names = [n for n in names if n in only]
   results = {}
   for b, k in (QUICK_SHAPES if quick else SHAPES):
     logits = jax.random.normal(jax.random.key(0), (b, k), jnp.float32)
@@ -92,11 +135,16 @@ def bench_losses(quick: bool, forms=("ids", "onehot")):
     labels = {"ids": ids, "onehot": jax.nn.one_hot(ids, k)}
     inner = inner_iters(b, k, quick)
     fns = {(REFERENCE, "ids"): timed_fn(optax.losses.softmax_cross_entropy_with_integer_labels, logits, ids,
-                                        inner)}
+                                        inner),
+           # Same computation, compiled separately: a noise gauge.
+           (REFERENCE_COPY, "ids"): timed_fn(
+               lambda z, y: optax.losses.softmax_cross_entropy_with_integer_labels(z, y), logits, ids, inner)}
     for n in names:
       for form in forms:
         fns[(n, form)] = timed_fn(build(n, k), logits, labels[form], inner)
-    secs = _timing.interleaved(fns, repeats=3 if quick else 7, warmup=1)
+        if baseline is not None and n in baseline.names():
+          fns[(n, form + BASELINE)] = timed_fn(build(n, k, baseline), logits, labels[form], inner)
+    secs = _timing.interleaved(fns, repeats=repeats or (3 if quick else 7), warmup=1)
     results[(b, k)] = {key: t / inner for key, t in secs.items()}
     print(f"  done {b}x{k}", file=sys.stderr, flush=True)
   return names, results
@@ -142,6 +190,10 @@ def main():
   p.add_argument("--clipping", action="store_true", help="only the dynamic-clipping section")
   p.add_argument("--onehot-only", action="store_true",
                  help="time one-hot labels only (for a library version without integer labels)")
+  p.add_argument("--only", default=None, help="comma-separated registered loss names to time (default: all)")
+  p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 7; 3 with --quick)")
+  p.add_argument("--baseline", default=None, metavar="DIR",
+                 help="also time the losses of the robust_losses package in this checkout (same rounds)")
   args = p.parse_args()
   if args.devices:
     _timing.set_host_devices(args.devices)
@@ -156,32 +208,44 @@ def main():
     _timing.report(args, "losses-clipping", md, info)
     return
   p_forms = ("ids", "onehot") if not args.onehot_only else ("onehot",)
-  names, results = bench_losses(args.quick, p_forms)
+  only = args.only.split(",") if args.only else None
+  baseline = load_baseline(args.baseline) if args.baseline else None
+  names, results = bench_losses(args.quick, p_forms, only, args.repeats, baseline)
   cases = list(results)
   case = JSON_CASE if JSON_CASE in results else cases[0]
   form_name = {"ids": "int", "onehot": "one-hot"}
-  headers = (["loss"] + [f"{b}×{k} {form_name[f]}" for b, k in cases for f in p_forms]
+  form_name.update({f + BASELINE: form_name[f] + ", baseline" for f in p_forms})
+  columns = [g for f in p_forms for g in ((f, f + BASELINE) if baseline is not None else (f,))]
+  headers = (["loss"] + [f"{b}×{k} {form_name[f]}" for b, k in cases for f in columns]
              + ["kind", f"target (int, {case[0]}×{case[1]})", "met"])
   rows, ratios = [], {}
   for n in names:
     row = [n]
     for c in cases:
       ref = results[c][(REFERENCE, "ids")]
-      row += [results[c][(n, f)] / ref for f in p_forms]
+      row += [results[c][(n, f)] / ref if (n, f) in results[c] else "—" for f in columns]
     r = results[case][(n, p_forms[0])] / results[case][(REFERENCE, "ids")]
-    ratios[n] = {f: results[case][(n, f)] / results[case][(REFERENCE, "ids")] for f in p_forms}
+    ratios[n] = {f: results[case][(n, f)] / results[case][(REFERENCE, "ids")] for f in columns
+                 if (n, f) in results[case]}
     target = TARGETS.get(kind(n))
     if target is None:  # losses outside issue #9's list: measured, no target
       row += [kind(n), "—", "—"]
     else:
       row += [kind(n), f"≤ {target}×", "yes" if r <= target else "**no**"]
     rows.append(row)
+  copy_row = [REFERENCE_COPY] + [results[c][(REFERENCE_COPY, "ids")] / results[c][(REFERENCE, "ids")]
+                                  for c in cases for _ in columns] + ["noise gauge", "1", ""]
+  ratios[REFERENCE_COPY] = {"ids": results[case][(REFERENCE_COPY, "ids")] / results[case][(REFERENCE, "ids")]}
   ref_row = [f"{REFERENCE} µs/iter"] + [results[c][(REFERENCE, "ids")] * 1e6 for c in cases
-                                        for _ in p_forms] + ["", "", ""]
+                                        for _ in columns] + ["", "", ""]
   md = (f"float32 value-and-grad time of each loss divided by that of `{REFERENCE}` "
         "(`optax.losses.softmax_cross_entropy_with_integer_labels`), same shape, same interleaved rounds "
-        "(median of repeats), for integer labels and for one-hot labels. Last row: the reference's absolute "
-        "time.\n\n" + _timing.table(headers, rows + [ref_row]))
+        "(median of repeats), for integer labels and for one-hot labels. Second-last row: a separately "
+        "compiled copy of the reference (the same computation; its distance from 1 is the run's noise). "
+        "Last row: the reference's absolute time."
+        + (f" Baseline columns: the library at `{args.baseline}`, timed in the same rounds."
+           if baseline is not None else "")
+        + "\n\n" + _timing.table(headers, rows + [copy_row, ref_row]))
   _timing.write_json(args.json, ratios)
   _timing.report(args, "losses", md, info)
 

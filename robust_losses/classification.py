@@ -58,49 +58,33 @@ def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] =
   return _utils.mask(jnp.mean(bce, axis=-1), where)
 
 
-# 1 / (2j + 1), j = 0..7: log1p(w) = 2 atanh(s) = 2 sum_j s^(2j+1) / (2j + 1) with s = w / (2 + w).
-_ATANH_SERIES = tuple(1.0 / (2 * j + 1) for j in range(8))
-
-
-def log1p_unit(w) -> jax.Array:
-  r"""``log1p(w)`` for :math:`w \in [0, 1]`, by the series :math:`2\,\mathrm{atanh}(w / (2 + w))`.
-
-  With :math:`s = w/(2 + w) \le 1/3` the series' eight terms leave a truncation error below
-  :math:`9^{-8}/17 < 2^{-30}` relative, so the result is float32 ``log1p`` to a few ulps (tested). It is a
-  division and eight multiply-adds, which XLA:CPU vectorises; its ``log1p`` (and hence ``softplus``) costs
-  about four exps per element. Other dtypes use ``jnp.log1p``.
-  """
-  if w.dtype != jnp.float32:
-    return jnp.log1p(w)
-  s = w / (2.0 + w)
-  s2 = s * s
-  acc = jnp.full_like(s, _ATANH_SERIES[-1])
-  for c in reversed(_ATANH_SERIES[:-1]):
-    acc = acc * s2 + c
-  return 2.0 * s * acc
-
-
 def _one_vs_all_softplus_sum(logits, labels) -> jax.Array:
   r"""For class ids: :math:`\sum_k -\log\sigma(\pm z_k)` (+ for the label, - for the other classes),
-  i.e. K times the one-vs-all BCE, in one pass over the classes and with a written-out gradient.
+  i.e. K times the one-vs-all BCE, with a written-out gradient.
 
   Each class's term is :math:`\mathrm{softplus}(v_k)` with :math:`v_k = -z_y` for the label and
-  :math:`z_k` otherwise, the same per-class terms as the one-hot form (no cancellation for a large
-  :math:`z_y`), computed as :math:`\max(v, 0) + \mathrm{log1p}(e^{-|v|})` with `log1p_unit`. Its derivative
-  :math:`\sigma(v_k)` reuses :math:`e^{-|v|}`: :math:`\partial/\partial z_k = \pm\sigma(v_k)`, exactly
-  the gradient of the formula (``jax.custom_vjp``: no forward-mode differentiation through it).
+  :math:`v_k = z_k` otherwise: the same per-class terms as the one-hot form (no cancellation for a large
+  :math:`z_y`), summed as :math:`\sum_k \max(v_k, 0) + \sum_k \mathrm{log1p}(e^{-|v_k|})`. Written as two
+  plain sums of elementwise terms, XLA:CPU evaluates them inside its vectorised (YNNPACK) reductions;
+  ``jax.nn.log_sigmoid`` / ``softplus`` (``logaddexp`` with its NaN guards) is elementwise code there that
+  costs about seven exps per element. The gradient
+  :math:`\pm\sigma(v_k) = \pm 1 / (1 + e^{-v_k})` is written out (``jax.custom_vjp``: exactly the
+  gradient of the formula; no forward-mode differentiation through it).
   """
-  def forward(z, y):
+  def signed(z, y):
     is_label = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == y[..., None]
-    v = jnp.where(is_label, -z, z)
-    w = jnp.exp(-jnp.abs(v))
-    total = jnp.sum(jnp.maximum(v, 0.0) + log1p_unit(w), axis=-1)
-    sigmoid = jnp.where(v >= 0, 1.0, w) / (1.0 + w)
-    return total, (jnp.where(is_label, -sigmoid, sigmoid), y)
+    return is_label, jnp.where(is_label, -z, z)
+
+  def forward(z, y):
+    _, v = signed(z, y)
+    total = jnp.sum(jnp.log1p(jnp.exp(-jnp.abs(v))), axis=-1) + jnp.sum(jnp.maximum(v, 0.0), axis=-1)
+    return total, (z, y)
 
   def backward(residuals, g):
-    signed_sigmoid, _ = residuals
-    return (g[..., None] * signed_sigmoid).astype(signed_sigmoid.dtype), None
+    z, y = residuals
+    is_label, v = signed(z, y)
+    sigmoid = 1.0 / (1.0 + jnp.exp(-v))  # 0 (not NaN) where exp overflows
+    return (g[..., None] * jnp.where(is_label, -sigmoid, sigmoid)).astype(z.dtype), None
 
   @jax.custom_vjp
   def total(z, y):
@@ -278,9 +262,8 @@ def bootstrapped_cross_entropy(logits, labels, *, beta: float = 0.95, mode: str 
   _utils.check_choice("mode", mode, BOOTSTRAP_MODES)
   logits, labels, where = _utils.prepare(logits, labels, where)
   if mode == "soft" and _utils.is_ids(logits, labels):
-    # One pass for -log p_y and H(p) = sum_k -p_k log p_k (its derivative in log p_k: -p_k (log p_k + 1)).
-    log_p_y, entropy = _utils.label_log_prob_and_sum(logits, labels,
-                                                    lambda lp, p: (-p * lp, -p * (lp + 1.0)))
+    # One softmax pass for -log p_y and H(p), with a written-out gradient.
+    log_p_y, entropy = _utils.label_log_prob_and_entropy(logits, labels)
     return _utils.mask(-beta * log_p_y + (1.0 - beta) * entropy, where)
   log_probs = jax.nn.log_softmax(logits, axis=-1)
   ce = _utils.label_sum(logits, labels, lambda lp: -lp, log_probs=log_probs)

@@ -114,7 +114,7 @@ def _normalized_ids(logits, labels, numerator, class_terms):
 
 
 def _nce(logits, labels):
-  """NCE = log p_y / sum_k log p_k."""
+  """NCE = log p_y / sum_k log p_k; for class ids in one fused pass (`_normalized_ids`)."""
   if not _utils.is_ids(logits, labels):
     return _normalize(logits, labels, jnp.negative)
   return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)[0]
@@ -231,17 +231,14 @@ def _mae_terms(logits, labels):
 def _apl_active(name, logits, labels, gamma, q):
   """(active loss, log p_y or None): with class ids, log p_y is returned for the passive term to reuse."""
   if _utils.is_ids(logits, labels):
-    if name == "nce":
-      return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)
-    parts = {"nfl": lambda: _nfl_parts(logits, labels, gamma),
+    parts = {"nce": lambda: _normalized_ids(logits, labels, jnp.negative, _nce_class_terms),
+             "nfl": lambda: _nfl_parts(logits, labels, gamma),
              "ngce": lambda: _ngce_parts(logits, labels, q)}.get(name, lambda: None)()
     if parts is not None:
       return parts
-    log_p_y = _utils.label_log_prob(logits, labels)
-    if name == "ce":
-      return -log_p_y, log_p_y
-    if name == "fl":
-      return classification.focal_terms(log_p_y, gamma), log_p_y
+    if name in ("ce", "fl"):
+      log_p_y = _utils.label_log_prob(logits, labels)
+      return (-log_p_y if name == "ce" else classification.focal_terms(log_p_y, gamma)), log_p_y
   if name == "ce":
     return _utils.cross_entropy(logits, labels), None
   if name == "fl":

@@ -56,9 +56,29 @@ def otsu(values, valid):
   return jnp.exp(lo + cut * width)
 
 
+def _two_component_responsibilities(x, coef):
+  """Posterior of each component, (r0, r1), for coef = [mu0, mu1, 1/sigma0, 1/sigma1, c0, c1] with
+  c = log pi - log sigma: the softmax of c - ((x - mu) / sigma)^2 / 2 over the two components, written with
+  one exp per element (exp(-|difference|), shared by both) instead of the two of a softmax."""
+  log_p0 = coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2])
+  log_p1 = coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3])
+  diff = log_p1 - log_p0
+  t = jnp.exp(-jnp.abs(diff))
+  smaller = t / (1.0 + t)
+  larger = 1.0 - smaller
+  first = diff <= 0
+  return jnp.where(first, larger, smaller), jnp.where(first, smaller, larger)
+
+
+def _coefficients(mu, sigma, pi):
+  # One array (behind an optimization barrier) so XLA computes the per-step scalars once, in one kernel,
+  # instead of several small ones per use (the EM loop's cost is mostly per-kernel overhead at these sizes).
+  return jax.lax.optimization_barrier(jnp.concatenate([mu, 1.0 / sigma, jnp.log(pi) - jnp.log(sigma)]))
+
+
 def gmm(values, valid, separation):
   x = _log_losses(values, valid)
-  w = valid.astype(jnp.float32)
+  w = valid.astype(x.dtype)
   _, std = _mean_std(x, valid)
   std = jnp.maximum(std, 1e-3)
   floor = 1e-2 * std  # variance floor, relative to the batch's spread
@@ -67,26 +87,27 @@ def gmm(values, valid, separation):
   lo = jnp.min(jnp.where(valid, x, jnp.inf))
   hi = jnp.max(jnp.where(valid, x, -jnp.inf))
   spread = jnp.maximum(hi - lo, 1e-3)
-  params = (jnp.stack([lo + 0.25 * spread, lo + 0.75 * spread]), jnp.stack([std, std]) / 2,
-            jnp.array([0.5, 0.5]))
+  sigma = jnp.stack([std, std]) / 2
+  pi = jnp.array([0.5, 0.5], x.dtype)
+  coef = _coefficients(jnp.stack([lo + 0.25 * spread, lo + 0.75 * spread]), sigma, pi)
 
-  def responsibilities(params):
-    mu, sigma, pi = params
-    log_p = (jnp.log(pi) - jnp.log(sigma) - 0.5 * jnp.square((x[:, None] - mu) / sigma))
-    return jax.nn.softmax(log_p, axis=-1)
-
-  def em(_, params):
-    r = responsibilities(params) * w[:, None]
-    n = jnp.maximum(jnp.sum(r, axis=0), 1e-6)
-    mu = jnp.sum(r * x[:, None], axis=0) / n
-    sigma = jnp.sqrt(jnp.sum(r * jnp.square(x[:, None] - mu), axis=0) / n + floor**2)
-    return mu, sigma, n / jnp.sum(n)
-
-  for i in range(EM_STEPS):  # static: a fori_loop carry would not match x's varying type in shard_map
-    params = em(i, params)
-  mu, sigma, pi = params
+  for _ in range(EM_STEPS):  # static: a fori_loop carry would not match x's varying type in shard_map
+    r0, r1 = _two_component_responsibilities(x, coef)
+    # Weighted count, first and second moments about the previous means, all six in one matrix-vector
+    # product: the new variance E[(x - mu_old)^2] - (mu_new - mu_old)^2 equals the two-pass
+    # E[(x - mu_new)^2] without a second pass over the batch, and cancels little because the shift
+    # mu_new - mu_old shrinks as EM settles (the thresholds equal the two-pass EM's: see the tests).
+    d0, d1 = x - coef[0], x - coef[1]
+    moments = jnp.dot(jnp.stack([r0, r0 * d0, r0 * d0 * d0, r1, r1 * d1, r1 * d1 * d1]), w,
+                      precision=jax.lax.Precision.HIGHEST)
+    n = jnp.maximum(moments[0::3], 1e-6)
+    shift = moments[1::3] / n
+    variance = jnp.maximum(moments[2::3] / n - jnp.square(shift), 0.0)
+    sigma, pi = jnp.sqrt(variance + floor**2), n / jnp.sum(n)
+    coef = _coefficients(coef[:2] + shift, sigma, pi)
+  mu = coef[:2]
   high = jnp.argmax(mu)
-  noisy = (responsibilities((mu, sigma, pi))[:, high] > 0.5) & (x > jnp.min(mu)) & valid
+  noisy = (jnp.stack(_two_component_responsibilities(x, coef))[high] > 0.5) & (x > jnp.min(mu)) & valid
   separated = jnp.abs(mu[1] - mu[0]) >= separation * jnp.sqrt(0.5 * (sigma[0] ** 2 + sigma[1] ** 2))
   keep_all = jnp.max(jnp.where(valid, values, -jnp.inf))
   tau = jnp.min(jnp.where(noisy, values, jnp.inf))

@@ -382,3 +382,159 @@ def test_registry_label_smoothing_is_optax_smooth_labels():
   chex.assert_trees_all_close(
       rl.get("bi_tempered_logistic_loss", t1=0.8, t2=1.2, label_smoothing=0.1)(LOGITS, Y),
       rl.bi_tempered_logistic_loss(LOGITS, reference_smoothed, t1=0.8, t2=1.2), rtol=1e-6)
+
+
+# --- written-out gradients of the class-id fast paths ---------------------------------------------
+# With integer labels, NCE, NFL, NGCE and APL (with those active terms) take
+# `_utils.label_log_prob_and_sum`, soft bootstrapping `_utils.label_log_prob_and_entropy` and sigmoid BCE
+# `classification._one_vs_all_softplus_sum`: one pass over the classes with a hand-written VJP
+# (jax.custom_vjp). It must be exactly the gradient of the formula: here against jax.grad of the formula
+# written directly in jax.numpy on one-hot labels (no fast path).
+
+def _f_nce(z, y):
+  lp = jax.nn.log_softmax(z)
+  return (y * lp).sum(-1) / lp.sum(-1)
+
+
+def _f_nfl(gamma, detach=False):
+  def f(z, y):
+    p, lp = jax.nn.softmax(z), jax.nn.log_softmax(z)
+    modulator = (1 - p) ** gamma
+    t = -(jax.lax.stop_gradient(modulator) if detach else modulator) * lp
+    return (y * t).sum(-1) / t.sum(-1)
+  return f
+
+
+def _f_ngce(q):
+  def f(z, y):
+    t = 1 - jax.nn.softmax(z) ** q
+    return (y * t).sum(-1) / t.sum(-1)
+  return f
+
+
+def _f_p_y(z, y):
+  return (y * jax.nn.softmax(z)).sum(-1)
+
+
+FUSED_GRADIENT_CASES = [
+    ("normalized_cross_entropy", {}, _f_nce),
+    ("normalized_focal_loss", {}, _f_nfl(0.5)),
+    ("normalized_focal_loss", {"gamma": 2.0}, _f_nfl(2.0)),
+    ("normalized_focal_loss", {"gamma": 1.0}, _f_nfl(1.0)),
+    ("normalized_focal_loss", {"gamma": 0.7}, _f_nfl(0.7)),
+    ("normalized_focal_loss", {"gamma": 0.5, "detach_modulator": True}, _f_nfl(0.5, detach=True)),
+    ("normalized_generalized_cross_entropy", {}, _f_ngce(0.7)),
+    ("normalized_generalized_cross_entropy", {"q": 1.0}, _f_ngce(1.0)),
+    ("normalized_generalized_cross_entropy", {"q": 0.1}, _f_ngce(0.1)),
+    ("normalized_generalized_cross_entropy", {"q": 0.0}, _f_nce),
+    ("active_passive_loss", {}, lambda z, y: _f_nce(z, y) + 4.0 * (1 - _f_p_y(z, y))),
+    ("active_passive_loss", {"active": "nfl", "passive": "mae", "alpha": 2.0, "beta": 0.5},
+     lambda z, y: 2.0 * _f_nfl(0.5)(z, y) + 0.5 * 2 * (1 - _f_p_y(z, y))),
+    ("active_passive_loss", {"active": "ngce", "passive": "nrce"},
+     lambda z, y: _f_ngce(0.7)(z, y) + (1 - _f_p_y(z, y)) / (z.shape[-1] - 1)),
+    ("bootstrapped_cross_entropy", {},
+     lambda z, y: -0.95 * (y * jax.nn.log_softmax(z)).sum(-1)
+     - 0.05 * (jax.nn.softmax(z) * jax.nn.log_softmax(z)).sum(-1)),
+    ("sigmoid_binary_cross_entropy", {},
+     lambda z, y: (-y * jax.nn.log_sigmoid(z) - (1 - y) * jax.nn.log_sigmoid(-z)).mean(-1)),
+]
+FUSED_GRADIENT_IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for n, kw, _ in FUSED_GRADIENT_CASES]
+
+
+@pytest.mark.parametrize("name,hparams,formula", FUSED_GRADIENT_CASES, ids=FUSED_GRADIENT_IDS)
+def test_class_id_fast_path_gradient_is_the_gradient_of_the_formula(name, hparams, formula):
+  k = 7
+  logits = 3.0 * jax.random.normal(jax.random.key(11), (3, 4, k))
+  ids = jax.random.randint(jax.random.key(12), (3, 4), 0, k)
+  onehot = jax.nn.one_hot(ids, k)
+  fn = getattr(rl, name)
+  value, grad = jax.jit(lambda z: _value_and_grad(lambda x, y: fn(x, y, **hparams), z, ids))(logits)
+  expected_value, expected_grad = jax.jit(lambda z: _value_and_grad(formula, z, onehot))(logits)
+  np.testing.assert_allclose(value, expected_value, rtol=2e-6, atol=1e-7)
+  np.testing.assert_allclose(grad, expected_grad, rtol=2e-5, atol=2e-7)
+  # A cotangent other than ones (here the weights of a weighted mean) reaches every example unchanged.
+  weights = jax.random.uniform(jax.random.key(13), (3, 4))
+  weighted = jax.grad(lambda z: (weights * fn(z, ids, **hparams)).sum())(logits)
+  expected_weighted = jax.grad(lambda z: (weights * formula(z, onehot)).sum())(logits)
+  np.testing.assert_allclose(weighted, expected_weighted, rtol=2e-5, atol=2e-7)
+  # vmap over a leading axis and masked examples behave as everywhere else.
+  vmapped = jax.vmap(jax.grad(lambda z, y: fn(z, y, **hparams).sum()))(logits, ids)
+  np.testing.assert_allclose(vmapped, grad, rtol=1e-6, atol=1e-8)
+  where = np.array([[True, False, True, True]] * 3)
+  masked = jax.grad(lambda z: fn(z, ids, where=where, **hparams).sum())(logits)
+  np.testing.assert_array_equal(np.asarray(masked)[~where], 0.0)
+  np.testing.assert_allclose(np.asarray(masked)[where], np.asarray(grad)[where], rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name,hparams,formula", FUSED_GRADIENT_CASES, ids=FUSED_GRADIENT_IDS)
+def test_class_id_fast_path_is_finite_and_equals_one_hot_at_extreme_logits(name, hparams, formula):
+  del formula
+  big = 1e4  # confidently right, confidently wrong, a tie at the top, all equal
+  logits = jnp.array([[big, -big, -big, -big], [big, -big, -big, -big], [big, big, -big, -big],
+                      [-big, -big, -big, -big]])
+  ids = jnp.array([0, 2, 1, 3])
+  fn = getattr(rl, name)
+  value, grad = _value_and_grad(lambda x, y: fn(x, y, **hparams), logits, ids)
+  one_hot_value, one_hot_grad = _value_and_grad(lambda x, y: fn(x, y, **hparams), logits,
+                                                jax.nn.one_hot(ids, 4))
+  assert np.isfinite(np.asarray(value)).all() and np.isfinite(np.asarray(grad)).all()
+  np.testing.assert_allclose(value, one_hot_value, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(grad, one_hot_grad, rtol=1e-6, atol=1e-6)
+
+
+def test_traced_hyperparameters_take_the_autodiff_path_with_the_same_gradient():
+  logits = 3.0 * jax.random.normal(jax.random.key(14), (6, 5))
+  ids = jax.random.randint(jax.random.key(15), (6,), 0, 5)
+  for fn, kw in ((rl.normalized_focal_loss, "gamma"), (rl.normalized_generalized_cross_entropy, "q")):
+    traced = jax.jit(lambda v: _value_and_grad(lambda x, y: fn(x, y, **{kw: v}), logits, ids))(0.5)
+    concrete = _value_and_grad(lambda x, y: fn(x, y, **{kw: 0.5}), logits, ids)
+    chex.assert_trees_all_close(traced, concrete, rtol=2e-5, atol=1e-7)
+
+
+def _two_pass_gmm(values, valid, separation, steps=20):
+  """The GMM clipping statistic as first written (softmax responsibilities, two-pass variances): the
+  reference that `thresholds.gmm` (one exp per element, one matrix-vector product per EM step) must match."""
+  x = jnp.where(valid, jnp.log(jnp.maximum(values, 1e-12)), 0.0)
+  w = valid.astype(jnp.float32)
+  n_valid = jnp.maximum(jnp.sum(valid), 1)
+  mean = jnp.sum(jnp.where(valid, x, 0.0)) / n_valid
+  std = jnp.maximum(jnp.sqrt(jnp.sum(jnp.where(valid, jnp.square(x - mean), 0.0)) / n_valid), 1e-3)
+  floor = 1e-2 * std
+  lo, hi = jnp.min(jnp.where(valid, x, jnp.inf)), jnp.max(jnp.where(valid, x, -jnp.inf))
+  spread = jnp.maximum(hi - lo, 1e-3)
+  mu = jnp.stack([lo + 0.25 * spread, lo + 0.75 * spread])
+  sigma, pi = jnp.stack([std, std]) / 2, jnp.array([0.5, 0.5])
+
+  def responsibilities(mu, sigma, pi):
+    return jax.nn.softmax(jnp.log(pi) - jnp.log(sigma) - 0.5 * jnp.square((x[:, None] - mu) / sigma), axis=-1)
+
+  for _ in range(steps):
+    r = responsibilities(mu, sigma, pi) * w[:, None]
+    n = jnp.maximum(jnp.sum(r, axis=0), 1e-6)
+    mu = jnp.sum(r * x[:, None], axis=0) / n
+    sigma = jnp.sqrt(jnp.sum(r * jnp.square(x[:, None] - mu), axis=0) / n + floor**2)
+    pi = n / jnp.sum(n)
+  high = jnp.argmax(mu)
+  noisy = (responsibilities(mu, sigma, pi)[:, high] > 0.5) & (x > jnp.min(mu)) & valid
+  separated = jnp.abs(mu[1] - mu[0]) >= separation * jnp.sqrt(0.5 * (sigma[0] ** 2 + sigma[1] ** 2))
+  tau = jnp.nextafter(jnp.min(jnp.where(noisy, values, jnp.inf)), -jnp.inf)
+  return jnp.where(separated & jnp.any(noisy), tau, jnp.max(jnp.where(valid, values, -jnp.inf)))
+
+
+def test_gmm_threshold_equals_the_two_pass_em():
+  from robust_losses import thresholds
+  rng = np.random.default_rng(0)
+  fast, reference = jax.jit(thresholds.gmm), jax.jit(_two_pass_gmm)
+  clipped = 0
+  for _ in range(60):
+    n = 256
+    noisy = int(n * rng.uniform(0, 0.5))
+    losses = np.concatenate([np.exp(rng.normal(rng.uniform(-5, 0), rng.uniform(0.1, 1.5), n - noisy)),
+                             np.exp(rng.normal(rng.uniform(-1, 2), rng.uniform(0.1, 1.0), noisy))])
+    losses = rng.permutation(losses).astype(np.float32)
+    valid = np.arange(n) < rng.integers(16, n + 1)
+    separation = jnp.float32(rng.choice([1.0, 2.0, 4.0]))
+    tau = float(fast(losses, valid, separation))
+    assert tau == float(reference(losses, valid, separation))
+    clipped += tau < losses[valid].max()
+  assert 10 < clipped < 60  # both outcomes (clip the noisy mode / keep everything) are exercised
