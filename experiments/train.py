@@ -375,6 +375,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   settings = noise_settings(config, settings)
   validate_with_data(config, data, settings)
   checkpoints.guard_workdir(workdir, config, {"noise_settings": settings} if settings_given else None)
+  if config.init_from and pretrained is None and not checkpoints.has_checkpoint(workdir):
+    pretrained = finetune.load(config.init_from)  # the guard moved another config's run aside
   lead = jax.process_index() == 0
 
   seeds = [config.seed + i for i in range(config.num_seeds)]
