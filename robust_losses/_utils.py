@@ -168,18 +168,15 @@ def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.A
     label = at_label(shifted, y) - log_s[..., 0]
     # u stays as class_terms gives it: a constant (NCE's -1) must not become a stored [..., K] residual,
     # whose write and read cost more than the whole loss at large K.
-    return (label, jnp.sum(jnp.broadcast_to(t, z.shape), axis=-1)), (z, top, log_s, u, y)
+    return (label, jnp.sum(jnp.broadcast_to(t, z.shape), axis=-1)), (p, u, y)
 
   def backward(residuals, cotangents):
-    z, top, log_s, u, y = residuals
-    # p recomputed from the logits: one exp is cheaper than writing [..., K] in the forward pass and
-    # reading it back here.
-    p = jnp.exp((z - top) - log_s)
+    p, u, y = residuals
     g_label, g_sum = (c[..., None] for c in cotangents)
     is_label = jax.lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1) == y[..., None]
     sum_u = jnp.sum(jnp.broadcast_to(u, p.shape), axis=-1, keepdims=True)
     grad = g_sum * u - p * (g_sum * sum_u + g_label) + jnp.where(is_label, g_label, 0.0)
-    return grad.astype(z.dtype), None
+    return grad.astype(p.dtype), None
 
   @jax.custom_vjp
   def pair(z, y):
