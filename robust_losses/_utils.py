@@ -130,6 +130,28 @@ def label_log_prob(logits, labels) -> jax.Array:
   return at_label(logits, labels) - jax.nn.logsumexp(logits, axis=-1)
 
 
+def _softmax_parts(z):
+  """(max, z - max, e = exp(z - max), s = sum e, log s) over the last axis, kept [..., 1] where reduced."""
+  top = jnp.max(z, axis=-1, keepdims=True)
+  # As in jax.nn.logsumexp (rows of -inf stay finite). It also keeps XLA:CPU from fusing the max with the
+  # subtraction into one kernel that writes the shifted logits out, instead of fusing the subtraction into
+  # each consumer.
+  top = jnp.where(jnp.isfinite(top), top, 0.0)
+  shifted = z - top
+  e = jnp.exp(shifted)
+  s = jnp.sum(e, axis=-1, keepdims=True)
+  return top, shifted, e, s, jnp.log(s)
+
+
+def _custom_vjp(forward, backward):
+  """f(z, y) = forward(z, y)[0] with the VJP `backward` (labels y get no cotangent)."""
+  @jax.custom_vjp
+  def f(z, y):
+    return forward(z, y)[0]
+  f.defvjp(forward, backward)
+  return f
+
+
 def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.Array, jax.Array]:
   r"""For class ids: ``(log p_y, sum_k t_k)`` with :math:`t_k` a per-class term of :math:`\log p_k`, in one
   pass over the classes, with a written-out gradient.
@@ -153,15 +175,7 @@ def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.A
   form of the same losses supports it.
   """
   def forward(z, y):
-    top = jnp.max(z, axis=-1, keepdims=True)
-    # As in jax.nn.logsumexp (rows of -inf stay finite). It also keeps XLA:CPU from fusing the max with
-    # the subtraction into one kernel that writes the shifted logits out, instead of fusing the
-    # subtraction into each consumer.
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    shifted = z - top
-    e = jnp.exp(shifted)
-    s = jnp.sum(e, axis=-1, keepdims=True)
-    log_s = jnp.log(s)
+    _, shifted, e, s, log_s = _softmax_parts(z)
     log_p = shifted - log_s
     p = e / s
     t, u = class_terms(log_p, p)
@@ -178,12 +192,7 @@ def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.A
     grad = g_sum * u - p * (g_sum * sum_u + g_label) + jnp.where(is_label, g_label, 0.0)
     return grad.astype(p.dtype), None
 
-  @jax.custom_vjp
-  def pair(z, y):
-    return forward(z, y)[0]
-
-  pair.defvjp(forward, backward)
-  return pair(logits, labels)
+  return _custom_vjp(forward, backward)(logits, labels)
 
 
 def label_log_prob_and_entropy(logits, labels) -> tuple[jax.Array, jax.Array]:
@@ -196,12 +205,7 @@ def label_log_prob_and_entropy(logits, labels) -> tuple[jax.Array, jax.Array]:
   :math:`\partial \log p_y / \partial z_j = 1[j = y] - p_j`, in one elementwise pass.
   """
   def forward(z, y):
-    top = jnp.max(z, axis=-1, keepdims=True)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)  # see label_log_prob_and_sum
-    shifted = z - top
-    e = jnp.exp(shifted)
-    s = jnp.sum(e, axis=-1, keepdims=True)
-    log_s = jnp.log(s)
+    top, shifted, e, s, log_s = _softmax_parts(z)
     entropy = log_s[..., 0] - jnp.sum(e * shifted, axis=-1) / s[..., 0]
     label = at_label(shifted, y) - log_s[..., 0]
     return (label, entropy), (z, y, e, top, s, log_s, entropy)
@@ -215,12 +219,7 @@ def label_log_prob_and_entropy(logits, labels) -> tuple[jax.Array, jax.Array]:
     grad = jnp.where(is_label, g_label, 0.0) - p * (g_entropy * (log_p + entropy[..., None]) + g_label)
     return grad.astype(z.dtype), None
 
-  @jax.custom_vjp
-  def pair(z, y):
-    return forward(z, y)[0]
-
-  pair.defvjp(forward, backward)
-  return pair(logits, labels)
+  return _custom_vjp(forward, backward)(logits, labels)
 
 
 def cross_entropy(logits, labels) -> jax.Array:
