@@ -31,6 +31,9 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
+_BARRIERS = [0]
+
+
 # ----------------------------------------------------------------------------------------------- config
 def loss_hparams(config) -> dict:
   """The hyperparameters set in `config.loss` (unset placeholders mean the loss's own default)."""
@@ -406,6 +409,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   state = train_lib.init_state(prog, keys, data.image_shape)
   if pretrained is not None:
     state = finetune.initialize(config, state, len(replicas), pretrained)
+  if jax.process_count() > 1:
+    # The first cross-process collective (orbax's sync below) initialises gloo on CPU, which gives up if the
+    # processes arrive more than 30 s apart; reading and compiling above can differ by that much under load.
+    from jax._src import distributed
+    _BARRIERS[0] += 1  # a sweep trains several runs in one process: one barrier id each
+    distributed.global_state.client.wait_at_barrier(f"robust_losses/ready/{_BARRIERS[0]}", 3_600_000)
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None, "input": None}
   restored = ckpt.restore_latest(state)
