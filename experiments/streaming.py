@@ -107,8 +107,7 @@ class Agreement:
     key = f"robust_losses/{self.name}/{Agreement._calls[self.name]}"
     Agreement._calls[self.name] += 1
     client.key_value_set(f"{key}/{jax.process_index()}", "=" + value)  # '=': never an empty value
-    got = [client.blocking_key_value_get(f"{key}/{p}", 3_600_000)[1:] for p in range(jax.process_count())]
-    return got
+    return [client.blocking_key_value_get(f"{key}/{p}", 3_600_000)[1:] for p in range(jax.process_count())]
 
   def run(self, fn):
     """fn() on this process; if it raised here or anywhere, InputError on every process."""

@@ -31,8 +31,6 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-_BARRIERS = [0]
-
 
 # ----------------------------------------------------------------------------------------------- config
 def loss_hparams(config) -> dict:
@@ -412,9 +410,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   if jax.process_count() > 1:
     # The first cross-process collective (orbax's sync below) initialises gloo on CPU, which gives up if the
     # processes arrive more than 30 s apart; reading and compiling above can differ by that much under load.
-    from jax._src import distributed
-    _BARRIERS[0] += 1  # a sweep trains several runs in one process: one barrier id each
-    distributed.global_state.client.wait_at_barrier(f"robust_losses/ready/{_BARRIERS[0]}", 3_600_000)
+    streaming.Agreement("ready").gather("")  # every process posts, then waits for all: a barrier
   ckpt = checkpoints.Checkpointer(workdir, config.keep_checkpoints)
   meta = {"step": 0, "history": [], "train_seconds": 0.0, "accum": None, "input": None}
   restored = ckpt.restore_latest(state)
