@@ -46,6 +46,9 @@ def test_hparams_are_resolved_defaults_plus_overrides():
   assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
       "statistic": "gmm", "quantile": 0.9, "num_std": 4.0, "per_element": False, "warmup_epochs": 0,
       "label_smoothing": 0.0}
+  # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
+  for name in ("clipped_cross_entropy", "clipped_focal_loss"):
+    assert rl.get(name).hparams["num_std"] == 3.0 and rl.get(name).hparams["statistic"] == "gmm"
   assert rl.get("truncated_generalized_cross_entropy").hparams == {
       "q": 0.7, "k": 0.5, "prune_start_epoch": 40, "prune_every_epochs": 10, "label_smoothing": 0.0}
 
