@@ -412,11 +412,7 @@ def open_stream(name: str, *, data_dir=None, data_path=None, real_label_key=None
 
 def _tfds_stream(full_name, split, data_dir, image_size, noisy_key, num_classes):
   """((source, labels, noisy labels or None), num_classes) of a TFDS split, images left undecoded."""
-  source = _tfds_source(full_name, split, data_dir)
-  dataset_classes = source.dataset_info.features["label"].num_classes
-  if num_classes is not None and num_classes != dataset_classes:
-    raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
-                     f"{dataset_classes} classes; leave num_classes unset to use the dataset's")
+  source, dataset_classes = _tfds_split(full_name, split, data_dir, num_classes)
   # The label pass skips image decoding: reading 1M labels must not decode 1M JPEGs. Where TFDS cannot
   # skip it (tfds.testing.mock_data re-encodes images, which needs TensorFlow), it decodes them.
   labels_only = tfds.data_source(full_name, split=split, data_dir=data_dir, download=False,
@@ -427,14 +423,7 @@ def _tfds_stream(full_name, split, data_dir, image_size, noisy_key, num_classes)
     if jax.process_index() == 0:
       print(f"{full_name} {split}: reading labels with image decoding ({type(e).__name__}: cannot skip it here)")
     labels_only = source
-  n = len(source)
-  labels = np.empty(n, np.int32)
-  noisy = None if noisy_key is None else np.empty(n, np.int32)
-  for start in range(0, n, _READ_BATCH):
-    for i, example in enumerate(labels_only.__getitems__(list(range(start, min(start + _READ_BATCH, n))))):
-      labels[start + i] = example["label"]
-      if noisy is not None:
-        noisy[start + i] = example[noisy_key]
+  labels, noisy = _read_labels(labels_only, noisy_key)
   shape = source.dataset_info.features["image"].shape
   if image_size:
     shape = (image_size, image_size, shape[-1])
@@ -582,30 +571,46 @@ _READ_BATCH = 1024  # records per data-source read: amortises ArrayRecord's per-
 
 
 def _load_tfds(full_name, split, data_dir, *, image_size, noisy_key=None, num_classes=None):
-  """Reads one TFDS split into numpy: ((images, labels, noisy labels or None), num_classes).
+  """Reads one TFDS split into numpy: ((images, labels, noisy labels or None), num_classes)."""
+  source, dataset_classes = _tfds_split(full_name, split, data_dir, num_classes)
+  images = None  # allocated once the first (possibly resized) image gives the shape
 
-  A given `num_classes` must equal the dataset's; it is checked before the (slow) read.
-  """
+  def keep_image(i, example):
+    nonlocal images
+    image = example["image"] if image_size is None else center_crop_resize(example["image"], image_size)
+    if images is None:
+      images = np.empty((len(source), *image.shape), np.uint8)
+    images[i] = image
+
+  labels, noisy = _read_labels(source, noisy_key, keep_image)
+  return (images, labels, noisy), dataset_classes
+
+
+def _tfds_split(full_name, split, data_dir, num_classes):
+  """(data source, the dataset's class count); a given `num_classes` must equal that count (checked before
+  the slow read)."""
   source = _tfds_source(full_name, split, data_dir)
   dataset_classes = source.dataset_info.features["label"].num_classes
   if num_classes is not None and num_classes != dataset_classes:
     raise ValueError(f"num_classes={num_classes} does not match {full_name!r}, which has "
                      f"{dataset_classes} classes; leave num_classes unset to use the dataset's")
+  return source, dataset_classes
 
+
+def _read_labels(source, noisy_key, each_example=None):
+  """(labels, noisy labels or None) of every example of `source`, read in batches; `each_example(i,
+  example)` also sees every example."""
   n = len(source)
   labels = np.empty(n, np.int32)
   noisy = None if noisy_key is None else np.empty(n, np.int32)
-  images = None  # allocated once the first (possibly resized) image gives the shape
   for start in range(0, n, _READ_BATCH):
-    for i, example in enumerate(source.__getitems__(list(range(start, min(start + _READ_BATCH, n))))):
-      image = example["image"] if image_size is None else center_crop_resize(example["image"], image_size)
-      if images is None:
-        images = np.empty((n, *image.shape), np.uint8)
-      images[start + i] = image
-      labels[start + i] = example["label"]
+    for i, example in enumerate(source.__getitems__(list(range(start, min(start + _READ_BATCH, n)))), start):
+      labels[i] = example["label"]
       if noisy is not None:
-        noisy[start + i] = example[noisy_key]
-  return (images, labels, noisy), dataset_classes
+        noisy[i] = example[noisy_key]
+      if each_example is not None:
+        each_example(i, example)
+  return labels, noisy
 
 
 def _tfds_source(full_name, split, data_dir):
