@@ -8,7 +8,6 @@ call never includes compilation.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 
 import jax
