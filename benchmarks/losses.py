@@ -3,6 +3,7 @@
   python -m benchmarks.losses [--quick] [--json FILE] [--write-docs] [--only NAME,...] [--repeats N]
                               [--baseline DIR]
   python -m benchmarks.losses --clipping --devices 4   # dynamic clipping, global vs local statistic
+  python -m benchmarks.losses --statistics             # the clipping statistics alone, by batch size
 
 What is timed: jit(f)(logits) where f runs `inner` iterations of (loss, grad) = value_and_grad(mean(loss))
 and z <- z - 1e-3 * grad inside a lax.fori_loop. The loop makes one call long enough (>~1 ms) to be timed
@@ -22,6 +23,11 @@ integer labels needs --onehot-only.)
 The clipping section runs shard_map over N simulated CPU devices (which share the machine's cores) and
 compares clipped CE with the statistic taken over the global batch (axis_name='batch': psum / all_gather)
 against the same program with per-device statistics (axis_name=None).
+
+The statistics section times `batch_threshold` alone (forward only, as in training: the threshold is behind
+stop_gradient) on a batch of losses from two log-normal modes, at several batch sizes, with CE's value and
+gradient at 1024×100 in the same rounds for scale, and counts the kernels (thunks) XLA:CPU runs per call:
+what separates a statistic's fixed launch cost from its per-example work.
 """
 from __future__ import annotations
 
@@ -45,7 +51,7 @@ PER_CLASS = ("normalized_focal_loss", "normalized_generalized_cross_entropy", "m
              "sigmoid_binary_cross_entropy", "binary_cross_entropy_dynamic_clipping", "bootstrapped_cross_entropy",
              "forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
 TARGETS = {"label-only": 1.25, "per-class": 2.5}
-STATISTICS = ("mean", "median", "quantile", "mean_std")
+STATISTICS = ("mean", "median", "quantile", "mean_std", "gmm")
 BASELINE = "@baseline"  # suffix of a label form timed with the --baseline library
 
 
@@ -186,10 +192,61 @@ def bench_clipping(quick: bool):
   return rows
 
 
+THRESHOLD_STATISTICS = ("mean", "quantile", "mad", "otsu", "gmm")
+# Ops of a compiled module's entry computation that are not kernels: they move no data at run time.
+_NOT_KERNELS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
+
+
+def kernel_count(compiled) -> int:
+  import re
+  text = compiled.as_text()
+  entry = text[text.index("ENTRY"):]
+  ops = re.findall(r"= \S+ ([a-z][a-z0-9-]*)\(", entry)
+  return sum(op not in _NOT_KERNELS for op in ops)
+
+
+def bench_statistics(quick: bool):
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  import robust_losses
+
+  sizes = (128,) if quick else (128, 1024, 4096)
+  inner = 16 if quick else 256
+  fns, kernels = {}, {}
+  for b in sizes:
+    rng = np.random.default_rng(0)
+    noisy = b // 4  # a clean and a noisy mode, as after warm-up on noisy labels
+    losses = jnp.asarray(np.concatenate([rng.lognormal(-3, 0.7, b - noisy), rng.lognormal(0.5, 0.5, noisy)]),
+                         jnp.float32)
+    for stat in THRESHOLD_STATISTICS:
+      def threshold(x, stat=stat):
+        return robust_losses.batch_threshold(x, statistic=stat)
+
+      @jax.jit
+      def run(x, threshold=threshold):
+        # x + 0 * tau: each call depends on the previous one, so XLA cannot hoist it out of the loop.
+        return jax.lax.fori_loop(0, inner, lambda _, x: x + 0.0 * threshold(x), x)
+      fns[(stat, b)] = lambda run=run, x=losses: _timing.block(run(x))
+      kernels[(stat, b)] = kernel_count(jax.jit(threshold).lower(losses).compile())
+  ce_shape = (128, 10) if quick else (1024, 100)
+  logits = jax.random.normal(jax.random.key(0), ce_shape, jnp.float32)
+  ids = jax.random.randint(jax.random.key(1), ce_shape[:1], 0, ce_shape[1])
+  ce_inner = inner_iters(*ce_shape, quick)
+  fns[REFERENCE] = timed_fn(optax.losses.softmax_cross_entropy_with_integer_labels, logits, ids, ce_inner)
+  secs = _timing.interleaved(fns, repeats=3 if quick else 9, warmup=1)
+  ce = secs.pop(REFERENCE) / ce_inner
+  rows = [[stat, b, kernels[(stat, b)], secs[(stat, b)] / inner * 1e6, secs[(stat, b)] / inner / ce]
+          for stat in THRESHOLD_STATISTICS for b in sizes]
+  return rows, ce_shape, ce
+
+
 def main():
   p = _timing.parser(__doc__.splitlines()[0])
   p.add_argument("--devices", type=int, default=0, help="simulated CPU devices (set before jax starts)")
   p.add_argument("--clipping", action="store_true", help="only the dynamic-clipping section")
+  p.add_argument("--statistics", action="store_true", help="only the clipping statistics, timed alone")
   p.add_argument("--onehot-only", action="store_true",
                  help="time one-hot labels only (for a library version without integer labels)")
   p.add_argument("--only", default=None, help="comma-separated registered loss names to time (default: all)")
@@ -208,6 +265,16 @@ def main():
           + _timing.table(["global batch B×K", "statistic", "global µs", "local µs", "global / local"], rows))
     _timing.write_json(args.json, rows)
     _timing.report(args, "losses-clipping", md, info)
+    return
+  if args.statistics:
+    rows, (b, k), ce = bench_statistics(args.quick)
+    md = (f"`batch_threshold` alone (forward; default hyperparameters) on B losses from a clean and a noisy "
+          f"log-normal mode, µs per call inside a jitted loop, median of interleaved repeats; XLA:CPU kernels "
+          f"per call from the compiled module; last column: the time over optax integer-label CE's value and "
+          f"gradient at {b}×{k} ({ce * 1e6:.0f} µs), timed in the same rounds.\n\n"
+          + _timing.table(["statistic", "B", "kernels", "µs", f"× CE {b}×{k}"], rows))
+    _timing.write_json(args.json, rows)
+    _timing.report(args, "losses-statistics", md, info)
     return
   p_forms = ("ids", "onehot") if not args.onehot_only else ("onehot",)
   only = args.only.split(",") if args.only else None

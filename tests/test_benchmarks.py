@@ -14,6 +14,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCHMARKS = [
   ("losses", [], "losses"),
   ("losses", ["--clipping", "--devices", "4"], "losses-clipping"),
+  ("losses", ["--statistics"], "losses-statistics"),
   ("train_step", [], "train_step"),
   ("pipeline", [], "pipeline"),
   ("sweep", [], "sweep"),
