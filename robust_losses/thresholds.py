@@ -72,14 +72,14 @@ def _two_component_responsibilities(x, coef):
 
 def _coefficients(mu, sigma, pi):
   # One array (behind an optimization barrier) so XLA computes the per-step scalars once, in one kernel,
-  # instead of several small ones per use (the EM loop's cost is mostly per-kernel overhead at these sizes).
+  # instead of recomputing them for every example inside the next step's elementwise kernel.
   return jax.lax.optimization_barrier(jnp.concatenate([mu, 1.0 / sigma, jnp.log(pi) - jnp.log(sigma)]))
 
 
 def gmm(values, valid, separation):
   x = _log_losses(values, valid)
   w = valid.astype(x.dtype)
-  _, std = _mean_std(x, valid)
+  mean, std = _mean_std(x, valid)
   std = jnp.maximum(std, 1e-3)
   floor = 1e-2 * std  # variance floor, relative to the batch's spread
   # Start the components at the quarter points of the range, so a small high-loss mode (few noisy labels)
@@ -90,21 +90,29 @@ def gmm(values, valid, separation):
   sigma = jnp.stack([std, std]) / 2
   pi = jnp.array([0.5, 0.5], x.dtype)
   coef = _coefficients(jnp.stack([lo + 0.25 * spread, lo + 0.75 * spread]), sigma, pi)
-
+  # A step needs each component's weighted count and first two moments. They are sums of the posterior
+  # times the rows of `powers` (weights times powers of the log-losses about the batch mean), which do not
+  # change between steps: one matrix-vector product per step, and only the posterior is computed per
+  # example. The smaller component's sums are taken directly and the larger's as totals minus them, which
+  # costs the larger (at least half the mass) at most a few ulps. The thresholds equal those of the
+  # two-pass EM with softmax posteriors (tests/test_losses_values.py, on random batches of several sizes,
+  # with unimodal, tiny and far, tight noisy modes).
+  xc = x - mean
+  powers = jnp.stack([w, w * xc, w * xc * xc])
+  totals = jnp.sum(powers, axis=1)
   for _ in range(EM_STEPS):  # static: a fori_loop carry would not match x's varying type in shard_map
-    r0, r1 = _two_component_responsibilities(x, coef)
-    # Weighted count, first and second moments about the previous means, all six in one matrix-vector
-    # product: the new variance E[(x - mu_old)^2] - (mu_new - mu_old)^2 equals the two-pass
-    # E[(x - mu_new)^2] without a second pass over the batch, and cancels little because the shift
-    # mu_new - mu_old shrinks as EM settles (the thresholds equal the two-pass EM's: see the tests).
-    d0, d1 = x - coef[0], x - coef[1]
-    moments = jnp.dot(jnp.stack([r0, r0 * d0, r0 * d0 * d0, r1, r1 * d1, r1 * d1 * d1]), w,
-                      precision=jax.lax.Precision.HIGHEST)
-    n = jnp.maximum(moments[0::3], 1e-6)
-    shift = moments[1::3] / n
-    variance = jnp.maximum(moments[2::3] / n - jnp.square(shift), 0.0)
+    second = pi[1] < pi[0]
+    log_p0 = coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2])
+    log_p1 = coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3])
+    posterior_of_smaller = 1.0 / (1.0 + jnp.exp(jnp.where(second, log_p0 - log_p1, log_p1 - log_p0)))
+    small = jnp.dot(powers, posterior_of_smaller, precision=jax.lax.Precision.HIGHEST)
+    large = totals - small
+    moments = jnp.where(second, jnp.stack([large, small]), jnp.stack([small, large]))  # [component, power]
+    n = jnp.maximum(moments[:, 0], 1e-6)
+    offset = moments[:, 1] / n
+    variance = jnp.maximum(moments[:, 2] / n - jnp.square(offset), 0.0)
     sigma, pi = jnp.sqrt(variance + floor**2), n / jnp.sum(n)
-    coef = _coefficients(coef[:2] + shift, sigma, pi)
+    coef = _coefficients(mean + offset, sigma, pi)
   mu = coef[:2]
   high = jnp.argmax(mu)
   noisy = (jnp.stack(_two_component_responsibilities(x, coef))[high] > 0.5) & (x > jnp.min(mu)) & valid

@@ -521,20 +521,26 @@ def _two_pass_gmm(values, valid, separation, steps=20):
   return jnp.where(separated & jnp.any(noisy), tau, jnp.max(jnp.where(valid, values, -jnp.inf)))
 
 
+def _gmm_test_batch(rng, n):
+  """Losses of a clean mode and a noisy one: no noisy mode, a handful of noisy examples, up to 60 %, or a
+  far and tight noisy mode; 8 to n valid entries."""
+  kind = rng.integers(4)
+  noisy = (0, int(rng.integers(1, 6)), int(n * rng.uniform(0, 0.6)), int(n * rng.uniform(0.01, 0.3)))[kind]
+  far, spread = (rng.uniform(3, 8), rng.uniform(0.02, 0.3)) if kind == 3 else (rng.uniform(-1, 4), rng.uniform(0.1, 1))
+  losses = np.concatenate([np.exp(rng.normal(rng.uniform(-6, 0), rng.uniform(0.05, 1.5), n - noisy)),
+                           np.exp(rng.normal(far, spread, noisy))])
+  return rng.permutation(losses).astype(np.float32), np.arange(n) < rng.integers(8, n + 1)
+
+
 def test_gmm_threshold_equals_the_two_pass_em():
   from robust_losses import thresholds
   rng = np.random.default_rng(0)
   fast, reference = jax.jit(thresholds.gmm), jax.jit(_two_pass_gmm)
   clipped = 0
-  for _ in range(60):
-    n = 256
-    noisy = int(n * rng.uniform(0, 0.5))
-    losses = np.concatenate([np.exp(rng.normal(rng.uniform(-5, 0), rng.uniform(0.1, 1.5), n - noisy)),
-                             np.exp(rng.normal(rng.uniform(-1, 2), rng.uniform(0.1, 1.0), noisy))])
-    losses = rng.permutation(losses).astype(np.float32)
-    valid = np.arange(n) < rng.integers(16, n + 1)
-    separation = jnp.float32(rng.choice([1.0, 2.0, 4.0]))
+  for trial in range(150):
+    losses, valid = _gmm_test_batch(rng, (128, 1024)[trial % 2])
+    separation = jnp.float32(rng.choice([1.0, 2.0, 3.0, 4.0]))
     tau = float(fast(losses, valid, separation))
-    assert tau == float(reference(losses, valid, separation))
+    assert tau == float(reference(losses, valid, separation)), trial
     clipped += tau < losses[valid].max()
-  assert 10 < clipped < 60  # both outcomes (clip the noisy mode / keep everything) are exercised
+  assert 30 < clipped < 140  # both outcomes (clip the noisy mode / keep everything) are exercised
