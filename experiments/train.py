@@ -31,7 +31,6 @@ class NonFiniteError(FloatingPointError):
   pass
 
 
-
 # ----------------------------------------------------------------------------------------------- config
 def loss_hparams(config) -> dict:
   """The hyperparameters set in `config.loss` (unset placeholders mean the loss's own default)."""

@@ -56,12 +56,18 @@ def otsu(values, valid):
   return jnp.exp(lo + cut * width)
 
 
+def _log_densities(x, coef):
+  """Each component's log pi - log sigma - ((x - mu) / sigma)^2 / 2 (the log density up to a shared constant),
+  for coef = [mu0, mu1, 1/sigma0, 1/sigma1, log pi0 - log sigma0, log pi1 - log sigma1]."""
+  return (coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2]),
+          coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3]))
+
+
 def _two_component_responsibilities(x, coef):
   """Posterior of each component, (r0, r1), for coef = [mu0, mu1, 1/sigma0, 1/sigma1, c0, c1] with
   c = log pi - log sigma: the softmax of c - ((x - mu) / sigma)^2 / 2 over the two components, written with
   one exp per element (exp(-|difference|), shared by both) instead of the two of a softmax."""
-  log_p0 = coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2])
-  log_p1 = coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3])
+  log_p0, log_p1 = _log_densities(x, coef)
   diff = log_p1 - log_p0
   t = jnp.exp(-jnp.abs(diff))
   smaller = t / (1.0 + t)
@@ -102,8 +108,7 @@ def gmm(values, valid, separation):
   totals = jnp.sum(powers, axis=1)
   for _ in range(EM_STEPS):  # static: a fori_loop carry would not match x's varying type in shard_map
     second = pi[1] < pi[0]
-    log_p0 = coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2])
-    log_p1 = coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3])
+    log_p0, log_p1 = _log_densities(x, coef)
     posterior_of_smaller = 1.0 / (1.0 + jnp.exp(jnp.where(second, log_p0 - log_p1, log_p1 - log_p0)))
     small = jnp.dot(powers, posterior_of_smaller, precision=jax.lax.Precision.HIGHEST)
     large = totals - small
