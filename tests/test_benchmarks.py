@@ -19,6 +19,7 @@ BENCHMARKS = [
   ("pipeline", [], "pipeline"),
   ("sweep", [], "sweep"),
   ("scaling", [], "scaling"),
+  ("compile", [], "compile"),
 ]
 NEEDS_TORCH = {"train_step", "sweep"}  # their reference side is PyTorch (the `bench` extra, not in `test`)
 
