@@ -6,8 +6,9 @@
 Compilation dominates short runs, resumed runs and the test suite on CPU (XLA:CPU compiles every fused
 kernel with LLVM), so it is measured per model: each measurement is a fresh process with no persistent
 compilation cache, which builds the project's train chunk (benchmarks/_setup.resnet_chunk: a batch
-(default 8) of 32×32×3 random images, CE, SGD with momentum, CIFAR augmentation, one device, the CPU default loop-free
-chunk of one step), compiles it ahead of time and counts the XLA:CPU kernels of the compiled module.
+(default 8) of 32×32×3 random images, CE, SGD with momentum, CIFAR augmentation, one device, the CPU
+default loop-free chunk of one step), compiles it ahead of time and counts the XLA:CPU kernels of the
+compiled module.
 It then times calls of the chunk against a jitted 2048² matmul in the same process (interleaved), so that
 the run-time column (chunk / matmul) can be compared between processes on a machine whose speed drifts.
 
@@ -44,8 +45,8 @@ def worker(checkout: str, model: str, batch: int) -> dict:
 
 
 def measure(checkout: str, model: str, batch: int) -> dict:
-  res = _timing.run_json(["-m", "benchmarks.compile", "--worker", model, "--checkout", checkout, "--batch", str(batch)],
-                         env={"JAX_PLATFORMS": "cpu"}, timeout=900)
+  res = _timing.run_json(["-m", "benchmarks.compile", "--worker", model, "--checkout", checkout,
+                          "--batch", str(batch)], env={"JAX_PLATFORMS": "cpu"}, timeout=900)
   print(f"  {model} {checkout}: {json.dumps(res)}", file=sys.stderr, flush=True)
   if "error" in res:
     raise SystemExit(f"{model} at {checkout}: {res['error']}")
@@ -91,8 +92,9 @@ def main():
       row += [by["current"]["compile_s"] / by["baseline"]["compile_s"],
               by["current"]["chunk_over_matmul"] / by["baseline"]["chunk_over_matmul"]]
     rows.append(row)
-  md = (f"Train chunk of one step (batch {args.batch}, 32×32×3, CE, SGD momentum, augmentation, 1 CPU device, loop-free), "
-        f"compiled cold in a fresh process (no compilation cache); median of {repeats} process(es) per model"
+  md = (f"Train chunk of one step (batch {args.batch}, 32×32×3, CE, SGD momentum, augmentation, 1 CPU device, "
+        f"loop-free), compiled cold in a fresh process (no compilation cache); median of {repeats} process(es) "
+        "per model"
         + (f" and checkout, alternating; baseline: `{args.baseline}`" if args.baseline else "")
         + ". Kernels: XLA:CPU thunks of the compiled module. Chunk / matmul: one call's time over a jitted "
         "2048² f32 matmul's in the same process (a run-time measure that the machine's drift cancels from).\n\n"
