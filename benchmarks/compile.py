@@ -31,7 +31,9 @@ QUICK_MODELS = ("resnet20",)
 
 
 def worker(checkout: str, model: str, batch: int) -> dict:
-  sys.path.insert(0, checkout)  # the checkout's experiments/ and benchmarks/ (its _setup builds the chunk)
+  # The checkout's experiments/ and robust_losses/ (not imported yet); benchmarks/ stays this one's, already
+  # imported, so both checkouts are measured by the same harness (_setup, kernel_count, matmul_fn).
+  sys.path.insert(0, checkout)
   import jax
   from benchmarks import _setup
   from benchmarks.losses import kernel_count
