@@ -5,6 +5,7 @@
 Both return a `Chunk`: the AOT-compiled executable, its arguments, and compile seconds, so that timing a
 call never includes compilation.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,10 +21,10 @@ from experiments import train_lib
 @dataclasses.dataclass
 class Chunk:
   prog: train_lib.Program
-  compiled: object        # jax.stages.Compiled of train_chunk_fn(prog)
-  args: list              # [state, keys, labels, x_train, steps]; state is replaced after every call
+  compiled: object  # jax.stages.Compiled of train_chunk_fn(prog)
+  args: list  # [state, keys, labels, x_train, steps]; state is replaced after every call
   compile_seconds: float
-  flops: float            # XLA cost analysis of the whole compiled chunk (see train_step.py)
+  flops: float  # XLA cost analysis of the whole compiled chunk (see train_step.py)
   steps: int
   images_per_call: int
 
@@ -50,20 +51,36 @@ def _put(prog, seeds, labels, x):
   return keys, train_lib.replicate(prog.mesh, labels), train_lib.replicate(prog.mesh, x)
 
 
-def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, num_seeds=1, loop_free=False,
-                 model="resnet20") -> Chunk:
+def resnet_chunk(
+  *, batch_size=128, steps=10, dtype="float32", num_devices=1, num_seeds=1, loop_free=False, model="resnet20"
+) -> Chunk:
   import optax
+
   import robust_losses
   from experiments import models
+
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
   devices = jax.devices()[:num_devices]
   net = models.create(model, num_classes=10, input_shape=(32, 32, 3), axis_name=train_lib.AXIS, dtype=dt)
   n = batch_size * steps  # one epoch = one chunk
   prog = train_lib.Program(
-      model=net, loss_fn=robust_losses.get("softmax_cross_entropy"), tx=optax.sgd(0.1, momentum=0.9),
-      mesh=train_lib.make_mesh(devices), batch_size=batch_size, num_train=n, steps_per_epoch=steps,
-      eval_batch_size=batch_size, mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), augment_crop_pad=4,
-      augment_flip=True, skip_nonfinite=False, num_classes=10, compute_dtype=dt, loop_free=loop_free)
+    model=net,
+    loss_fn=robust_losses.get("softmax_cross_entropy"),
+    tx=optax.sgd(0.1, momentum=0.9),
+    mesh=train_lib.make_mesh(devices),
+    batch_size=batch_size,
+    num_train=n,
+    steps_per_epoch=steps,
+    eval_batch_size=batch_size,
+    mean=(0.49, 0.48, 0.45),
+    std=(0.25, 0.24, 0.26),
+    augment_crop_pad=4,
+    augment_flip=True,
+    skip_nonfinite=False,
+    num_classes=10,
+    compute_dtype=dt,
+    loop_free=loop_free,
+  )
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (num_seeds, n)).astype(np.int32)
@@ -77,6 +94,7 @@ def resnet_chunk(*, batch_size=128, steps=10, dtype="float32", num_devices=1, nu
 
 def digits_config(**overrides):
   from configs import digits
+
   c = digits.get_config()
   c.progress = False
   for k, v in overrides.items():
@@ -87,6 +105,7 @@ def digits_config(**overrides):
 def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, loop_free=False, config=None) -> Chunk:
   """The digits default's train chunk, built by train.make_program; `steps` defaults to one epoch."""
   from experiments import input_pipeline, train
+
   config = config or digits_config(num_seeds=num_seeds, num_devices=num_devices)
   config.loop_free = bool(loop_free)  # the MLP's default (auto) on CPU is lax.scan
   data = input_pipeline.load("digits")

@@ -7,6 +7,7 @@ order), so slow phases of the machine hit all variants alike, and the median ove
 
 Nothing here imports JAX at module level: some benchmarks must set XLA_FLAGS before JAX starts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,6 +29,7 @@ _USER_XLA_FLAGS = os.environ.get("XLA_FLAGS", "")  # as given by the user, befor
 def block(x):
   """Waits for every JAX array in `x` (no-op for anything else); returns `x`."""
   import jax
+
   for leaf in jax.tree.leaves(x):
     if hasattr(leaf, "block_until_ready"):
       leaf.block_until_ready()
@@ -70,12 +72,19 @@ def machine() -> dict:
     info["cores"] = int(fields.get("CPU(s)", "0").strip() or 0)
   except (OSError, subprocess.CalledProcessError, ValueError):
     info["cpu"], info["cores"] = platform.processor() or "?", os.cpu_count()
-  import jax
   import flax
-  info.update(jax=jax.__version__, flax=flax.__version__, backend=jax.default_backend(),
-              devices=jax.device_count(), xla_flags=os.environ.get("XLA_FLAGS", ""))
+  import jax
+
+  info.update(
+    jax=jax.__version__,
+    flax=flax.__version__,
+    backend=jax.default_backend(),
+    devices=jax.device_count(),
+    xla_flags=os.environ.get("XLA_FLAGS", ""),
+  )
   try:
     import torch
+
     info["torch"] = torch.__version__
   except ImportError:
     info["torch"] = None
@@ -83,8 +92,10 @@ def machine() -> dict:
 
 
 def machine_line(info: dict) -> str:
-  return (f"{info['cpu']}, {info['cores']} cores; {info['backend']} backend, {info['devices']} device(s); "
-          f"jax {info['jax']}, flax {info['flax']}, torch {info['torch']}, python {info['python']}")
+  return (
+    f"{info['cpu']}, {info['cores']} cores; {info['backend']} backend, {info['devices']} device(s); "
+    f"jax {info['jax']}, flax {info['flax']}, torch {info['torch']}, python {info['python']}"
+  )
 
 
 def set_host_devices(n: int) -> None:
@@ -99,8 +110,9 @@ def set_host_devices(n: int) -> None:
 def run_json(args: list[str], env: dict | None = None, timeout: float = 900) -> dict:
   """Runs `python args...` in a fresh process (fresh XLA flags) and parses the last stdout line as JSON."""
   full_env = dict(os.environ, **(env or {}))
-  proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=full_env, cwd=REPO,
-                        timeout=timeout)
+  proc = subprocess.run(
+    [sys.executable, *args], capture_output=True, text=True, env=full_env, cwd=REPO, timeout=timeout
+  )
   if proc.returncode != 0:
     tail = (proc.stderr or proc.stdout).strip().splitlines()[-8:]
     return {"error": f"exit {proc.returncode}: " + " | ".join(tail)}
@@ -120,8 +132,14 @@ def parser(description: str) -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--quick", action="store_true", help="tiny sizes and few repeats (smoke test, < 60 s)")
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
-  p.add_argument("--write-docs", nargs="?", const=DOCS, default=None, metavar="PATH",
-                 help=f"replace this benchmark's section of PATH (default {os.path.relpath(DOCS, REPO)})")
+  p.add_argument(
+    "--write-docs",
+    nargs="?",
+    const=DOCS,
+    default=None,
+    metavar="PATH",
+    help=f"replace this benchmark's section of PATH (default {os.path.relpath(DOCS, REPO)})",
+  )
   return p
 
 
@@ -163,5 +181,4 @@ def report(args, section: str, markdown: str, info: dict) -> None:
   """Prints the result and, with --write-docs, replaces its section of the docs (command and machine)."""
   print(markdown, flush=True)
   if args.write_docs:
-    update_docs(args.write_docs, section,
-                f"Command: `{command()}`  \nMachine: {machine_line(info)}\n\n{markdown}")
+    update_docs(args.write_docs, section, f"Command: `{command()}`  \nMachine: {machine_line(info)}\n\n{markdown}")

@@ -16,6 +16,7 @@ the run-time column (chunk / matmul) can be compared between processes on a mach
 alternating its processes with this checkout's (baseline, current, baseline, ...), `--repeats` of each;
 the medians are reported side by side.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,20 +36,29 @@ def worker(checkout: str, model: str, batch: int) -> dict:
   # imported, so both checkouts are measured by the same harness (_setup, kernel_count, matmul_fn).
   sys.path.insert(0, checkout)
   import jax
+
   from benchmarks import _setup
   from benchmarks.losses import kernel_count
   from benchmarks.train_step import matmul_fn
+
   jax.config.update("jax_enable_compilation_cache", False)
   chunk = _setup.resnet_chunk(batch_size=batch, steps=1, model=model, loop_free=True)
   matmul, _ = matmul_fn()
   secs = _timing.interleaved({"chunk": chunk, "matmul": matmul}, repeats=5, warmup=1)
-  return {"compile_s": chunk.compile_seconds, "kernels": kernel_count(chunk.compiled),
-          "chunk_over_matmul": secs["chunk"] / secs["matmul"], "chunk_ms": secs["chunk"] * 1e3}
+  return {
+    "compile_s": chunk.compile_seconds,
+    "kernels": kernel_count(chunk.compiled),
+    "chunk_over_matmul": secs["chunk"] / secs["matmul"],
+    "chunk_ms": secs["chunk"] * 1e3,
+  }
 
 
 def measure(checkout: str, model: str, batch: int) -> dict:
-  res = _timing.run_json(["-m", "benchmarks.compile", "--worker", model, "--checkout", checkout,
-                          "--batch", str(batch)], env={"JAX_PLATFORMS": "cpu"}, timeout=900)
+  res = _timing.run_json(
+    ["-m", "benchmarks.compile", "--worker", model, "--checkout", checkout, "--batch", str(batch)],
+    env={"JAX_PLATFORMS": "cpu"},
+    timeout=900,
+  )
   print(f"  {model} {checkout}: {json.dumps(res)}", file=sys.stderr, flush=True)
   if "error" in res:
     raise SystemExit(f"{model} at {checkout}: {res['error']}")
@@ -91,16 +101,20 @@ def main():
     for name in checkouts:
       row += [by[name]["compile_s"], int(by[name]["kernels"]), by[name]["chunk_over_matmul"]]
     if args.baseline:
-      row += [by["current"]["compile_s"] / by["baseline"]["compile_s"],
-              by["current"]["chunk_over_matmul"] / by["baseline"]["chunk_over_matmul"]]
+      row += [
+        by["current"]["compile_s"] / by["baseline"]["compile_s"],
+        by["current"]["chunk_over_matmul"] / by["baseline"]["chunk_over_matmul"],
+      ]
     rows.append(row)
-  md = (f"Train chunk of one step (batch {args.batch}, 32×32×3, CE, SGD momentum, augmentation, 1 CPU device, "
-        f"loop-free), compiled cold in a fresh process (no compilation cache); median of {repeats} process(es) "
-        "per model"
-        + (f" and checkout, alternating; baseline: `{args.baseline}`" if args.baseline else "")
-        + ". Kernels: XLA:CPU thunks of the compiled module. Chunk / matmul: one call's time over a jitted "
-        "2048² f32 matmul's in the same process (a run-time measure that the machine's drift cancels from).\n\n"
-        + _timing.table(headers, rows))
+  md = (
+    f"Train chunk of one step (batch {args.batch}, 32×32×3, CE, SGD momentum, augmentation, 1 CPU device, "
+    f"loop-free), compiled cold in a fresh process (no compilation cache); median of {repeats} process(es) "
+    "per model"
+    + (f" and checkout, alternating; baseline: `{args.baseline}`" if args.baseline else "")
+    + ". Kernels: XLA:CPU thunks of the compiled module. Chunk / matmul: one call's time over a jitted "
+    "2048² f32 matmul's in the same process (a run-time measure that the machine's drift cancels from).\n\n"
+    + _timing.table(headers, rows)
+  )
   _timing.write_json(args.json, results)
   # One docs section per batch size, so a run at another batch adds its table instead of replacing this one.
   _timing.report(args, "compile" if args.batch == 8 else f"compile-batch{args.batch}", md, _timing.machine())

@@ -29,6 +29,7 @@ stop_gradient) on a batch of losses from two log-normal modes, at several batch 
 gradient at 1024×100 in the same rounds for scale, and counts the kernels (thunks) XLA:CPU runs per call:
 what separates a statistic's fixed launch cost from its per-example work.
 """
+
 from __future__ import annotations
 
 import sys
@@ -43,13 +44,29 @@ REFERENCE_COPY = "optax integer-label CE, second copy"
 # Targets (issue #9), as ratios to optax's integer-label CE with integer labels at 1024×100 float32: losses
 # whose formula needs only the labelled class, and those with per-class normalisers, one-vs-all terms,
 # a batch statistic or a transition matrix.
-LABEL_ONLY = ("tamed_cross_entropy", "generalized_cross_entropy", "truncated_generalized_cross_entropy",
-              "mean_absolute_error", "reverse_cross_entropy", "symmetric_cross_entropy",
-              "normalized_cross_entropy", "focal_loss", "active_passive_loss", "clipped_cross_entropy",
-              "softmax_cross_entropy")
-PER_CLASS = ("normalized_focal_loss", "normalized_generalized_cross_entropy", "mean_squared_error",
-             "sigmoid_binary_cross_entropy", "binary_cross_entropy_dynamic_clipping", "bootstrapped_cross_entropy",
-             "forward_corrected_cross_entropy", "backward_corrected_cross_entropy")
+LABEL_ONLY = (
+  "tamed_cross_entropy",
+  "generalized_cross_entropy",
+  "truncated_generalized_cross_entropy",
+  "mean_absolute_error",
+  "reverse_cross_entropy",
+  "symmetric_cross_entropy",
+  "normalized_cross_entropy",
+  "focal_loss",
+  "active_passive_loss",
+  "clipped_cross_entropy",
+  "softmax_cross_entropy",
+)
+PER_CLASS = (
+  "normalized_focal_loss",
+  "normalized_generalized_cross_entropy",
+  "mean_squared_error",
+  "sigmoid_binary_cross_entropy",
+  "binary_cross_entropy_dynamic_clipping",
+  "bootstrapped_cross_entropy",
+  "forward_corrected_cross_entropy",
+  "backward_corrected_cross_entropy",
+)
 TARGETS = {"label-only": 1.25, "per-class": 2.5}
 STATISTICS = ("mean", "median", "quantile", "mean_std", "gmm")
 BASELINE = "@baseline"  # suffix of a label form timed with the --baseline library
@@ -57,6 +74,7 @@ BASELINE = "@baseline"  # suffix of a label form timed with the --baseline libra
 
 def transition(k):
   import numpy as np
+
   return np.full((k, k), 0.4 / (k - 1)) + np.eye(k) * (0.6 - 0.4 / (k - 1))
 
 
@@ -70,8 +88,7 @@ def load_baseline(path):
   import os
 
   def take():
-    return {m: sys.modules.pop(m) for m in list(sys.modules)
-            if m == "robust_losses" or m.startswith("robust_losses.")}
+    return {m: sys.modules.pop(m) for m in list(sys.modules) if m == "robust_losses" or m.startswith("robust_losses.")}
 
   current = take()
   sys.path.insert(0, os.path.abspath(path))
@@ -88,6 +105,7 @@ def load_baseline(path):
 
 def build(name, k, module=None):
   import robust_losses
+
   module = module or robust_losses
   # Required hyperparameters a trainer fills from the noise model: a 40%-symmetric T, a 0.2 noise rate.
   given = {"transition_matrix": transition(k), "noise_rate": 0.2}
@@ -111,13 +129,14 @@ def timed_fn(loss, logits, labels, inner, **call_kwargs):
       z, total = carry
       value, grad = jax.value_and_grad(mean_loss)(z)
       return z - (1e-3 * grad).astype(z.dtype), total + value
+
     return jax.lax.fori_loop(0, inner, body, (z, jnp.zeros((), jnp.float32)))
 
   return lambda: _timing.block(run(logits))
 
 
 def inner_iters(b, k, quick):
-  return max(1, (2 ** 18 if quick else 2 ** 21) // (b * k))
+  return max(1, (2**18 if quick else 2**21) // (b * k))
 
 
 def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, baseline=None):
@@ -126,6 +145,7 @@ def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, 
   import jax
   import jax.numpy as jnp
   import optax
+
   import robust_losses
 
   names = robust_losses.names()
@@ -137,16 +157,18 @@ def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, 
   elif quick:  # the CI smoke run: the losses with targets (every loss's jit and grad are in tests/)
     names = [n for n in names if kind(n) != "other"]
   results = {}
-  for b, k in (QUICK_SHAPES if quick else SHAPES):
+  for b, k in QUICK_SHAPES if quick else SHAPES:
     logits = jax.random.normal(jax.random.key(0), (b, k), jnp.float32)
     ids = jax.random.randint(jax.random.key(1), (b,), 0, k)
     labels = {"ids": ids, "onehot": jax.nn.one_hot(ids, k)}
     inner = inner_iters(b, k, quick)
-    fns = {(REFERENCE, "ids"): timed_fn(optax.losses.softmax_cross_entropy_with_integer_labels, logits, ids,
-                                        inner),
-           # Same computation, compiled separately: a noise gauge.
-           (REFERENCE_COPY, "ids"): timed_fn(
-               lambda z, y: optax.losses.softmax_cross_entropy_with_integer_labels(z, y), logits, ids, inner)}
+    fns = {
+      (REFERENCE, "ids"): timed_fn(optax.losses.softmax_cross_entropy_with_integer_labels, logits, ids, inner),
+      # Same computation, compiled separately: a noise gauge.
+      (REFERENCE_COPY, "ids"): timed_fn(
+        lambda z, y: optax.losses.softmax_cross_entropy_with_integer_labels(z, y), logits, ids, inner
+      ),
+    }
     for n in names:
       for form in forms:
         fns[(n, form)] = timed_fn(build(n, k), logits, labels[form], inner)
@@ -161,29 +183,36 @@ def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, 
 def bench_clipping(quick: bool):
   import jax
   import jax.numpy as jnp
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
   import robust_losses
-  from jax.sharding import NamedSharding, PartitionSpec as P
   from experiments import train_lib
 
   mesh = train_lib.make_mesh()
   rows = []
-  for b, k in (QUICK_SHAPES if quick else SHAPES[:2]):
+  for b, k in QUICK_SHAPES if quick else SHAPES[:2]:
     logits = jax.device_put(jax.random.normal(jax.random.key(0), (b, k)), NamedSharding(mesh, P("batch")))
-    labels = jax.device_put(jax.nn.one_hot(jax.random.randint(jax.random.key(1), (b,), 0, k), k),
-                            NamedSharding(mesh, P("batch")))
+    labels = jax.device_put(
+      jax.nn.one_hot(jax.random.randint(jax.random.key(1), (b,), 0, k), k), NamedSharding(mesh, P("batch"))
+    )
     inner = inner_iters(b, k, quick)
     fns = {}
     for stat in STATISTICS:
       loss = robust_losses.get("clipped_cross_entropy", statistic=stat)
       for axis in ("batch", None):
+
         def per_device(z, y, loss=loss, axis=axis):
           def body(_, carry):
             z, total = carry
             value, grad = jax.value_and_grad(lambda z: jnp.mean(loss(z, y, axis_name=axis)))(z)
             return z - 1e-3 * grad, total + jax.lax.pmean(value, "batch")
+
           return jax.lax.fori_loop(0, inner, body, (z, jnp.zeros((), jnp.float32)))
-        f = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("batch"), P("batch")),
-                                  out_specs=(P("batch"), P())))
+
+        f = jax.jit(
+          jax.shard_map(per_device, mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=(P("batch"), P()))
+        )
         fns[(stat, axis)] = lambda f=f: _timing.block(f(logits, labels))
     secs = _timing.interleaved(fns, repeats=3 if quick else 7, warmup=1)
     for stat in STATISTICS:
@@ -199,8 +228,9 @@ _NOT_KERNELS = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast"
 
 def kernel_count(compiled) -> int:
   import re
+
   text = compiled.as_text()
-  entry = text[text.index("ENTRY"):]
+  entry = text[text.index("ENTRY") :]
   ops = re.findall(r"= \S+ ([a-z][a-z0-9-]*)\(", entry)
   return sum(op not in _NOT_KERNELS for op in ops)
 
@@ -210,6 +240,7 @@ def bench_statistics(quick: bool):
   import jax.numpy as jnp
   import numpy as np
   import optax
+
   import robust_losses
 
   sizes = (128,) if quick else (128, 1024, 4096)
@@ -218,9 +249,11 @@ def bench_statistics(quick: bool):
   for b in sizes:
     rng = np.random.default_rng(0)
     noisy = b // 4  # a clean and a noisy mode, as after warm-up on noisy labels
-    losses = jnp.asarray(np.concatenate([rng.lognormal(-3, 0.7, b - noisy), rng.lognormal(0.5, 0.5, noisy)]),
-                         jnp.float32)
+    losses = jnp.asarray(
+      np.concatenate([rng.lognormal(-3, 0.7, b - noisy), rng.lognormal(0.5, 0.5, noisy)]), jnp.float32
+    )
     for stat in THRESHOLD_STATISTICS:
+
       def threshold(x, stat=stat):
         return robust_losses.batch_threshold(x, statistic=stat)
 
@@ -228,6 +261,7 @@ def bench_statistics(quick: bool):
       def run(x, threshold=threshold):
         # x + 0 * tau: each call depends on the previous one, so XLA cannot hoist it out of the loop.
         return jax.lax.fori_loop(0, inner, lambda _, x: x + 0.0 * threshold(x), x)
+
       fns[(stat, b)] = lambda run=run, x=losses: _timing.block(run(x))
       kernels[(stat, b)] = kernel_count(jax.jit(threshold).lower(losses).compile())
   ce_shape = (128, 10) if quick else (1024, 100)
@@ -237,8 +271,11 @@ def bench_statistics(quick: bool):
   fns[REFERENCE] = timed_fn(optax.losses.softmax_cross_entropy_with_integer_labels, logits, ids, ce_inner)
   secs = _timing.interleaved(fns, repeats=3 if quick else 9, warmup=1)
   ce = secs.pop(REFERENCE) / ce_inner
-  rows = [[stat, b, kernels[(stat, b)], secs[(stat, b)] / inner * 1e6, secs[(stat, b)] / inner / ce]
-          for stat in THRESHOLD_STATISTICS for b in sizes]
+  rows = [
+    [stat, b, kernels[(stat, b)], secs[(stat, b)] / inner * 1e6, secs[(stat, b)] / inner / ce]
+    for stat in THRESHOLD_STATISTICS
+    for b in sizes
+  ]
   return rows, ce_shape, ce
 
 
@@ -247,32 +284,41 @@ def main():
   p.add_argument("--devices", type=int, default=0, help="simulated CPU devices (set before jax starts)")
   p.add_argument("--clipping", action="store_true", help="only the dynamic-clipping section")
   p.add_argument("--statistics", action="store_true", help="only the clipping statistics, timed alone")
-  p.add_argument("--onehot-only", action="store_true",
-                 help="time one-hot labels only (for a library version without integer labels)")
+  p.add_argument(
+    "--onehot-only", action="store_true", help="time one-hot labels only (for a library version without integer labels)"
+  )
   p.add_argument("--only", default=None, help="comma-separated registered loss names to time (default: all)")
   p.add_argument("--repeats", type=int, default=None, help="interleaved rounds (default 7; 3 with --quick)")
-  p.add_argument("--baseline", default=None, metavar="DIR",
-                 help="also time the losses of the robust_losses package in this checkout (same rounds)")
+  p.add_argument(
+    "--baseline",
+    default=None,
+    metavar="DIR",
+    help="also time the losses of the robust_losses package in this checkout (same rounds)",
+  )
   args = p.parse_args()
   if args.devices:
     _timing.set_host_devices(args.devices)
   info = _timing.machine()
   if args.clipping:
     rows = bench_clipping(args.quick)
-    md = (f"Clipped CE (`clipped_cross_entropy`) inside `shard_map` over {info['devices']} simulated CPU "
-          f"devices, global statistic (`axis_name='batch'`) vs per-device statistic (`axis_name=None`); "
-          f"µs per value-and-grad iteration, median of interleaved repeats.\n\n"
-          + _timing.table(["global batch B×K", "statistic", "global µs", "local µs", "global / local"], rows))
+    md = (
+      f"Clipped CE (`clipped_cross_entropy`) inside `shard_map` over {info['devices']} simulated CPU "
+      f"devices, global statistic (`axis_name='batch'`) vs per-device statistic (`axis_name=None`); "
+      f"µs per value-and-grad iteration, median of interleaved repeats.\n\n"
+      + _timing.table(["global batch B×K", "statistic", "global µs", "local µs", "global / local"], rows)
+    )
     _timing.write_json(args.json, rows)
     _timing.report(args, "losses-clipping", md, info)
     return
   if args.statistics:
     rows, (b, k), ce = bench_statistics(args.quick)
-    md = (f"`batch_threshold` alone (forward; default hyperparameters) on B losses from a clean and a noisy "
-          f"log-normal mode, µs per call inside a jitted loop, median of interleaved repeats; XLA:CPU kernels "
-          f"per call from the compiled module; last column: the time over optax integer-label CE's value and "
-          f"gradient at {b}×{k} ({ce * 1e6:.0f} µs), timed in the same rounds.\n\n"
-          + _timing.table(["statistic", "B", "kernels", "µs", f"× CE {b}×{k}"], rows))
+    md = (
+      f"`batch_threshold` alone (forward; default hyperparameters) on B losses from a clean and a noisy "
+      f"log-normal mode, µs per call inside a jitted loop, median of interleaved repeats; XLA:CPU kernels "
+      f"per call from the compiled module; last column: the time over optax integer-label CE's value and "
+      f"gradient at {b}×{k} ({ce * 1e6:.0f} µs), timed in the same rounds.\n\n"
+      + _timing.table(["statistic", "B", "kernels", "µs", f"× CE {b}×{k}"], rows)
+    )
     _timing.write_json(args.json, rows)
     _timing.report(args, "losses-statistics", md, info)
     return
@@ -285,8 +331,11 @@ def main():
   form_name = {"ids": "int", "onehot": "one-hot"}
   form_name.update({f + BASELINE: form_name[f] + ", baseline" for f in p_forms})
   columns = [g for f in p_forms for g in ((f, f + BASELINE) if baseline is not None else (f,))]
-  headers = (["loss"] + [f"{b}×{k} {form_name[f]}" for b, k in cases for f in columns]
-             + ["kind", f"target (int, {case[0]}×{case[1]})", "met"])
+  headers = (
+    ["loss"]
+    + [f"{b}×{k} {form_name[f]}" for b, k in cases for f in columns]
+    + ["kind", f"target (int, {case[0]}×{case[1]})", "met"]
+  )
   rows, ratios = [], {}
   for n in names:
     row = [n]
@@ -294,29 +343,39 @@ def main():
       ref = results[c][(REFERENCE, "ids")]
       row += [results[c][(n, f)] / ref if (n, f) in results[c] else "—" for f in columns]
     r = results[case][(n, p_forms[0])] / results[case][(REFERENCE, "ids")]
-    ratios[n] = {f: results[case][(n, f)] / results[case][(REFERENCE, "ids")] for f in columns
-                 if (n, f) in results[case]}
+    ratios[n] = {
+      f: results[case][(n, f)] / results[case][(REFERENCE, "ids")] for f in columns if (n, f) in results[case]
+    }
     target = TARGETS.get(kind(n))
     if target is None:  # losses outside issue #9's list: measured, no target
       row += [kind(n), "—", "—"]
     else:
       row += [kind(n), f"≤ {target}×", "yes" if r <= target else "**no**"]
     rows.append(row)
-  copy_row = [REFERENCE_COPY] + [results[c][(REFERENCE_COPY, "ids")] / results[c][(REFERENCE, "ids")]
-                                  for c in cases for _ in columns] + ["noise gauge", "1", ""]
+  copy_row = (
+    [REFERENCE_COPY]
+    + [results[c][(REFERENCE_COPY, "ids")] / results[c][(REFERENCE, "ids")] for c in cases for _ in columns]
+    + ["noise gauge", "1", ""]
+  )
   ratios[REFERENCE_COPY] = {"ids": results[case][(REFERENCE_COPY, "ids")] / results[case][(REFERENCE, "ids")]}
-  ref_row = [f"{REFERENCE} µs/iter"] + [results[c][(REFERENCE, "ids")] * 1e6 for c in cases
-                                        for _ in columns] + ["", "", ""]
-  md = (f"float32 value-and-grad time of each loss divided by that of `{REFERENCE}` "
-        "(`optax.losses.softmax_cross_entropy_with_integer_labels`), same shape, same interleaved rounds "
-        "(median of repeats), for integer labels and for one-hot labels. Second-last row: a separately "
-        "compiled copy of the reference (the same computation; its distance from 1 is the run's noise). "
-        "Last row: the reference's absolute time."
-        + (f" Baseline columns: the library at `{args.baseline}`, timed in the same rounds."
-           if baseline is not None else "")
-        + "\n\n" + _timing.table(headers, rows + [copy_row, ref_row]))
+  ref_row = (
+    [f"{REFERENCE} µs/iter"] + [results[c][(REFERENCE, "ids")] * 1e6 for c in cases for _ in columns] + ["", "", ""]
+  )
+  md = (
+    f"float32 value-and-grad time of each loss divided by that of `{REFERENCE}` "
+    "(`optax.losses.softmax_cross_entropy_with_integer_labels`), same shape, same interleaved rounds "
+    "(median of repeats), for integer labels and for one-hot labels. Second-last row: a separately "
+    "compiled copy of the reference (the same computation; its distance from 1 is the run's noise). "
+    "Last row: the reference's absolute time."
+    + (
+      f" Baseline columns: the library at `{args.baseline}`, timed in the same rounds." if baseline is not None else ""
+    )
+    + "\n\n"
+    + _timing.table(headers, rows + [copy_row, ref_row])
+  )
   _timing.write_json(args.json, ratios)
   _timing.report(args, "losses", md, info)
+
 
 if __name__ == "__main__":
   main()

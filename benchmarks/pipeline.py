@@ -29,6 +29,7 @@ the first epoch includes compilation, the steady-state epoch time is the median 
 steady epoch is split into the train chunk call (+ fetching its metrics), evaluation and checkpointing by
 wrapping those calls.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,15 +45,19 @@ from benchmarks import _timing
 def patched(mode):
   import jax.numpy as jnp
   import numpy as np
+
   from experiments import input_pipeline, train_lib
+
   orig_pre, orig_aug = train_lib._preprocess, input_pipeline.augment
   if mode == "no-aug":
     input_pipeline.augment = lambda rng, images, **kw: images
   elif mode == "ideal":
+
     def constant_batch(prog, images, key=None, positions=None):
       rng = np.random.default_rng(0)
       batch = rng.integers(0, 256, images.shape, dtype=np.uint8)  # shape is static at trace time
       return input_pipeline.normalize(jnp.asarray(batch), prog.mean, prog.std, dtype=prog.compute_dtype)
+
     train_lib._preprocess = constant_batch
   try:
     yield
@@ -62,10 +67,12 @@ def patched(mode):
 
 def input_share(quick):
   from benchmarks import _setup
+
   builders = {"digits MLP (configs/digits.py), 19 steps of batch 64 per call": _setup.digits_chunk}
   if not quick:
     builders["ResNet-20, 32×32×3 crop+flip, 2 steps of batch 128 per call (loop-free)"] = lambda: _setup.resnet_chunk(
-        batch_size=128, steps=2, loop_free=True)
+      batch_size=128, steps=2, loop_free=True
+    )
   rows = []
   for label, build in builders.items():
     chunks = {}
@@ -76,8 +83,18 @@ def input_share(quick):
     secs = _timing.interleaved(fns, repeats=3 if quick else 15, warmup=1)
     share = (secs["real"] - secs["ideal"]) / secs["real"]
     alone = secs["alone"] / secs["real"]
-    rows.append([label, secs["real"] * 1e3, secs["no-aug"] * 1e3, secs["ideal"] * 1e3, f"{100 * share:.1f}%",
-                 secs["alone"] * 1e3, f"{100 * alone:.1f}%", "yes" if max(share, alone) < 0.05 else "**no**"])
+    rows.append(
+      [
+        label,
+        secs["real"] * 1e3,
+        secs["no-aug"] * 1e3,
+        secs["ideal"] * 1e3,
+        f"{100 * share:.1f}%",
+        secs["alone"] * 1e3,
+        f"{100 * alone:.1f}%",
+        "yes" if max(share, alone) < 0.05 else "**no**",
+      ]
+    )
   return rows
 
 
@@ -85,18 +102,22 @@ def input_stage_fn(chunk):
   """The chunk's input stage alone, jitted: permutation, then per step gather + augment + normalise."""
   import jax
   import jax.numpy as jnp
+
   from experiments import train_lib
+
   prog, (_, keys, labels, _, x, steps) = chunk.prog, chunk.args
   bs = prog.batch_size
 
   @jax.jit
   def run(key, labels, x, steps):
     perm = jax.random.permutation(key, prog.num_train)
+
     def one(_, step):
       start = (step % prog.steps_per_epoch) * bs
       idx = jax.lax.dynamic_slice(perm, (start,), (bs,))
       images = train_lib._preprocess(prog, x[idx], jax.random.fold_in(key, step), positions=start + jnp.arange(bs))
       return None, (images, labels[:, idx])
+
     return jax.lax.scan(one, None, steps)[1]
 
   return lambda: _timing.block(run(keys[0], labels, x, steps))
@@ -104,12 +125,16 @@ def input_stage_fn(chunk):
 
 def end_to_end(quick):
   import jax
+
   from benchmarks import _setup
   from experiments import checkpoints, train, train_lib
+
   compile_s, marks, parts = [0.0], [], {"chunk": [], "eval": [], "log": [], "checkpoint": []}
   jax.monitoring.register_event_duration_secs_listener(
-      lambda event, secs, **kw: compile_s.__setitem__(0, compile_s[0] + secs)
-      if event.startswith("/jax/core/compile/") else None)  # tracing, lowering and XLA compilation
+    lambda event, secs, **kw: (
+      compile_s.__setitem__(0, compile_s[0] + secs) if event.startswith("/jax/core/compile/") else None
+    )
+  )  # tracing, lowering and XLA compilation
 
   def timed(key, fn):
     def wrapper(*a, **k):
@@ -119,6 +144,7 @@ def end_to_end(quick):
         jax.block_until_ready(out)
       parts[key].append(time.perf_counter() - t0)
       return out
+
     return wrapper
 
   orig = (train._log_epoch, train_lib.train_chunk_fn, train.Evaluator.metrics, checkpoints.Checkpointer.save)
@@ -137,8 +163,18 @@ def end_to_end(quick):
   epochs = [b - a for a, b in zip([t0] + marks[:-1], marks)]
   steady = statistics.median(epochs[1:])
   med = {k: statistics.median(v[1:]) for k, v in parts.items()}
-  row = [config.num_epochs, total, compile_s[0], epochs[0], steady * 1e3, med["chunk"] * 1e3, med["eval"] * 1e3,
-         med["log"] * 1e3, med["checkpoint"] * 1e3, (steady - sum(med.values())) * 1e3]
+  row = [
+    config.num_epochs,
+    total,
+    compile_s[0],
+    epochs[0],
+    steady * 1e3,
+    med["chunk"] * 1e3,
+    med["eval"] * 1e3,
+    med["log"] * 1e3,
+    med["checkpoint"] * 1e3,
+    (steady - sum(med.values())) * 1e3,
+  ]
   return row
 
 
@@ -146,6 +182,7 @@ def jpeg_folder(root, num_images, side=256, num_classes=10):
   """train/ and test/ image folders of smooth random JPEGs (upsampled noise: file sizes like photos')."""
   import numpy as np
   from PIL import Image
+
   rng = np.random.default_rng(0)
   for split, n in (("train", num_images), ("test", max(num_images // 8, num_classes))):
     for i in range(n):
@@ -159,16 +196,19 @@ def streamed(quick):
   """(decode-only images/s, train-step images/s, waiting share of the steady streamed epoch, row label)."""
   from benchmarks import _setup
   from experiments import input_pipeline, streaming, train, train_lib
+
   # --quick only checks that the measurement runs (CI): a tiny set; the figures come from the full run.
   # (ResNet-20's cold compile alone would be most of the smoke run: the quick run trains the small CNN.)
-  num_images, image_size, batch, epochs, model = ((128, 32, 32, 2, "small_cnn") if quick
-                                                  else (2048, 64, 64, 3, "resnet20"))
+  num_images, image_size, batch, epochs, model = (
+    (128, 32, 32, 2, "small_cnn") if quick else (2048, 64, 64, 3, "resnet20")
+  )
   with tempfile.TemporaryDirectory() as tmp:
     jpeg_folder(tmp, num_images, side=4 * image_size)
     data = input_pipeline.open_stream("image_folder", data_path=tmp, image_size=image_size)
     spe = len(data.y_train) // batch
-    stream = streaming.TrainStream(data.train_source, train_lib.host_epoch_order(0, len(data.y_train)), batch,
-                                   spe, slice(0, batch))
+    stream = streaming.TrainStream(
+      data.train_source, train_lib.host_epoch_order(0, len(data.y_train)), batch, spe, slice(0, batch)
+    )
     t0 = time.perf_counter()
     for _ in stream.epoch(0):
       pass
@@ -179,30 +219,43 @@ def streamed(quick):
 
     def timed_epoch(self, epoch, state=None):
       it = orig_epoch(self, epoch, state)
+
       class Timed:
         def __next__(_):
           t = time.perf_counter()
           out = next(it)
           waits.append((epoch, time.perf_counter() - t))
           return out
+
         def get_state(_):
           return it.get_state()
+
       return Timed()
 
     def timed_chunk(prog):
       fn = orig_chunk(prog)
+
       def run(*a):
         t = time.perf_counter()
         out = _timing.block(fn(*a))
         chunk_s.append(time.perf_counter() - t)
         return out
+
       return run
 
     streaming.TrainStream.epoch, train_lib.train_chunk_fn = timed_epoch, timed_chunk
     train._log_epoch = lambda *a: (marks.append(time.perf_counter()), orig_log(*a))[1]
-    config = _setup.digits_config(dataset="image_folder", data_path=tmp, image_size=image_size, input="stream",
-                                  steps_per_call=10,
-                                  model=model, batch_size=batch, num_epochs=epochs, train_eval_max_examples=256)
+    config = _setup.digits_config(
+      dataset="image_folder",
+      data_path=tmp,
+      image_size=image_size,
+      input="stream",
+      steps_per_call=10,
+      model=model,
+      batch_size=batch,
+      num_epochs=epochs,
+      train_eval_max_examples=256,
+    )
     config.noise.kind, config.noise.rate = "none", 0.0
     try:
       train.train_and_evaluate(config, os.path.join(tmp, "run"))
@@ -213,10 +266,15 @@ def streamed(quick):
   steady_chunks = sum(chunk_s[spe:])
   step_rate = (len(chunk_s) - spe) * batch / steady_chunks if steady_chunks else float("nan")
   share = steady_wait / (steady_wait + steady_chunks)
-  label = (f"{num_images} JPEGs {4 * image_size}² → {image_size}², batch {batch}, {model}, "
-           f"{os.cpu_count()} CPU cores")
-  return [label, decode_rate, step_rate, decode_rate / step_rate, f"{100 * share:.1f}%",
-          "yes" if share < 0.05 else "**no**"]
+  label = f"{num_images} JPEGs {4 * image_size}² → {image_size}², batch {batch}, {model}, {os.cpu_count()} CPU cores"
+  return [
+    label,
+    decode_rate,
+    step_rate,
+    decode_rate / step_rate,
+    f"{100 * share:.1f}%",
+    "yes" if share < 0.05 else "**no**",
+  ]
 
 
 def main():
@@ -224,18 +282,45 @@ def main():
   rows = input_share(args.quick)
   e2e = end_to_end(args.quick)
   stream_row = streamed(args.quick)
-  md = ("Input share of the compiled train chunk (ms per call, median of interleaved repeats; see the module "
-        "docstring for the three variants):\n\n"
-        + _timing.table(["program", "real ms", "no-aug ms", "ideal input ms", "(real − ideal) / real",
-                         "input stage alone ms", "alone / real", "< 5%"], rows)
-        + "\n\nEnd to end, `train.train_and_evaluate(configs/digits.py)` (1 seed, 19 steps/epoch, "
-        "evaluation and a checkpoint every epoch):\n\n"
-        + _timing.table(["epochs", "total s", "trace+lower+compile s", "epoch 1 s (incl. compile)", "steady epoch ms",
-                         "train chunk ms", "eval ms", "log ms", "checkpoint ms", "rest ms"], [e2e])
-        + "\n\nStreamed input (`--config.input=stream`): the streaming stage alone vs the train step's "
-        "consumption, and the share of the steady streamed epoch spent waiting for batches:\n\n"
-        + _timing.table(["setting", "stream alone img/s", "train step img/s", "stream / step",
-                         "waiting share", "< 5%"], [stream_row]))
+  md = (
+    "Input share of the compiled train chunk (ms per call, median of interleaved repeats; see the module "
+    "docstring for the three variants):\n\n"
+    + _timing.table(
+      [
+        "program",
+        "real ms",
+        "no-aug ms",
+        "ideal input ms",
+        "(real − ideal) / real",
+        "input stage alone ms",
+        "alone / real",
+        "< 5%",
+      ],
+      rows,
+    )
+    + "\n\nEnd to end, `train.train_and_evaluate(configs/digits.py)` (1 seed, 19 steps/epoch, "
+    "evaluation and a checkpoint every epoch):\n\n"
+    + _timing.table(
+      [
+        "epochs",
+        "total s",
+        "trace+lower+compile s",
+        "epoch 1 s (incl. compile)",
+        "steady epoch ms",
+        "train chunk ms",
+        "eval ms",
+        "log ms",
+        "checkpoint ms",
+        "rest ms",
+      ],
+      [e2e],
+    )
+    + "\n\nStreamed input (`--config.input=stream`): the streaming stage alone vs the train step's "
+    "consumption, and the share of the steady streamed epoch spent waiting for batches:\n\n"
+    + _timing.table(
+      ["setting", "stream alone img/s", "train step img/s", "stream / step", "waiting share", "< 5%"], [stream_row]
+    )
+  )
   _timing.write_json(args.json, {"input_share": rows, "end_to_end": e2e, "streamed": stream_row})
   _timing.report(args, "pipeline", md, _timing.machine())
 

@@ -11,6 +11,7 @@ BatchNorm statistics) rather than a speed-up one could get from real devices.
   resnet20: batch 128 of random 32×32×3 data, T=1 step per call, loop-free (no XLA while loop: inside
     one its convolutions take the slow path, see train_step.py).
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,9 +25,13 @@ def main():
   args = _timing.parser(__doc__.splitlines()[0]).parse_args()
   _timing.set_host_devices(max(DEVICES))
   from benchmarks import _setup
-  builders = {"digits MLP, 1 epoch/call": lambda n: _setup.digits_chunk(num_devices=n),
-              "ResNet-20, 1 step/call (loop-free)": lambda n: _setup.resnet_chunk(
-                  batch_size=16 if args.quick else 128, steps=1, num_devices=n, loop_free=True)}
+
+  builders = {
+    "digits MLP, 1 epoch/call": lambda n: _setup.digits_chunk(num_devices=n),
+    "ResNet-20, 1 step/call (loop-free)": lambda n: _setup.resnet_chunk(
+      batch_size=16 if args.quick else 128, steps=1, num_devices=n, loop_free=True
+    ),
+  }
   rows, out = [], {}
   for label, build in builders.items():
     # --quick (the CI smoke run): the MLP on 2 meshes, ResNet-20 on 1 (each mesh is a cold compile).
@@ -34,13 +39,16 @@ def main():
     chunks = {n: build(n) for n in devices}
     secs = _timing.interleaved(chunks, repeats=3 if args.quick else 9, warmup=1)
     for n in devices:
-      rows.append([label, n, secs[n] * 1e3, chunks[n].images_per_call / secs[n], secs[1] / secs[n],
-                   chunks[n].compile_seconds])
+      rows.append(
+        [label, n, secs[n] * 1e3, chunks[n].images_per_call / secs[n], secs[1] / secs[n], chunks[n].compile_seconds]
+      )
     out[label] = {n: secs[n] for n in devices}
     print(f"  done {label}", file=sys.stderr, flush=True)
-  md = ("Same global batch on meshes of 1, 2 and 4 simulated CPU devices, all sharing the same 2 cores "
-        "(median of interleaved repeats):\n\n"
-        + _timing.table(["program", "devices", "ms per call", "img/s", "speed vs 1 device", "compile s"], rows))
+  md = (
+    "Same global batch on meshes of 1, 2 and 4 simulated CPU devices, all sharing the same 2 cores "
+    "(median of interleaved repeats):\n\n"
+    + _timing.table(["program", "devices", "ms per call", "img/s", "speed vs 1 device", "compile s"], rows)
+  )
   _timing.write_json(args.json, out)
   _timing.report(args, "scaling", md, _timing.machine())
 

@@ -18,6 +18,7 @@ Seeds and epochs (one process, interleaved rounds): per-seed throughput of S vma
 chunk, as a Python loop calling a jitted one-step chunk 19 times (both as train.py calls them: a fresh step
 array per call, metrics fetched after every call), and in PyTorch with 1 and 2 threads.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -33,9 +34,13 @@ from benchmarks import _timing
 
 TORCH_NAME = {"CE": "ce", "GCE q=0.7": "gce", "SCE": "sce", "MAE": "mae"}
 SUBSETS = {
-    "quick": {"losses": ["CE", "GCE q=0.7"], "noises": ["symmetric:0.4", "asymmetric:0.4"], "seeds": 3, "epochs": 3},
-    "full": {"losses": ["CE", "GCE q=0.7", "SCE", "MAE"], "noises": ["symmetric:0.2", "symmetric:0.6",
-                                                                      "asymmetric:0.4"], "seeds": 3, "epochs": 40},
+  "quick": {"losses": ["CE", "GCE q=0.7"], "noises": ["symmetric:0.4", "asymmetric:0.4"], "seeds": 3, "epochs": 3},
+  "full": {
+    "losses": ["CE", "GCE q=0.7", "SCE", "MAE"],
+    "noises": ["symmetric:0.2", "symmetric:0.6", "asymmetric:0.4"],
+    "seeds": 3,
+    "epochs": 40,
+  },
 }
 
 
@@ -44,6 +49,7 @@ def jax_sweep_worker(losses, noises, seeds, epochs):
   t0 = time.perf_counter()
   from configs.sweeps import digits
   from experiments import report, sweep, train
+
   imported = time.perf_counter() - t0
   cfg = digits.get_config()
   cfg.only_losses, cfg.only_noise, cfg.num_seeds = ",".join(losses), ",".join(noises), seeds
@@ -55,14 +61,20 @@ def jax_sweep_worker(losses, noises, seeds, epochs):
     runs = sweep.run(cfg, os.path.join(tmp, "sweep"))
     ran = time.perf_counter() - t1
     acc = [r["test_accuracy_last"] for r in report.collect(os.path.join(tmp, "sweep"), runs)]
-  return {"import_s": imported, "run_s": ran, "programs": len(runs), "replicas": len(acc),
-          "mean_test_accuracy": statistics.mean(acc)}
+  return {
+    "import_s": imported,
+    "run_s": ran,
+    "programs": len(runs),
+    "replicas": len(acc),
+    "mean_test_accuracy": statistics.mean(acc),
+  }
 
 
 def seeds_worker(quick):
   import jax.numpy as jnp
   import numpy as np
   import torch
+
   from benchmarks import _setup, torch_baseline
 
   counts = (1, 3) if quick else (1, 3, 8)
@@ -85,9 +97,12 @@ def seeds_worker(quick):
     torch.set_num_threads(threads)
     runs[threads].train_epoch()
 
-  fns = {"lax.scan chunk (1 call/epoch)": lambda: chunk_call(epoch, 0, spe),
-         "Python loop of jitted 1-step chunks": lambda: [chunk_call(one, i, 1) for i in range(spe)],
-         "PyTorch, 1 thread": lambda: torch_epoch(1), "PyTorch, 2 threads": lambda: torch_epoch(2)}
+  fns = {
+    "lax.scan chunk (1 call/epoch)": lambda: chunk_call(epoch, 0, spe),
+    "Python loop of jitted 1-step chunks": lambda: [chunk_call(one, i, 1) for i in range(spe)],
+    "PyTorch, 1 thread": lambda: torch_epoch(1),
+    "PyTorch, 2 threads": lambda: torch_epoch(2),
+  }
   secs = _timing.interleaved(fns, repeats=5 if quick else 25, warmup=2)
   base = secs["lax.scan chunk (1 call/epoch)"]
   epochs = [[k, v * 1e3, v / base] for k, v in secs.items()]
@@ -96,16 +111,38 @@ def seeds_worker(quick):
 
 # ----------------------------------------------------------------------------------------------- driver
 def torch_grid(sub, threads, parallel):
-  cmds = [[sys.executable, "-m", "benchmarks.torch_baseline", "digits", "--loss", TORCH_NAME[l], "--noise", n,
-           "--seed", str(s), "--epochs", str(sub["epochs"]), "--threads", str(threads)]
-          for l in sub["losses"] for n in sub["noises"] for s in range(sub["seeds"])]
-  run = lambda cmd: json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_timing.REPO)
-                               .stdout.strip().splitlines()[-1])
+  cmds = [
+    [
+      sys.executable,
+      "-m",
+      "benchmarks.torch_baseline",
+      "digits",
+      "--loss",
+      TORCH_NAME[l],
+      "--noise",
+      n,
+      "--seed",
+      str(s),
+      "--epochs",
+      str(sub["epochs"]),
+      "--threads",
+      str(threads),
+    ]
+    for l in sub["losses"]
+    for n in sub["noises"]
+    for s in range(sub["seeds"])
+  ]
+  run = lambda cmd: json.loads(
+    subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=_timing.REPO).stdout.strip().splitlines()[-1]
+  )
   t0 = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(parallel) as pool:
     outs = list(pool.map(run, cmds))
-  return {"wall_s": time.perf_counter() - t0, "processes": len(cmds),
-          "mean_test_accuracy": statistics.mean(o["test_accuracy"] for o in outs)}
+  return {
+    "wall_s": time.perf_counter() - t0,
+    "processes": len(cmds),
+    "mean_test_accuracy": statistics.mean(o["test_accuracy"] for o in outs),
+  }
 
 
 def main():
@@ -131,22 +168,35 @@ def main():
     variants.append(("PyTorch, 1 process per run, 2 at a time, 1 thread each", 1, 2))
   torch_res = {label: torch_grid(sub, t, par) for label, t, par in variants}
   n_runs = len(sub["losses"]) * len(sub["noises"]) * sub["seeds"]
-  rows = [["JAX: experiments.sweep.run, one process", jax_wall, 1.0, jax_res["mean_test_accuracy"],
-           f"{jax_res['programs']} programs × {jax_res['replicas'] // jax_res['programs']} replicas; "
-           f"imports {jax_res['import_s']:.1f} s"]]
-  rows += [[label, r["wall_s"], r["wall_s"] / jax_wall, r["mean_test_accuracy"], f"{r['processes']} processes"]
-           for label, r in torch_res.items()]
+  rows = [
+    [
+      "JAX: experiments.sweep.run, one process",
+      jax_wall,
+      1.0,
+      jax_res["mean_test_accuracy"],
+      f"{jax_res['programs']} programs × {jax_res['replicas'] // jax_res['programs']} replicas; "
+      f"imports {jax_res['import_s']:.1f} s",
+    ]
+  ]
+  rows += [
+    [label, r["wall_s"], r["wall_s"] / jax_wall, r["mean_test_accuracy"], f"{r['processes']} processes"]
+    for label, r in torch_res.items()
+  ]
   sw = _timing.run_json(["-m", "benchmarks.sweep", "--worker", "seeds", *q])
   if "error" in sw:
     raise RuntimeError(sw["error"])
-  grid = (f"{len(sub['losses'])} losses ({', '.join(sub['losses'])}) × {len(sub['noises'])} noise settings "
-          f"({', '.join(sub['noises'])}) × {sub['seeds']} seeds × {sub['epochs']} epochs = {n_runs} runs")
-  md = (f"Grid: {grid}, configs/digits.py otherwise.\n\n"
-        + _timing.table(["runner", "wall s", "wall / JAX wall", "mean final test acc", "notes"], rows)
-        + "\n\nPer-seed throughput of S vmapped seeds (one digits epoch per call):\n\n"
-        + _timing.table(["seeds S", "ms per call", "seed-images/s", "per-seed throughput vs S=1"], sw["seeds"])
-        + "\n\nOne digits epoch (19 steps, batch 64, MLP 256-256):\n\n"
-        + _timing.table(["how", "ms per epoch", "vs lax.scan chunk"], sw["epochs"]))
+  grid = (
+    f"{len(sub['losses'])} losses ({', '.join(sub['losses'])}) × {len(sub['noises'])} noise settings "
+    f"({', '.join(sub['noises'])}) × {sub['seeds']} seeds × {sub['epochs']} epochs = {n_runs} runs"
+  )
+  md = (
+    f"Grid: {grid}, configs/digits.py otherwise.\n\n"
+    + _timing.table(["runner", "wall s", "wall / JAX wall", "mean final test acc", "notes"], rows)
+    + "\n\nPer-seed throughput of S vmapped seeds (one digits epoch per call):\n\n"
+    + _timing.table(["seeds S", "ms per call", "seed-images/s", "per-seed throughput vs S=1"], sw["seeds"])
+    + "\n\nOne digits epoch (19 steps, batch 64, MLP 256-256):\n\n"
+    + _timing.table(["how", "ms per epoch", "vs lax.scan chunk"], sw["epochs"])
+  )
   _timing.write_json(args.json, {"sweep": rows, **sw})
   _timing.report(args, "sweep", md, _timing.machine())
 

@@ -11,6 +11,7 @@ permutation drawn once, no host syncs inside the step loop except where the metr
 Only torch, numpy, scikit-learn and the pure-NumPy experiments.noise are imported (no JAX), so the
 per-process start-up cost is PyTorch's own.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,7 +40,7 @@ class BasicBlockA(nn.Module):
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
     y = self.bn2(self.conv2(y))
-    r = x[:, :, ::self.stride, ::self.stride]
+    r = x[:, :, :: self.stride, :: self.stride]
     if self.extra:
       r = F.pad(r, (0, 0, 0, 0, 0, self.extra))  # zero channels at the end, as models.CifarBasicBlock
     return F.relu(y + r)
@@ -98,6 +99,7 @@ def resnet20_step_fn(batch_size, channels_last=False):
 # ------------------------------------------------------------------------------------------- losses
 def loss_fn(name):
   """Per-example losses of the robust baselines, with the sweep's hyperparameters."""
+
   def probs_y(logits, y):
     return F.softmax(logits, -1).gather(1, y[:, None])[:, 0]
 
@@ -117,34 +119,39 @@ def load_digits():
   """The project's digits split (experiments.input_pipeline._load_digits), without importing JAX."""
   import sklearn.datasets
   import sklearn.model_selection
+
   d = sklearn.datasets.load_digits()
   images = np.round(d.images * (255 / 16)).astype(np.uint8)[..., None]
-  return sklearn.model_selection.train_test_split(images, d.target.astype(np.int32), test_size=0.3,
-                                                  stratify=d.target, random_state=0)
+  return sklearn.model_selection.train_test_split(
+    images, d.target.astype(np.int32), test_size=0.3, stratify=d.target, random_state=0
+  )
 
 
 class DigitsRun:
   """One run of configs/digits.py's recipe: MLP 256-256, SGD Nesterov + coupled L2, cosine per step."""
 
-  def __init__(self, loss, noise_kind, noise_rate, seed, epochs, batch_size=64, lr=0.05, momentum=0.9,
-               weight_decay=5e-4):
+  def __init__(
+    self, loss, noise_kind, noise_rate, seed, epochs, batch_size=64, lr=0.05, momentum=0.9, weight_decay=5e-4
+  ):
     from experiments import noise  # pure NumPy
+
     torch.manual_seed(seed)
     x_train, x_test, y_train, y_test = load_digits()
-    noisy = noise.apply_noise(y_train, kind=noise_kind, rate=noise_rate, num_classes=10, seed=seed,
-                              dataset="digits")
+    noisy = noise.apply_noise(y_train, kind=noise_kind, rate=noise_rate, num_classes=10, seed=seed, dataset="digits")
     mean, std = x_train.mean() / 255, x_train.std() / 255
     to_x = lambda a: torch.from_numpy(((a / 255.0 - mean) / std).astype(np.float32))
     self.xtr, self.xte = to_x(x_train), to_x(x_test)
     self.ytr, self.yte = torch.from_numpy(noisy.labels.astype(np.int64)), torch.from_numpy(y_test.astype(np.int64))
     self.clean, self.is_noisy = torch.from_numpy(y_train.astype(np.int64)), torch.from_numpy(noisy.is_noisy)
     self.model = mlp(self.xtr[0].numel(), 10)
-    self.opt = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, nesterov=True,
-                               weight_decay=weight_decay)
+    self.opt = torch.optim.SGD(
+      self.model.parameters(), lr=lr, momentum=momentum, nesterov=True, weight_decay=weight_decay
+    )
     self.batch_size, self.steps_per_epoch = batch_size, len(self.ytr) // batch_size
     total = epochs * self.steps_per_epoch
     self.sched = torch.optim.lr_scheduler.LambdaLR(
-        self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+      self.opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total))
+    )
     self.criterion = loss_fn(loss)
 
   def train_epoch(self) -> float:
@@ -152,7 +159,7 @@ class DigitsRun:
     perm = torch.randperm(len(self.ytr))
     total = torch.zeros(())
     for i in range(self.steps_per_epoch):
-      idx = perm[i * self.batch_size:(i + 1) * self.batch_size]
+      idx = perm[i * self.batch_size : (i + 1) * self.batch_size]
       self.opt.zero_grad(set_to_none=True)
       loss = self.criterion(self.model(self.xtr[idx]), self.ytr[idx]).mean()
       loss.backward()
@@ -167,9 +174,11 @@ class DigitsRun:
     self.model.eval()
     pred = self.model(self.xtr).argmax(1)
     noisy = self.is_noisy
-    return {"test_accuracy": (self.model(self.xte).argmax(1) == self.yte).float().mean().item(),
-            "memorised": ((pred == self.ytr) & noisy).sum().item() / max(int(noisy.sum()), 1),
-            "clean_accuracy": ((pred == self.clean) & ~noisy).sum().item() / max(int((~noisy).sum()), 1)}
+    return {
+      "test_accuracy": (self.model(self.xte).argmax(1) == self.yte).float().mean().item(),
+      "memorised": ((pred == self.ytr) & noisy).sum().item() / max(int(noisy.sum()), 1),
+      "clean_accuracy": ((pred == self.clean) & ~noisy).sum().item() / max(int((~noisy).sum()), 1),
+    }
 
 
 def run_digits(loss, noise_kind, noise_rate, seed, epochs, threads=2):
@@ -179,8 +188,12 @@ def run_digits(loss, noise_kind, noise_rate, seed, epochs, threads=2):
   history = []
   for epoch in range(epochs):
     history.append({"epoch": epoch + 1, "train_loss": run.train_epoch(), **run.evaluate()})
-  return {"test_accuracy": history[-1]["test_accuracy"], "seconds": time.perf_counter() - t0, "epochs": epochs,
-          "history": history}
+  return {
+    "test_accuracy": history[-1]["test_accuracy"],
+    "seconds": time.perf_counter() - t0,
+    "epochs": epochs,
+    "history": history,
+  }
 
 
 def main():

@@ -1,4 +1,5 @@
 """Shared CIFAR-style recipe (ResNet, SGD+Nesterov, cosine): the base of the image-dataset configs."""
+
 from configs import default
 
 

@@ -12,13 +12,14 @@ weight decay 5e-4, random crop + flip. SELFIE trains a VGG-19 with BatchNorm, wh
 have: PreAct ResNet-18 (CIFAR stem, suited to 64 px) instead. The 50k images fit in memory (0.6 GB), so
 `input='auto'` keeps them there.
 """
+
 from configs import _cifar
 
 
 def get_config():
   c = _cifar.cifar_like("image_list", model="preact_resnet18", num_epochs=100)
   c.image_size = 64
-  c.noise.kind = "none"   # the labels on disk are the noisy ones
+  c.noise.kind = "none"  # the labels on disk are the noisy ones
   c.noise.rate = 0.0
   c.schedule = "step"
   c.lr_boundaries = (50, 75)

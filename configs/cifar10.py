@@ -1,4 +1,5 @@
 """CIFAR-10 (TFDS `cifar10`), ResNet-20, 200 epochs cosine, crop+flip augmentation on device."""
+
 from configs import _cifar
 
 

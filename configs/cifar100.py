@@ -1,4 +1,5 @@
 """CIFAR-100 (TFDS `cifar100`), ResNet-32 (more classes want more capacity), 200 epochs cosine."""
+
 from configs import _cifar
 
 

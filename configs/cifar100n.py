@@ -1,4 +1,5 @@
 """CIFAR-100N (TFDS `cifar100_n`): real human label noise, `noise_label` (40.2% noisy, Wei et al. 2022)."""
+
 from configs import _cifar
 
 

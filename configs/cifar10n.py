@@ -3,6 +3,7 @@
 `real_label_key` picks the label set: aggre_label (9.0% noise), random_label1..3 (~17-18%), worse_label
 (40.2%); the noise rates are those published with the dataset. PreAct ResNet-18 as in the CIFAR-N benchmark.
 """
+
 from configs import _cifar
 
 

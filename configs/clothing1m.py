@@ -16,6 +16,7 @@ for 5, 224×224 images. The ImageNet weights are not shipped: convert them to th
 docs/CHECKPOINTS.md (the head is re-initialised for 14 classes). The training set does not fit in memory
 decoded (150 GB at 224 px): `input='auto'` streams it, each process reading its rows of every batch.
 """
+
 from configs import _web
 
 

@@ -3,6 +3,7 @@
 Run: python -m experiments.train --config=configs/default.py --workdir=DIR [--config.key=value ...]
 The config is locked, so a misspelt key is an error that lists the valid keys.
 """
+
 import ml_collections
 from ml_collections import config_dict
 
@@ -29,27 +30,27 @@ def get_config() -> ml_collections.ConfigDict:
   # with train/, test/ and optionally val/, one sub-folder per class), 'image_list' (`path label` list files
   # under data_path: Clothing1M / WebVision / Food-101N style) or a TFDS name.
   c.dataset = "digits"
-  c.data_path = ""          # npz: the .npz file (keras mnist.npz layout); image_folder/image_list: the root DIR
-  c.train_list = ""         # image_list: `relative/path label` lines (relative to data_path, or absolute)
+  c.data_path = ""  # npz: the .npz file (keras mnist.npz layout); image_folder/image_list: the root DIR
+  c.train_list = ""  # image_list: `relative/path label` lines (relative to data_path, or absolute)
   c.test_list = ""
-  c.val_list = ""           # optional clean validation list (image_list); val/ is found by itself (image_folder)
-  c.skip_corrupt = False    # image files: skip (and count) unreadable images instead of stopping
-  c.data_dir = ""           # TFDS data_dir ('' = TFDS default)
-  c.tfds_config = ""        # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
-  c.real_label_key = ""     # which human label set for noise.kind='real' ('' = dataset default)
-  c.train_split = ""         # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
-  c.image_size = 0          # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
-  c.val_size = 0            # clean validation hold-out from train, used to pick the best epoch
-  c.num_classes = 0         # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
+  c.val_list = ""  # optional clean validation list (image_list); val/ is found by itself (image_folder)
+  c.skip_corrupt = False  # image files: skip (and count) unreadable images instead of stopping
+  c.data_dir = ""  # TFDS data_dir ('' = TFDS default)
+  c.tfds_config = ""  # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
+  c.real_label_key = ""  # which human label set for noise.kind='real' ('' = dataset default)
+  c.train_split = ""  # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
+  c.image_size = 0  # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
+  c.val_size = 0  # clean validation hold-out from train, used to pick the best epoch
+  c.num_classes = 0  # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
   # Input: 'memory' loads the decoded dataset into host memory (the fast path for small data), 'stream' reads
   # each process's shard of every global batch with grain worker threads, 'auto' streams when the decoded
   # training set exceeds input_memory_gb.
   c.input = "auto"
   c.input_memory_gb = 4.0
-  c.input_workers = 0       # grain read/decode threads per process (0 = one per CPU core)
-  c.input_prefetch = 2      # compiled calls' worth of batches decoded ahead per process (needs steps_per_call >= 1)
+  c.input_workers = 0  # grain read/decode threads per process (0 = one per CPU core)
+  c.input_prefetch = 2  # compiled calls' worth of batches decoded ahead per process (needs steps_per_call >= 1)
   c.stats_max_examples = 20000  # stream: channel mean/std from all training images up to this many, else a
-                                # seeded sample of this many (in memory they always use every image)
+  # seeded sample of this many (in memory they always use every image)
 
   # Label noise (experiments/noise.py).
   c.noise = ml_collections.ConfigDict()
@@ -73,33 +74,33 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Optimisation.
   c.num_epochs = 30
-  c.batch_size = 128          # global batch, split evenly over all devices
-  c.optimizer = "sgd"         # sgd|adam|adamw
+  c.batch_size = 128  # global batch, split evenly over all devices
+  c.optimizer = "sgd"  # sgd|adam|adamw
   c.learning_rate = 0.1
   c.momentum = 0.9
   c.nesterov = True
   c.weight_decay = 1e-4
-  c.schedule = "cosine"       # constant|cosine|step|exponential
+  c.schedule = "cosine"  # constant|cosine|step|exponential
   c.lr_boundaries = config_dict.placeholder(tuple)  # epochs, for schedule='step'
-  c.lr_decay = 0.1            # factor at each boundary (step) or after every epoch (exponential)
+  c.lr_decay = 0.1  # factor at each boundary (step) or after every epoch (exponential)
   c.warmup_epochs = 0
-  c.grad_clip_norm = 0.0      # >0: the gradient-clipping baseline (optax.clip_by_global_norm)
-  c.l1_weight_decay = 0.0     # >0: L1 penalty on all parameters (ANL, JAL use it with weight_decay=0)
+  c.grad_clip_norm = 0.0  # >0: the gradient-clipping baseline (optax.clip_by_global_norm)
+  c.l1_weight_decay = 0.0  # >0: L1 penalty on all parameters (ANL, JAL use it with weight_decay=0)
 
   # Runs.
   c.seed = 0
-  c.num_seeds = 1             # seeds seed..seed+num_seeds-1 train together, vmapped in one program
-  c.eval_batch_size = 256     # per device
+  c.num_seeds = 1  # seeds seed..seed+num_seeds-1 train together, vmapped in one program
+  c.eval_batch_size = 256  # per device
   c.train_eval_max_examples = 10000  # memorisation metrics on this many training examples (0 = all)
-  c.steps_per_call = 50       # optimisation steps per compiled call (lax.scan); progress updates between
+  c.steps_per_call = 50  # optimisation steps per compiled call (lax.scan); progress updates between
   # One step per call, no XLA while loop (None = auto: on CPU for conv models, where XLA:CPU runs
   # convolutions inside loops ~20x slower, jax-ml/jax#12868). Overrides steps_per_call when on.
   c.loop_free = config_dict.placeholder(bool)
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 2
-  c.skip_nonfinite = False    # True: skip and count non-finite steps instead of stopping the run
-  c.num_devices = 0           # data-parallel over this many devices (0 = all)
-  c.distributed = False       # jax.distributed.initialize() (multi-host; also on by the standard env vars)
-  c.overwrite = False         # workdir holds a run of another config: move it aside instead of refusing
+  c.skip_nonfinite = False  # True: skip and count non-finite steps instead of stopping the run
+  c.num_devices = 0  # data-parallel over this many devices (0 = all)
+  c.distributed = False  # jax.distributed.initialize() (multi-host; also on by the standard env vars)
+  c.overwrite = False  # workdir holds a run of another config: move it aside instead of refusing
   c.progress = True
   return c

@@ -2,6 +2,7 @@
 
 Trains in seconds on 2 CPU cores; the README's main sweep (configs/sweeps/digits.py) is built on it.
 """
+
 from configs import default
 
 

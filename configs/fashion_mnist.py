@@ -2,6 +2,7 @@
 
 Asymmetric noise uses our documented map (experiments/noise.py): there is no agreed one for this dataset.
 """
+
 from configs import _cifar
 
 

@@ -4,6 +4,7 @@ Imagewang's train split holds all of Imagenette's training images plus 10% of Im
 and its validation split, our test set, is Imagewoof only: the dog breeds are the hard, scarce classes.
 Images are centre-cropped and resized to 64×64 on load; PreAct ResNet-18.
 """
+
 from configs import _cifar
 
 

@@ -1,4 +1,5 @@
 """MNIST (TFDS `mnist`), small CNN. Prepare once: tfds build mnist --file_format=array_record."""
+
 from configs import _cifar
 
 

@@ -1,4 +1,5 @@
 """SVHN (TFDS `svhn_cropped`), ResNet-20; shift-only augmentation (digits must not be mirrored)."""
+
 from configs import _cifar
 
 

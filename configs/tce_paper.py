@@ -5,6 +5,7 @@ images held out as (clean) validation to pick the epoch; shift+mirror augmentati
 Targets (top-1 %, their Table 2, CIFAR10+): CE 92.10 / 83.73 / 63.59 and TCE α=2 91.82 / 88.40 / 72.95 at
 symmetric noise η = 0 / 0.4 / 0.8. Override --config.dataset=mnist|svhn_cropped for the other columns.
 """
+
 from configs import _cifar, default
 
 

@@ -12,11 +12,13 @@ Protocol of APL (Ma et al., ICML 2020; HanxunH/Active-Passive-Losses@2d18de6
 configs/webvision_mini/nce+rce.yaml), also used by ANL (NeurIPS 2023), ALFs and JAL (ICCV 2025): ResNet-50
 from scratch, 250 epochs, SGD with Nesterov momentum 0.9, lr 0.4 ×0.97 after every epoch, weight decay
 3e-5, batch 512, gradient norm clipped at 5, NCE+RCE α=50, β=0.1, images resized to 224×224. APL also
-tests on ILSVRC2012's validation images of the 50 classes: make a list file of those to do the same. Here the resize is a centre crop + resize on decode and the
+tests on ILSVRC2012's validation images of the 50 classes: make a list file of those to do the same. Here the
+resize is a centre crop + resize on decode and the
 augmentation a random crop (zero padding 28 px) + flip on device; the papers' exact augmentation is not
 reproduced. Decoded, the training set is ~10 GB: `input='auto'` streams it (input_memory_gb). The
 published numbers (APL's NCE+RCE, ANL-CE 67.44, NCE+AGCE 65.00 top-1) are in docs/RESULTS.md's notes.
 """
+
 from configs import _web, default
 
 

@@ -5,6 +5,7 @@ step) and, as JSON beside it, the epoch and the metrics history, so a resumed ru
 uninterrupted one would. orbax writes to a temporary directory and renames it when complete, so a run
 killed mid-save leaves the previous checkpoint as the latest complete one.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,20 @@ import jax
 import orbax.checkpoint as ocp
 
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.
-RUNTIME_KEYS = ("progress", "overwrite", "checkpoint_every_epochs", "keep_checkpoints", "steps_per_call",
-                "loop_free", "distributed", "eval_batch_size", "data_dir", "num_devices", "input_workers",
-                "input_prefetch")
+RUNTIME_KEYS = (
+  "progress",
+  "overwrite",
+  "checkpoint_every_epochs",
+  "keep_checkpoints",
+  "steps_per_call",
+  "loop_free",
+  "distributed",
+  "eval_batch_size",
+  "data_dir",
+  "num_devices",
+  "input_workers",
+  "input_prefetch",
+)
 
 
 class ConfigMismatchError(ValueError):
@@ -44,8 +56,11 @@ def config_differences(stored: dict, config, extra: dict | None = None) -> list[
   `config` (+ `extra`), sorted; [] when they describe the same computation."""
   mine = _flatten(_comparable({**json.loads(config.to_json()), **(extra or {})}))
   theirs = _flatten(_comparable(stored))
-  return [f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
-          for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
+  return [
+    f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
+    for k in sorted(set(mine) | set(theirs))
+    if mine.get(k) != theirs.get(k)
+  ]
 
 
 def move_aside(workdir: str) -> str:
@@ -67,8 +82,9 @@ def guard_workdir(workdir: str, config, extra: dict | None = None) -> None:
     if diff:
       if not config.overwrite:
         raise ConfigMismatchError(
-            f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}). Use a new "
-            "--workdir, or --config.overwrite=True to move the old run aside (it is renamed, never deleted).")
+          f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}). Use a new "
+          "--workdir, or --config.overwrite=True to move the old run aside (it is renamed, never deleted)."
+        )
       if jax.process_index() == 0:
         print(f"Moved the previous run in {workdir} to {move_aside(workdir)}")
   if jax.process_index() == 0:
@@ -88,13 +104,15 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True),
-        item_names=("state", "meta"))
+      os.path.abspath(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True),
+      item_names=("state", "meta"),
+    )
 
   def save(self, step: int, state, meta: dict) -> None:
-    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
+    )
     # Asynchronous: orbax has copied the arrays to host memory when save() returns and writes them in the
     # background (atomically); training goes on. close() waits for the last write.
 
@@ -103,8 +121,9 @@ class Checkpointer:
     step = self._manager.latest_step()
     if step is None:
       return None
-    out = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    out = self._manager.restore(
+      step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
+    )
     return out.state, out.meta
 
   def wait(self):

@@ -5,6 +5,7 @@ directory; replica 0 of a multi-seed run) or a flax msgpack file of {'params', '
 are in docs/CHECKPOINTS.md. Every pretrained array must fit the model by path and shape, except the
 classifier, the top-level 'head', which is re-initialised when its shape differs (another number of classes).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ from flax import traverse_util
 
 HEAD = "head"
 COLLECTIONS = ("params", "batch_stats")
-_FORMATS = ("a workdir of this project (with checkpoints/), its checkpoints/ directory, one step's directory "
-            "(checkpoints/<step>) or a flax msgpack file of {'params', 'batch_stats'} (docs/CHECKPOINTS.md)")
+_FORMATS = (
+  "a workdir of this project (with checkpoints/), its checkpoints/ directory, one step's directory "
+  "(checkpoints/<step>) or a flax msgpack file of {'params', 'batch_stats'} (docs/CHECKPOINTS.md)"
+)
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -50,7 +53,7 @@ def _state_dir(path: str) -> tuple[str, str]:
   """The 'state' item directory of the checkpoint that `path` names, and its step (for the log)."""
   if os.path.isdir(os.path.join(path, "checkpoints")):  # a workdir
     path = os.path.join(path, "checkpoints")
-  if os.path.isdir(os.path.join(path, "state")):        # one step's directory
+  if os.path.isdir(os.path.join(path, "state")):  # one step's directory
     return os.path.join(path, "state"), os.path.basename(os.path.normpath(path))
   if os.path.exists(os.path.join(path, "_METADATA")):  # the state item itself
     return path, os.path.basename(os.path.dirname(os.path.normpath(path)))
@@ -72,16 +75,20 @@ def _load_orbax(state_dir: str) -> dict:
   try:
     tree = handler.metadata(epath.Path(state_dir)).tree
   except Exception as e:  # orbax raises assorted types for a half-written or foreign directory
-    raise ValueError(f"init_from: cannot read the orbax checkpoint in {state_dir!r} "
-                     f"({type(e).__name__}: {e}); it must be {_FORMATS}") from e
+    raise ValueError(
+      f"init_from: cannot read the orbax checkpoint in {state_dir!r} ({type(e).__name__}: {e}); it must be {_FORMATS}"
+    ) from e
   if not isinstance(tree, dict) or "params" not in tree:
     keys = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-    raise ValueError(f"init_from: the checkpoint in {state_dir!r} holds no 'params' (found {keys}); "
-                     "expected a TrainState saved by experiments/checkpoints.py")
+    raise ValueError(
+      f"init_from: the checkpoint in {state_dir!r} holds no 'params' (found {keys}); "
+      "expected a TrainState saved by experiments/checkpoints.py"
+    )
   item = {k: tree.get(k) or {} for k in COLLECTIONS}
   restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-  out = handler.restore(epath.Path(state_dir), args=ocp.args.PyTreeRestore(
-      item=item, restore_args=restore_args, partial_restore=True))
+  out = handler.restore(
+    epath.Path(state_dir), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+  )
   return {k: jax.tree.map(lambda a: np.asarray(a)[0], out.get(k) or {}) for k in COLLECTIONS}
 
 
@@ -91,12 +98,15 @@ def _load_msgpack(path: str) -> dict:
   try:
     tree = flax.serialization.msgpack_restore(data)
   except Exception as e:  # msgpack's ExtraData / 'incomplete input' ValueErrors, numpy's on a bad array
-    raise ValueError(f"init_from={path!r} is not a readable flax msgpack file ({type(e).__name__}: {e}); it "
-                     f"must be {_FORMATS}") from e
+    raise ValueError(
+      f"init_from={path!r} is not a readable flax msgpack file ({type(e).__name__}: {e}); it must be {_FORMATS}"
+    ) from e
   if not isinstance(tree, dict) or not isinstance(tree.get("params"), dict):
     found = sorted(tree) if isinstance(tree, dict) else type(tree).__name__
-    raise ValueError(f"init_from={path!r} holds no 'params' tree (top level: {found}); save "
-                     "flax.serialization.to_bytes({'params': params, 'batch_stats': batch_stats})")
+    raise ValueError(
+      f"init_from={path!r} holds no 'params' tree (top level: {found}); save "
+      "flax.serialization.to_bytes({'params': params, 'batch_stats': batch_stats})"
+    )
   return {k: jax.tree.map(np.asarray, tree.get(k) or {}) for k in COLLECTIONS}
 
 
@@ -140,14 +150,18 @@ def _merge(init_vars, pretrained):
       problems.append(f"{_name(p)}: model {shape(a)}, missing from the pretrained weights")
     elif shape(pre[p]) != shape(a):
       problems.append(f"{_name(p)}: model {shape(a)} vs pretrained {shape(pre[p])}")
-  problems += [f"{_name(p)}: pretrained {shape(b)}, not in the model" for p, b in pre.items()
-               if p not in init and not (p in head_pre and reinit)]
+  problems += [
+    f"{_name(p)}: pretrained {shape(b)}, not in the model"
+    for p, b in pre.items()
+    if p not in init and not (p in head_pre and reinit)
+  ]
   if problems:
     shown = "; ".join(problems[:12]) + (f"; ... and {len(problems) - 12} more" if len(problems) > 12 else "")
-    raise ValueError(f"the pretrained weights do not fit the model (another architecture?), {len(problems)} "
-                     f"mismatched path(s): {shown}")
-  flat = {p: np.asarray(a) if p in reinit else np.asarray(pre[p]).astype(np.asarray(a).dtype)
-          for p, a in init.items()}
+    raise ValueError(
+      f"the pretrained weights do not fit the model (another architecture?), {len(problems)} "
+      f"mismatched path(s): {shown}"
+    )
+  flat = {p: np.asarray(a) if p in reinit else np.asarray(pre[p]).astype(np.asarray(a).dtype) for p, a in init.items()}
   out = traverse_util.unflatten_dict(flat) if flat else {}
   return {k: out.get(k, {}) for k in init_vars}, notes, reinit
 
@@ -156,8 +170,9 @@ def _merge(init_vars, pretrained):
 def trainable_mask(params):
   """True for the leaves under the top-level 'head' (the classifier), False elsewhere."""
   if HEAD not in params:
-    raise ValueError(f"freeze_backbone needs the classifier as the top-level params entry {HEAD!r}; the model "
-                     f"has {sorted(params)}")
+    raise ValueError(
+      f"freeze_backbone needs the classifier as the top-level params entry {HEAD!r}; the model has {sorted(params)}"
+    )
   return jax.tree_util.tree_map_with_path(lambda path, _: path[0].key == HEAD, params)
 
 
@@ -199,6 +214,8 @@ def initialize(config, state, num_replicas: int, pretrained: tuple[dict, str] | 
   new = traverse_util.unflatten_dict(flat_new) if flat_new else {}
   if jax.process_index() == 0:
     loaded = len(flat_new) - len(reinit)
-    print(f"Initialised from {source}: {loaded} arrays loaded; "
-          f"{'; '.join(notes) if notes else 'nothing re-initialised'}", flush=True)
+    print(
+      f"Initialised from {source}: {loaded} arrays loaded; {'; '.join(notes) if notes else 'nothing re-initialised'}",
+      flush=True,
+    )
   return state.replace(params=new.get("params", {}), batch_stats=new.get("batch_stats", {}))

@@ -11,6 +11,7 @@ Two layouts are read into a `FileList` (paths + int labels), which `load_images`
 Every problem with the files raises `ImageFileError` (a ValueError) naming the folder or file, and the
 line for list files, so a wrong path is fixed from the message alone.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -22,24 +23,26 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-SPLITS = ("train", "test", "val")   # folder names scan_image_folder looks for; train and test are required
+SPLITS = ("train", "test", "val")  # folder names scan_image_folder looks for; train and test are required
 
-_SHOW = 5              # how many offending names a message lists before "and N more"
-_CHUNK = 64            # files per thread task: few enough futures for 1M-image lists, small enough to balance
+_SHOW = 5  # how many offending names a message lists before "and N more"
+_CHUNK = 64  # files per thread task: few enough futures for 1M-image lists, small enough to balance
 
 
 @dataclasses.dataclass(frozen=True, eq=False)  # eq=False: `==` on array fields would be ambiguous
 class FileList:
   """Images of one split: absolute paths and their int labels, in a fixed order."""
-  paths: np.ndarray               # object array of str [N], absolute paths
-  labels: np.ndarray              # int32 [N]
-  class_names: tuple[str, ...]    # index -> name; '' where unknown (list files give only ids)
-  source: str                     # what messages name: the split folder or the list file
+
+  paths: np.ndarray  # object array of str [N], absolute paths
+  labels: np.ndarray  # int32 [N]
+  class_names: tuple[str, ...]  # index -> name; '' where unknown (list files give only ids)
+  source: str  # what messages name: the split folder or the list file
 
   def __post_init__(self):
     if self.paths.shape != self.labels.shape or self.paths.ndim != 1:
-      raise ValueError(f"{self.source}: paths {self.paths.shape} and labels {self.labels.shape} must be "
-                       f"1-D arrays of the same length")
+      raise ValueError(
+        f"{self.source}: paths {self.paths.shape} and labels {self.labels.shape} must be 1-D arrays of the same length"
+      )
 
   def __len__(self):
     return len(self.paths)
@@ -78,38 +81,45 @@ def _is_image(name):
 # -------------------------------------------------------------------------------- class folders
 def _class_dirs(split_dir):
   """Sorted non-hidden sub-folder names of a split folder."""
-  return sorted(e for e in os.listdir(split_dir)
-                if not e.startswith(".") and os.path.isdir(os.path.join(split_dir, e)))
+  return sorted(e for e in os.listdir(split_dir) if not e.startswith(".") and os.path.isdir(os.path.join(split_dir, e)))
 
 
 def _class_images(class_dir):
   """Image files under a class folder, recursively, in torchvision's order: by folder path, then name."""
   walk = []
   for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
-    dirnames[:] = [d for d in dirnames if not d.startswith(".")]   # prunes hidden folders from the walk
+    dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # prunes hidden folders from the walk
     walk.append((dirpath, filenames))
-  return [os.path.join(dirpath, f) for dirpath, filenames in sorted(walk) for f in sorted(filenames)
-          if _is_image(f) and os.path.isfile(os.path.join(dirpath, f))]
+  return [
+    os.path.join(dirpath, f)
+    for dirpath, filenames in sorted(walk)
+    for f in sorted(filenames)
+    if _is_image(f) and os.path.isfile(os.path.join(dirpath, f))
+  ]
 
 
 def _scan_split(split_dir):
   """One split folder -> FileList labelled by the split's OWN sorted class folders."""
   classes = _class_dirs(split_dir)
   if not classes:
-    raise ImageFileError(f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>, "
-                         f"but it contains {_contents(split_dir)}")
+    raise ImageFileError(
+      f"{split_dir}: no class folders; expected {split_dir}/<class>/<image>, but it contains {_contents(split_dir)}"
+    )
   paths, labels = [], []
   for k, name in enumerate(classes):
     class_dir = os.path.join(split_dir, name)
     images = _class_images(class_dir)
     if not images:
-      raise ImageFileError(f"{class_dir}: class folder has no images (extensions "
-                           f"{' '.join(IMAGE_EXTENSIONS)}, any case; hidden files ignored); "
-                           f"it contains {_contents(class_dir)}")
+      raise ImageFileError(
+        f"{class_dir}: class folder has no images (extensions "
+        f"{' '.join(IMAGE_EXTENSIONS)}, any case; hidden files ignored); "
+        f"it contains {_contents(class_dir)}"
+      )
     paths.extend(images)
     labels.extend([k] * len(images))
-  return FileList(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32),
-                  class_names=tuple(classes), source=split_dir)
+  return FileList(
+    paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32), class_names=tuple(classes), source=split_dir
+  )
 
 
 def check_class_names(train: FileList, other: FileList, split: str):
@@ -122,15 +132,19 @@ def check_class_names(train: FileList, other: FileList, split: str):
   if all(train.class_names) and all(other.class_names):
     extra = sorted(set(other.class_names) - set(train.class_names))
     if extra:
-      raise ImageFileError(f"{other.source}: {split} has class folder(s) {_some(extra)} that train "
-                           f"({train.source}) lacks; train's classes are {_some(train.class_names, 20)}")
+      raise ImageFileError(
+        f"{other.source}: {split} has class folder(s) {_some(extra)} that train "
+        f"({train.source}) lacks; train's classes are {_some(train.class_names, 20)}"
+      )
     return
   k = len(train.class_names)
   if len(other) and int(other.labels.max()) >= k:
     i = int(np.argmax(other.labels >= k))
-    raise ImageFileError(f"{other.source}: {split} label {int(other.labels[i])} (for {other.paths[i]}) is "
-                         f"out of range for train ({train.source}), which has {k} classes; valid range "
-                         f"is [0, {k - 1}]")
+    raise ImageFileError(
+      f"{other.source}: {split} label {int(other.labels[i])} (for {other.paths[i]}) is "
+      f"out of range for train ({train.source}), which has {k} classes; valid range "
+      f"is [0, {k - 1}]"
+    )
 
 
 def _relabel(other, train):
@@ -148,17 +162,21 @@ def scan_image_folder(root: str) -> dict[str, FileList]:
   """
   root = os.path.abspath(os.path.expanduser(root))
   if not os.path.exists(root):
-    raise ImageFileError(f"{root}: image folder does not exist (expected {root}/train/<class>/<image> "
-                         f"and {root}/test/<class>/<image>)")
+    raise ImageFileError(
+      f"{root}: image folder does not exist (expected {root}/train/<class>/<image> and {root}/test/<class>/<image>)"
+    )
   if not os.path.isdir(root):
-    raise ImageFileError(f"{root}: is a file, not a folder; an image folder holds train/ and test/ "
-                         f"sub-folders of class folders")
+    raise ImageFileError(
+      f"{root}: is a file, not a folder; an image folder holds train/ and test/ sub-folders of class folders"
+    )
   present = [s for s in SPLITS if os.path.isdir(os.path.join(root, s))]
   missing = [s for s in ("train", "test") if s not in present]
   if missing:
-    raise ImageFileError(f"{root}: no {' or '.join(m + '/' for m in missing)} folder; an image folder "
-                         f"needs train/ and test/ (val/ optional), each holding <class>/<image>; "
-                         f"it contains {_contents(root)}")
+    raise ImageFileError(
+      f"{root}: no {' or '.join(m + '/' for m in missing)} folder; an image folder "
+      f"needs train/ and test/ (val/ optional), each holding <class>/<image>; "
+      f"it contains {_contents(root)}"
+    )
 
   splits = {s: _scan_split(os.path.join(root, s)) for s in present}
   train = splits["train"]
@@ -166,8 +184,10 @@ def scan_image_folder(root: str) -> dict[str, FileList]:
     check_class_names(train, splits[split], split)
     absent = sorted(set(train.class_names) - set(splits[split].class_names))
     if absent:
-      print(f"{splits[split].source}: note: {len(absent)} of {len(train.class_names)} train classes have "
-            f"no {split} images: {_some(absent)}")
+      print(
+        f"{splits[split].source}: note: {len(absent)} of {len(train.class_names)} train classes have "
+        f"no {split} images: {_some(absent)}"
+      )
     splits[split] = _relabel(splits[split], train)
   return splits
 
@@ -176,8 +196,7 @@ def scan_image_folder(root: str) -> dict[str, FileList]:
 _INT = re.compile(r"[+-]?[0-9]+")
 
 
-def read_list_file(list_path: str, root: str, *, num_classes: int | None = None,
-                   check_exists: bool = True) -> FileList:
+def read_list_file(list_path: str, root: str, *, num_classes: int | None = None, check_exists: bool = True) -> FileList:
   """Reads `path label` lines (Clothing1M noisy_label_kv.txt, WebVision train_filelist_google.txt, ...).
 
   Fields are whitespace separated and the LAST one is the integer label, so paths may contain spaces.
@@ -186,15 +205,14 @@ def read_list_file(list_path: str, root: str, *, num_classes: int | None = None,
   """
   list_path = os.path.abspath(os.path.expanduser(list_path))
   root = os.path.abspath(os.path.expanduser(root))
-  if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                  or num_classes < 1):
+  if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
     raise ValueError(f"num_classes={num_classes!r} must be a positive int (or None to use max label + 1)")
   if not os.path.isfile(list_path):
     what = "is a folder, not a list file" if os.path.isdir(list_path) else "list file does not exist"
     raise ImageFileError(f"{list_path}: {what}; expected lines of `path label`")
 
   paths, labels, line_numbers = [], [], []
-  with open(list_path, "rb") as f:   # bytes, so an undecodable line is reported by number
+  with open(list_path, "rb") as f:  # bytes, so an undecodable line is reported by number
     for lineno, raw in enumerate(f, start=1):
       try:
         line = raw.decode("utf-8")
@@ -205,37 +223,46 @@ def read_list_file(list_path: str, root: str, *, num_classes: int | None = None,
         continue
       fields = line.rsplit(None, 1)
       if len(fields) < 2:
-        raise ImageFileError(f"{list_path}:{lineno}: expected `path label` (2+ whitespace-separated "
-                             f"fields), got {line!r}")
+        raise ImageFileError(
+          f"{list_path}:{lineno}: expected `path label` (2+ whitespace-separated fields), got {line!r}"
+        )
       path, label = fields
       if not _INT.fullmatch(label):
-        raise ImageFileError(f"{list_path}:{lineno}: label {label!r} is not an integer "
-                             f"(the last field of a line is the label), in {line!r}")
+        raise ImageFileError(
+          f"{list_path}:{lineno}: label {label!r} is not an integer "
+          f"(the last field of a line is the label), in {line!r}"
+        )
       label = int(label)
       if label < 0:
         raise ImageFileError(f"{list_path}:{lineno}: label {label} is negative; labels are class ids >= 0")
       if num_classes is not None and label >= num_classes:
-        raise ImageFileError(f"{list_path}:{lineno}: label {label} is out of range for "
-                             f"num_classes={num_classes}; valid range is [0, {num_classes - 1}]")
+        raise ImageFileError(
+          f"{list_path}:{lineno}: label {label} is out of range for "
+          f"num_classes={num_classes}; valid range is [0, {num_classes - 1}]"
+        )
       paths.append(os.path.normpath(os.path.join(root, path)))  # join keeps an absolute path as is
       labels.append(label)
       line_numbers.append(lineno)
   if not paths:
-    raise ImageFileError(f"{list_path}: list file has no entries (only blank or # lines); "
-                         f"expected lines of `path label`")
+    raise ImageFileError(
+      f"{list_path}: list file has no entries (only blank or # lines); expected lines of `path label`"
+    )
 
   if check_exists:
     missing = [(n, p) for n, p in zip(line_numbers, paths) if not os.path.isfile(p)]
     if missing:
-      hint = (f"; root {root} does not exist" if not os.path.isdir(root) else
-              f"; relative paths resolve against root={root}")
+      hint = (
+        f"; root {root} does not exist" if not os.path.isdir(root) else f"; relative paths resolve against root={root}"
+      )
       shown = "; ".join(f"line {n}: {p}" for n, p in missing[:_SHOW])
-      raise ImageFileError(f"{list_path}: {len(missing)} of {len(paths)} listed images do not exist{hint}. "
-                           f"First missing: {shown}")
+      raise ImageFileError(
+        f"{list_path}: {len(missing)} of {len(paths)} listed images do not exist{hint}. First missing: {shown}"
+      )
 
   k = num_classes if num_classes is not None else max(labels) + 1
-  return FileList(paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32),
-                  class_names=("",) * k, source=list_path)
+  return FileList(
+    paths=np.array(paths, dtype=object), labels=np.array(labels, np.int32), class_names=("",) * k, source=list_path
+  )
 
 
 # -------------------------------------------------------------------------------- decoding
@@ -255,14 +282,16 @@ def decode(path: str, image_size: int, channels: int = 3) -> np.ndarray:
   _check_shape(image_size, channels)
   if ImageFile.LOAD_TRUNCATED_IMAGES:
     # With it set, PIL pads truncated images with grey and corrupt files silently become training data.
-    raise RuntimeError("PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some other code); set it "
-                       "back to False so that truncated images are detected")
+    raise RuntimeError(
+      "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by some other code); set it "
+      "back to False so that truncated images are detected"
+    )
   if not os.path.isfile(path):
     # Not "corrupt": a vanished file means a wrong root or a changed dataset, which skip_corrupt must not hide.
     raise ImageFileError(f"{path}: image file does not exist")
   try:
     with Image.open(path) as image:
-      image.load()   # Image.open only reads the header; decoding here is what detects truncation
+      image.load()  # Image.open only reads the header; decoding here is what detects truncation
       image = image.convert("RGB" if channels == 3 else "L")
   except MemoryError:
     raise
@@ -291,8 +320,9 @@ def _decode_chunk(files, indices, images, image_size, channels, skip_corrupt):
   return corrupt
 
 
-def load_images(files: FileList, image_size: int, *, channels: int = 3, num_threads: int = 0,
-                skip_corrupt: bool = False) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def load_images(
+  files: FileList, image_size: int, *, channels: int = 3, num_threads: int = 0, skip_corrupt: bool = False
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
   """Decodes every file, in parallel threads, into uint8 [N, S, S, C] in file order.
 
   Returns (images, kept, skipped): kept are int64 indices into `files` of the rows of `images`;
@@ -316,14 +346,13 @@ def load_images(files: FileList, image_size: int, *, channels: int = 3, num_thre
   else:
     pool = concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="decode")
     try:
-      futures = [pool.submit(_decode_chunk, files, c, images, image_size, channels, skip_corrupt)
-                 for c in chunks]
-      for future in futures:   # in order, so the first error found is the first in file order
+      futures = [pool.submit(_decode_chunk, files, c, images, image_size, channels, skip_corrupt) for c in chunks]
+      for future in futures:  # in order, so the first error found is the first in file order
         corrupt += future.result()
         if corrupt and not skip_corrupt:
           break
     finally:
-      pool.shutdown(wait=True, cancel_futures=True)   # an error must not wait for the whole dataset
+      pool.shutdown(wait=True, cancel_futures=True)  # an error must not wait for the whole dataset
   if corrupt and not skip_corrupt:
     raise corrupt[0][1]
 
@@ -333,12 +362,13 @@ def load_images(files: FileList, image_size: int, *, channels: int = 3, num_thre
   if corrupt:
     if len(kept) == 0:
       raise ImageFileError(f"{files.source}: all {n} images are corrupt, e.g. {corrupt[0][1]}")
-    print(f"{files.source}: skipped {len(corrupt)} of {n} corrupt images: "
-          f"{_some(os.path.basename(p) for p in skipped)}")
+    print(
+      f"{files.source}: skipped {len(corrupt)} of {n} corrupt images: {_some(os.path.basename(p) for p in skipped)}"
+    )
     # Compact in place rather than images[kept], which would copy the whole dataset. kept[j] >= j, so
     # each block reads rows at or after the ones it writes, and no later block reads a row written here.
     for j0 in range(int(bad[0]), len(kept), 4096):
       j1 = min(j0 + 4096, len(kept))
       images[j0:j1] = images[kept[j0:j1]]
-    images = images[:len(kept)]
+    images = images[: len(kept)]
   return images, kept, skipped

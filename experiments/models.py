@@ -52,18 +52,14 @@ ModuleDef = Any
 
 # He et al. (2015) initialisation for ReLU networks, fan-out normal as in the
 # original ResNet code (and torchvision).
-kaiming_normal = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
+kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
 def _batch_norm(train: bool, axis_name: str | None, dtype) -> ModuleDef:
   """BatchNorm with PyTorch's defaults (momentum 0.1 there == 0.9 here)."""
   return functools.partial(
-      nn.BatchNorm,
-      use_running_average=not train,
-      momentum=0.9,
-      epsilon=1e-5,
-      dtype=dtype,
-      axis_name=axis_name)
+    nn.BatchNorm, use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype, axis_name=axis_name
+  )
 
 
 def _torch_padded_conv(**defaults) -> ModuleDef:
@@ -75,10 +71,11 @@ def _torch_padded_conv(**defaults) -> ModuleDef:
   ported from torchvision would see slightly different features. 1x1 convs
   get no padding either way.
   """
+
   def conv(features, kernel_size, strides=(1, 1), **kwargs):
     padding = [((k - 1) // 2, (k - 1) // 2) for k in kernel_size]
-    return nn.Conv(features, kernel_size, strides, padding=padding, **defaults,
-                   **kwargs)
+    return nn.Conv(features, kernel_size, strides, padding=padding, **defaults, **kwargs)
+
   return conv
 
 
@@ -89,6 +86,7 @@ def _logits(x) -> jnp.ndarray:
 
 class MLP(nn.Module):
   """Flatten, ``len(hidden)`` Dense+ReLU layers, then a linear classifier."""
+
   num_classes: int
   hidden: Sequence[int] = (256, 256)
   axis_name: str | None = None  # Unused (no BatchNorm); kept for a uniform API.
@@ -100,7 +98,7 @@ class MLP(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x))
 
 
 class SmallCNN(nn.Module):
@@ -109,14 +107,14 @@ class SmallCNN(nn.Module):
   The 2x2 max pool is applied only when both spatial sides are >= 16, so the
   same network serves 8x8 digits (no pooling) and 28x28 MNIST (pooled to 14x14).
   """
+
   num_classes: int
   axis_name: str | None = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, train: bool):
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), use_bias=False,
-                             kernel_init=kaiming_normal, dtype=self.dtype)
+    conv = functools.partial(nn.Conv, kernel_size=(3, 3), use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype)
     norm = _batch_norm(train, self.axis_name, self.dtype)
     pool = min(x.shape[1], x.shape[2]) >= 16
     for i, features in enumerate((32, 64, 128)):
@@ -124,7 +122,7 @@ class SmallCNN(nn.Module):
       if i == 1 and pool:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x))
 
 
 class CifarBasicBlock(nn.Module):
@@ -134,6 +132,7 @@ class CifarBasicBlock(nn.Module):
   subsamples with stride 2 and pads the new channels with zeros (Sec. 4.2),
   which is what keeps ResNet-20 at 0.27M parameters.
   """
+
   filters: int
   conv: ModuleDef
   norm: ModuleDef
@@ -145,7 +144,7 @@ class CifarBasicBlock(nn.Module):
     y = nn.relu(self.norm()(y))
     y = self.conv(self.filters, (3, 3))(y)
     y = self.norm()(y)
-    residual = x[:, ::self.strides, ::self.strides, :]
+    residual = x[:, :: self.strides, :: self.strides, :]
     extra = self.filters - x.shape[-1]
     if extra:
       residual = jnp.pad(residual, ((0, 0), (0, 0), (0, 0), (0, extra)))
@@ -159,6 +158,7 @@ class CifarResNet(nn.Module):
   and 64 filters (the first block of stages 2 and 3 has stride 2), global
   average pooling and a Dense classifier.
   """
+
   num_classes: int
   depth: int = 20
   axis_name: str | None = None
@@ -167,10 +167,9 @@ class CifarResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     if (self.depth - 2) % 6:
-      raise ValueError(f'CIFAR ResNet depth must be 6n+2, got {self.depth}.')
+      raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}.")
     n = (self.depth - 2) // 6
-    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal,
-                             dtype=self.dtype)
+    conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype)
     norm = _batch_norm(train, self.axis_name, self.dtype)
     x = nn.relu(norm()(conv(16, (3, 3))(x)))
     for stage, filters in enumerate((16, 32, 64)):
@@ -178,11 +177,12 @@ class CifarResNet(nn.Module):
         strides = 2 if stage > 0 and block == 0 else 1
         x = CifarBasicBlock(filters, conv=conv, norm=norm, strides=strides)(x)
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x))
 
 
 class BasicBlock(nn.Module):
   """Post-activation basic block with a 1x1 conv + BN projection shortcut."""
+
   filters: int
   conv: ModuleDef
   norm: ModuleDef
@@ -195,8 +195,8 @@ class BasicBlock(nn.Module):
     y = self.norm()(self.conv(self.filters, (3, 3))(y))
     residual = x
     if residual.shape != y.shape:
-      residual = self.conv(self.filters, (1, 1), strides, name='proj_conv')(x)
-      residual = self.norm(name='proj_bn')(residual)
+      residual = self.conv(self.filters, (1, 1), strides, name="proj_conv")(x)
+      residual = self.norm(name="proj_bn")(residual)
     return nn.relu(y + residual)
 
 
@@ -210,6 +210,7 @@ class Bottleneck(nn.Module):
   BN projection when the shape changes (option B), else the identity. The last
   BN's scale starts at one: torchvision's default ``zero_init_residual=False``.
   """
+
   filters: int
   conv: ModuleDef
   norm: ModuleDef
@@ -224,9 +225,8 @@ class Bottleneck(nn.Module):
     y = self.norm()(self.conv(self.filters * self.expansion, (1, 1))(y))
     residual = x
     if residual.shape != y.shape:
-      residual = self.conv(self.filters * self.expansion, (1, 1), strides,
-                           name='proj_conv')(x)
-      residual = self.norm(name='proj_bn')(residual)
+      residual = self.conv(self.filters * self.expansion, (1, 1), strides, name="proj_conv")(x)
+      residual = self.norm(name="proj_bn")(residual)
     return nn.relu(y + residual)
 
 
@@ -236,6 +236,7 @@ class PreActBlock(nn.Module):
   As in the reference code, the projection shortcut (a 1x1 conv without BN)
   takes the pre-activated input.
   """
+
   filters: int
   conv: ModuleDef
   norm: ModuleDef
@@ -247,7 +248,7 @@ class PreActBlock(nn.Module):
     y = nn.relu(self.norm()(x))
     residual = x
     if self.strides != 1 or x.shape[-1] != self.filters:
-      residual = self.conv(self.filters, (1, 1), strides, name='proj_conv')(y)
+      residual = self.conv(self.filters, (1, 1), strides, name="proj_conv")(y)
     y = self.conv(self.filters, (3, 3), strides)(y)
     y = self.conv(self.filters, (3, 3))(nn.relu(self.norm()(y)))
     return y + residual
@@ -267,35 +268,33 @@ class ResNet(nn.Module):
   BN, ReLU, 3x3 max pool, stride 2 (total downsampling 32). Every conv is
   padded as in torchvision (see ``_torch_padded_conv``).
   """
+
   num_classes: int
   stage_sizes: Sequence[int]
   block_cls: ModuleDef
   axis_name: str | None = None
   dtype: Any = jnp.float32
-  stem: str = 'cifar'  # 'cifar' | 'imagenet'
+  stem: str = "cifar"  # 'cifar' | 'imagenet'
 
   @nn.compact
   def __call__(self, x, train: bool):
     norm = _batch_norm(train, self.axis_name, self.dtype)
-    if self.stem == 'cifar':
-      conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal,
-                               dtype=self.dtype)
+    if self.stem == "cifar":
+      conv = functools.partial(nn.Conv, use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype)
       x = nn.relu(norm()(conv(64, (3, 3))(x)))
-    elif self.stem == 'imagenet':
-      conv = _torch_padded_conv(use_bias=False, kernel_init=kaiming_normal,
-                                dtype=self.dtype)
+    elif self.stem == "imagenet":
+      conv = _torch_padded_conv(use_bias=False, kernel_init=kaiming_normal, dtype=self.dtype)
       x = nn.relu(norm()(conv(64, (7, 7), (2, 2))(x)))
       # Flax pads a max pool with -inf, like PyTorch's MaxPool2d(3, 2, padding=1).
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     else:
-      raise ValueError(
-          f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
+      raise ValueError(f"ResNet stem must be 'cifar' or 'imagenet', got {self.stem!r}.")
     for stage, num_blocks in enumerate(self.stage_sizes):
       for block in range(num_blocks):
         strides = 2 if stage > 0 and block == 0 else 1
         x = self.block_cls(64 * 2**stage, conv=conv, norm=norm, strides=strides)(x)
     x = jnp.mean(x, axis=(1, 2))
-    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name='head')(x))
+    return _logits(nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x))
 
 
 class CNN8(nn.Module):
@@ -308,6 +307,7 @@ class CNN8(nn.Module):
   and Dense layers Xavier-uniform init, and the 4x4x196 map is flattened (no
   global pooling), so the parameter count depends on the input size.
   """
+
   num_classes: int
   axis_name: str | None = None
   dtype: Any = jnp.float32
@@ -315,10 +315,12 @@ class CNN8(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     conv = functools.partial(
-        nn.Conv, kernel_size=(3, 3), dtype=self.dtype,
-        kernel_init=nn.initializers.variance_scaling(2.0, 'fan_in', 'uniform'))
-    dense = functools.partial(nn.Dense, dtype=self.dtype,
-                              kernel_init=nn.initializers.xavier_uniform())
+      nn.Conv,
+      kernel_size=(3, 3),
+      dtype=self.dtype,
+      kernel_init=nn.initializers.variance_scaling(2.0, "fan_in", "uniform"),
+    )
+    dense = functools.partial(nn.Dense, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform())
     norm = _batch_norm(train, self.axis_name, self.dtype)
     for features in (64, 128, 196):
       for _ in range(2):
@@ -326,43 +328,39 @@ class CNN8(nn.Module):
       x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
     x = nn.relu(norm()(dense(256)(x)))
-    return _logits(dense(self.num_classes, name='head')(x))
+    return _logits(dense(self.num_classes, name="head")(x))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    'mlp': MLP,
-    'small_cnn': SmallCNN,
-    'resnet20': functools.partial(CifarResNet, depth=20),
-    'resnet32': functools.partial(CifarResNet, depth=32),
-    'resnet44': functools.partial(CifarResNet, depth=44),
-    'resnet56': functools.partial(CifarResNet, depth=56),
-    'preact_resnet18': functools.partial(
-        ResNet, stage_sizes=(2, 2, 2, 2), block_cls=PreActBlock),
-    'resnet34': functools.partial(
-        ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock),
-    'cnn8': CNN8,
-    'imagenet_resnet18': functools.partial(
-        ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, stem='imagenet'),
-    'imagenet_resnet50': functools.partial(
-        ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck, stem='imagenet'),
+  "mlp": MLP,
+  "small_cnn": SmallCNN,
+  "resnet20": functools.partial(CifarResNet, depth=20),
+  "resnet32": functools.partial(CifarResNet, depth=32),
+  "resnet44": functools.partial(CifarResNet, depth=44),
+  "resnet56": functools.partial(CifarResNet, depth=56),
+  "preact_resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=PreActBlock),
+  "resnet34": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=BasicBlock),
+  "cnn8": CNN8,
+  "imagenet_resnet18": functools.partial(ResNet, stage_sizes=(2, 2, 2, 2), block_cls=BasicBlock, stem="imagenet"),
+  "imagenet_resnet50": functools.partial(ResNet, stage_sizes=(3, 4, 6, 3), block_cls=Bottleneck, stem="imagenet"),
 }
 
 # Smallest spatial side each model accepts: its total downsampling factor, so
 # that every stage still sees at least one real (non-padding) pixel. cnn8 also
 # needs it because its VALID max pools would otherwise shrink the map to 0.
 MIN_SIZE: dict[str, int] = {
-    'mlp': 1,
-    'small_cnn': 1,
-    'resnet20': 4,
-    'resnet32': 4,
-    'resnet44': 4,
-    'resnet56': 4,
-    'preact_resnet18': 8,
-    'resnet34': 8,
-    'cnn8': 8,
-    # Stem /4 (stride-2 conv and max pool), then stages 2-4 /8.
-    'imagenet_resnet18': 32,
-    'imagenet_resnet50': 32,
+  "mlp": 1,
+  "small_cnn": 1,
+  "resnet20": 4,
+  "resnet32": 4,
+  "resnet44": 4,
+  "resnet56": 4,
+  "preact_resnet18": 8,
+  "resnet34": 8,
+  "cnn8": 8,
+  # Stem /4 (stride-2 conv and max pool), then stages 2-4 /8.
+  "imagenet_resnet18": 32,
+  "imagenet_resnet50": 32,
 }
 
 
@@ -371,8 +369,9 @@ def names() -> list[str]:
   return list(MODELS)
 
 
-def create(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
-           axis_name: str | None = 'batch', dtype=jnp.float32) -> nn.Module:
+def create(
+  name: str, *, num_classes: int, input_shape: tuple[int, int, int], axis_name: str | None = "batch", dtype=jnp.float32
+) -> nn.Module:
   """Builds model ``name`` for ``[H, W, C]`` inputs and ``num_classes`` classes.
 
   Raises:
@@ -380,18 +379,17 @@ def create(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
       smaller than the model's ``MIN_SIZE``.
   """
   if name not in MODELS:
-    raise ValueError(f'Unknown model {name!r}; choose one of {names()}.')
+    raise ValueError(f"Unknown model {name!r}; choose one of {names()}.")
   if len(input_shape) != 3 or min(input_shape) < 1:
-    raise ValueError(f'input_shape must be (H, W, C) with positive sides, got '
-                     f'{tuple(input_shape)}.')
+    raise ValueError(f"input_shape must be (H, W, C) with positive sides, got {tuple(input_shape)}.")
   if num_classes < 1:
-    raise ValueError(f'num_classes must be positive, got {num_classes}.')
+    raise ValueError(f"num_classes must be positive, got {num_classes}.")
   height, width, _ = input_shape
   minimum = MIN_SIZE[name]
   if min(height, width) < minimum:
     raise ValueError(
-        f'Model {name!r} needs inputs of at least {minimum}x{minimum}, got '
-        f'input_shape {tuple(input_shape)}.')
+      f"Model {name!r} needs inputs of at least {minimum}x{minimum}, got input_shape {tuple(input_shape)}."
+    )
   return MODELS[name](num_classes=num_classes, axis_name=axis_name, dtype=dtype)
 
 
@@ -403,4 +401,4 @@ def default_for(input_shape: tuple[int, int, int]) -> str:
   Fashion-MNIST) gets the cheap ``'small_cnn'``.
   """
   height, width, _ = input_shape
-  return 'resnet20' if min(height, width) >= 32 else 'small_cnn'
+  return "resnet20" if min(height, width) >= 32 else "small_cnn"

@@ -1,4 +1,5 @@
 """Optimizers and learning-rate schedules of the papers, built from the config with optax."""
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -22,8 +23,10 @@ def validate(config) -> None:
   if config.schedule == "step":
     bounds = list(config.lr_boundaries or ())
     if not bounds or any(not 0 < b < config.num_epochs for b in bounds):
-      raise ValueError(f"lr_boundaries={config.lr_boundaries!r} must be a non-empty list of epochs in "
-                       f"(0, num_epochs={config.num_epochs}) for schedule='step'")
+      raise ValueError(
+        f"lr_boundaries={config.lr_boundaries!r} must be a non-empty list of epochs in "
+        f"(0, num_epochs={config.num_epochs}) for schedule='step'"
+      )
 
 
 def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
@@ -34,12 +37,13 @@ def learning_rate_fn(config, steps_per_epoch: int) -> optax.Schedule:
   elif config.schedule == "cosine":
     main = optax.cosine_decay_schedule(config.learning_rate, max(total - warmup, 1))
   elif config.schedule == "exponential":  # ×lr_decay after every epoch (APL's WebVision protocol: 0.97)
-    main = optax.exponential_decay(config.learning_rate, transition_steps=steps_per_epoch,
-                                   decay_rate=config.lr_decay, staircase=True)
+    main = optax.exponential_decay(
+      config.learning_rate, transition_steps=steps_per_epoch, decay_rate=config.lr_decay, staircase=True
+    )
   else:  # 'step': ÷(1/lr_decay) at each boundary epoch, counted from the start of training
     main = optax.piecewise_constant_schedule(
-        config.learning_rate,
-        {int(b * steps_per_epoch) - warmup: config.lr_decay for b in config.lr_boundaries})
+      config.learning_rate, {int(b * steps_per_epoch) - warmup: config.lr_decay for b in config.lr_boundaries}
+    )
   if not warmup:
     return main
   return optax.join_schedules([optax.linear_schedule(0.0, config.learning_rate, warmup), main], [warmup])
@@ -49,10 +53,12 @@ def add_l1_penalty(weight: float) -> optax.GradientTransformation:
   """Adds the gradient of weight * sum|theta| over all parameters: weight * sign(theta) (0 at 0, as torch's
   abs). ANL (Ye et al. 2023) and JAL (Wang et al. 2025) put this penalty inside their loss with weight decay
   0; as a transformation it applies to any loss, before gradient clipping as in their code."""
+
   def update(updates, state, params=None):
     if params is None:
       raise ValueError("add_l1_penalty needs the parameters")
     return jax.tree.map(lambda g, p: g + weight * jnp.sign(p).astype(g.dtype), updates, params), state
+
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 

@@ -13,6 +13,7 @@ position in the stream is (epoch, batches consumed): that is the grain iterator 
 checkpoint. Random crop and flip stay on the device (train_lib._preprocess), keyed by the example's position
 in the global batch, so both input paths augment identically.
 """
+
 from __future__ import annotations
 
 import collections
@@ -23,7 +24,8 @@ import os
 import grain
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from experiments import image_files
 
@@ -68,6 +70,7 @@ class TfdsSource:
 
   def __getitem__(self, i):
     from experiments import input_pipeline  # the resize shared with the in-memory path
+
     image = self.source[int(i)]["image"]
     return image if self.image_size is None else input_pipeline.center_crop_resize(image, self.image_size)
 
@@ -75,8 +78,10 @@ class TfdsSource:
 def read(source, indices, workers: int = 0) -> np.ndarray:
   """source[i] for every index, decoded on threads, stacked in order: uint8 [len(indices), *shape]."""
   out = np.empty((len(indices), *source.shape), np.uint8)
+
   def put(k):
     out[k] = source[int(indices[k])]
+
   with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
     list(pool.map(put, range(len(indices))))  # list(): re-raises the first error, naming the file
   return out
@@ -103,6 +108,7 @@ class Agreement:
     if jax.process_count() == 1:
       return [value]
     from jax._src import distributed
+
     client = distributed.global_state.client
     key = f"robust_losses/{self.name}/{Agreement._calls[self.name]}"
     Agreement._calls[self.name] += 1
@@ -127,6 +133,7 @@ def check_readable(source, workers: int = 0):
   """Decodes every image once: (indices that decoded, paths that did not). The processes share the work
   (process p checks every P-th image, in chunks) and the result, so all of them keep the same examples."""
   mine = np.arange(jax.process_index(), len(source), jax.process_count())
+
   def probe(chunk):
     bad = []
     for i in chunk:
@@ -135,10 +142,12 @@ def check_readable(source, workers: int = 0):
       except image_files.CorruptImageError:
         bad.append(int(i))
     return bad
+
   def check():
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count()) as pool:
       # Chunks of 64: one future per image would cost ~2 GB of futures for 1M images.
       return sorted(i for bad in pool.map(probe, np.array_split(mine, max(len(mine) // 64, 1))) for i in bad)
+
   bad = Agreement("check_readable").run(check)
   everyone = Agreement("check_readable_result").gather(",".join(map(str, bad)))
   bad = sorted(int(i) for part in everyone for i in part.split(",") if i)
@@ -164,10 +173,12 @@ def channel_mean_std(source, max_examples: int, seed: int, workers: int = 0):
   """Per-channel mean and std (of x / 255) over every image, or over a seeded sample of `max_examples`
   when there are more: the normalisation of a streamed run, which cannot afford a pass over 1M images."""
   from experiments import input_pipeline
+
   n = len(source)
-  idx = np.arange(n) if n <= max_examples else np.sort(
-      np.random.default_rng(seed).choice(n, max_examples, replace=False))
-  blocks = (read(source, idx[a:a + 512], workers) for a in range(0, len(idx), 512))  # a block at a time
+  idx = (
+    np.arange(n) if n <= max_examples else np.sort(np.random.default_rng(seed).choice(n, max_examples, replace=False))
+  )
+  blocks = (read(source, idx[a : a + 512], workers) for a in range(0, len(idx), 512))  # a block at a time
   return input_pipeline.channel_mean_std(blocks, where="streamed training images")
 
 
@@ -176,24 +187,31 @@ def process_rows(mesh, shape) -> slice:
   """The rows of a global [rows, ...] array, sharded over the mesh's batch axis, that this process's
   devices hold (contiguous: each device holds one block, and a process's devices are adjacent)."""
   from experiments import train_lib
+
   sharding = NamedSharding(mesh, P(train_lib.AXIS))
-  blocks = sorted((s[0].start or 0, s[0].stop or shape[0])
-                  for s in sharding.addressable_devices_indices_map(tuple(shape)).values())
+  blocks = sorted(
+    (s[0].start or 0, s[0].stop or shape[0]) for s in sharding.addressable_devices_indices_map(tuple(shape)).values()
+  )
   if not blocks:
-    raise ValueError(f"process {jax.process_index()} has no device in the mesh ({mesh.size} of "
-                     f"{jax.device_count()} devices); with several processes use num_devices=0 (all)")
+    raise ValueError(
+      f"process {jax.process_index()} has no device in the mesh ({mesh.size} of "
+      f"{jax.device_count()} devices); with several processes use num_devices=0 (all)"
+    )
   start, stop = blocks[0][0], blocks[-1][1]
   if sum(b - a for a, b in blocks) != stop - start:
-    raise ValueError(f"process {jax.process_index()}'s devices hold non-adjacent rows {blocks} of the batch; "
-                     "build the mesh with each process's devices next to each other (jax.devices() order)")
+    raise ValueError(
+      f"process {jax.process_index()}'s devices hold non-adjacent rows {blocks} of the batch; "
+      "build the mesh with each process's devices next to each other (jax.devices() order)"
+    )
   return slice(start, stop)
 
 
 def to_devices(mesh, local: np.ndarray, global_rows: int, axis: int = 0):
   """One process's rows of a global array sharded over the batch axis (at `axis`) -> a global jax.Array."""
   from experiments import train_lib
+
   spec = P(*([None] * axis), train_lib.AXIS)
-  shape = (*local.shape[:axis], global_rows, *local.shape[axis + 1:])
+  shape = (*local.shape[:axis], global_rows, *local.shape[axis + 1 :])
   return jax.make_array_from_process_local_data(NamedSharding(mesh, spec), local, shape)
 
 
@@ -205,13 +223,14 @@ class TrainStream:
   Element i of epoch e is the example at position t·B + rows.start + j of the epoch's permutation, with
   (t, j) = divmod(i, rows per process); batched, element t is (ids int32 [b], images uint8 [b, H, W, C]).
   """
+
   source: object
-  order: object               # epoch -> int array [N], the epoch's permutation of the training set
-  batch_size: int             # global
+  order: object  # epoch -> int array [N], the epoch's permutation of the training set
+  batch_size: int  # global
   steps_per_epoch: int
-  rows: slice                 # this process's rows of a global batch
+  rows: slice  # this process's rows of a global batch
   workers: int = 0
-  prefetch: int = 64          # batches decoded ahead
+  prefetch: int = 64  # batches decoded ahead
 
   def epoch(self, epoch: int, state: dict | None = None):
     """A grain iterator over the epoch's batches; `state` (from `get_state()`) resumes it mid-epoch."""
@@ -224,8 +243,9 @@ class TrainStream:
       example = int(perm[t * self.batch_size + start + j])
       return np.int32(example), source[example]
 
-    options = grain.ReadOptions(num_threads=self.workers or os.cpu_count(),
-                                prefetch_buffer_size=max(self.prefetch, 1) * b)
+    options = grain.ReadOptions(
+      num_threads=self.workers or os.cpu_count(), prefetch_buffer_size=max(self.prefetch, 1) * b
+    )
     ds = grain.MapDataset.range(self.steps_per_epoch * b).map(element).to_iter_dataset(options).batch(b)
     it = iter(ds)
     if state is not None:

@@ -8,6 +8,7 @@ one workdir DIR/runs/<run>/, so a run resumes like any training run and one with
 is never run again.
 DIR gets results.csv, results.md and plots/*.png (experiments/report.py) after every cell.
 """
+
 from __future__ import annotations
 
 import copy
@@ -94,18 +95,23 @@ def check_reuse(sweep: ml_collections.ConfigDict, workdir: str, runs: list[dict]
       continue
     with open(path) as f:
       stored = json.load(f)
-    diff = checkpoints.config_differences(stored, r["config"],
-                                          {"noise_settings": train.noise_settings(r["config"], r["noises"])})
+    diff = checkpoints.config_differences(
+      stored, r["config"], {"noise_settings": train.noise_settings(r["config"], r["noises"])}
+    )
     if diff and sweep.rerun_changed:
-      print(f"{r['id']}: config changed ({', '.join(diff[:4])}); previous run moved to "
-            f"{checkpoints.move_aside(os.path.dirname(path))}")
+      print(
+        f"{r['id']}: config changed ({', '.join(diff[:4])}); previous run moved to "
+        f"{checkpoints.move_aside(os.path.dirname(path))}"
+      )
     elif diff:
       stale.append(f"  {r['id']}: {', '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}")
   if stale:
     raise checkpoints.ConfigMismatchError(
-        f"{len(stale)} run(s) in {workdir} were run with a different config than this sweep's:\n"
-        + "\n".join(stale) + "\nUse a new --workdir, or --config.rerun_changed=True to move those runs aside "
-        "(renamed, never deleted) and run them again.")
+      f"{len(stale)} run(s) in {workdir} were run with a different config than this sweep's:\n"
+      + "\n".join(stale)
+      + "\nUse a new --workdir, or --config.rerun_changed=True to move those runs aside "
+      "(renamed, never deleted) and run them again."
+    )
 
 
 def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -120,8 +126,11 @@ def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     if report.finished(os.path.join(run_dir, "summary.json")):
       print(f"[{i}/{len(runs)}] {r['id']}: done already")
       continue
-    print(f"[{i}/{len(runs)}] {r['id']}: {len(r['noises'])} noise setting(s) × {sweep.num_seeds} seeds "
-          f"({time.time() - t0:.0f}s into this sweep)", flush=True)
+    print(
+      f"[{i}/{len(runs)}] {r['id']}: {len(r['noises'])} noise setting(s) × {sweep.num_seeds} seeds "
+      f"({time.time() - t0:.0f}s into this sweep)",
+      flush=True,
+    )
     try:
       train.train_and_evaluate(r["config"], run_dir, r["noises"])
     except train.NonFiniteError as e:
@@ -129,14 +138,17 @@ def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
       print(f"  {r['id']} failed: {e}")
     report.write(workdir, runs)
   paths = report.write(workdir, runs)
-  print(f"\nSweep finished in {time.time() - t0:.0f}s.\n  table: {paths['md']}\n  csv:   {paths['csv']}\n"
-        f"  plots: {', '.join(paths['plots'])}")
+  print(
+    f"\nSweep finished in {time.time() - t0:.0f}s.\n  table: {paths['md']}\n  csv:   {paths['csv']}\n"
+    f"  plots: {', '.join(paths['plots'])}"
+  )
   return runs
 
 
 def main(argv):
   del argv
   from absl import flags
+
   train.set_cpu_xla_flags()
   train.quiet_logs()
   train.enable_compilation_cache()
@@ -146,6 +158,7 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
+
   config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for the sweep's cells, tables and plots.")
   flags.mark_flags_as_required(["config", "workdir"])

@@ -6,6 +6,7 @@ Rerunning the same command on the same workdir resumes from the last complete ch
 config.json, metrics.jsonl (one line per epoch), TensorBoard events in tb/, checkpoints/ and, at the end,
 summary.json. The compiled parts live in train_lib.py; this file is the loop around them.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -68,12 +69,13 @@ def build_loss(config, num_classes: int, settings: list[dict], realised_rate: fl
   hparams = loss_hparams(config)
   needed = noise_inputs(config)
   if needed and len(settings) > 1:
-    raise ValueError(f"{config.loss.name} uses the noise model's {needed}, so it trains one noise setting per "
-                     f"run; got {len(settings)}")
+    raise ValueError(
+      f"{config.loss.name} uses the noise model's {needed}, so it trains one noise setting per run; got {len(settings)}"
+    )
   if "transition_matrix" in needed:
     hparams["transition_matrix"] = noise.transition_matrix(
-        settings[0]["kind"], settings[0]["rate"], num_classes=num_classes, dataset=config.dataset,
-        matrix=_matrix(config))
+      settings[0]["kind"], settings[0]["rate"], num_classes=num_classes, dataset=config.dataset, matrix=_matrix(config)
+    )
   if "noise_rate" in needed:
     hparams["noise_rate"] = float(realised_rate)
   return robust_losses.get(config.loss.name, **hparams)
@@ -81,12 +83,21 @@ def build_loss(config, num_classes: int, settings: list[dict], realised_rate: fl
 
 def data_kwargs(config) -> dict:
   """Arguments of input_pipeline.load (and validate) from the config ('' / 0 mean the dataset default)."""
-  return dict(data_dir=config.data_dir or None, data_path=config.data_path or None,
-              real_label_key=config.real_label_key or None, image_size=config.image_size or None,
-              val_size=config.val_size, val_seed=config.seed, tfds_config=config.tfds_config or None,
-              train_split=config.train_split or None, num_classes=config.num_classes or None,
-              train_list=config.train_list or None, test_list=config.test_list or None,
-              val_list=config.val_list or None, skip_corrupt=config.skip_corrupt)
+  return dict(
+    data_dir=config.data_dir or None,
+    data_path=config.data_path or None,
+    real_label_key=config.real_label_key or None,
+    image_size=config.image_size or None,
+    val_size=config.val_size,
+    val_seed=config.seed,
+    tfds_config=config.tfds_config or None,
+    train_split=config.train_split or None,
+    num_classes=config.num_classes or None,
+    train_list=config.train_list or None,
+    test_list=config.test_list or None,
+    val_list=config.val_list or None,
+    skip_corrupt=config.skip_corrupt,
+  )
 
 
 def input_mode(config) -> str:
@@ -102,15 +113,19 @@ def load_data(config):
   """The dataset: whole in host memory (`Dataset`) or opened for streaming (`StreamDataset`)."""
   mode = input_mode(config)
   if mode == "stream" and not config.steps_per_call:
-    raise ValueError("steps_per_call=0 runs a whole epoch per call, which would hold an epoch of decoded "
-                     "batches in host memory when streaming; set steps_per_call >= 1 (e.g. 10)")
+    raise ValueError(
+      "steps_per_call=0 runs a whole epoch per call, which would hold an epoch of decoded "
+      "batches in host memory when streaming; set steps_per_call >= 1 (e.g. 10)"
+    )
   if jax.process_index() == 0 and config.input == "auto" and mode == "stream":
-    print(f"input: streaming {config.dataset} (decoded training images exceed input_memory_gb="
-          f"{config.input_memory_gb})")
+    print(
+      f"input: streaming {config.dataset} (decoded training images exceed input_memory_gb={config.input_memory_gb})"
+    )
   if mode == "memory":
     return input_pipeline.load(config.dataset, **data_kwargs(config))
-  return input_pipeline.open_stream(config.dataset, **data_kwargs(config),
-                                    stats_max_examples=config.stats_max_examples, workers=config.input_workers)
+  return input_pipeline.open_stream(
+    config.dataset, **data_kwargs(config), stats_max_examples=config.stats_max_examples, workers=config.input_workers
+  )
 
 
 def validate_static(config, settings=None) -> None:
@@ -118,17 +133,20 @@ def validate_static(config, settings=None) -> None:
   input_pipeline.validate(config.dataset, **data_kwargs(config))
   if config.input not in input_pipeline.INPUT_MODES:
     raise ValueError(f"input={config.input!r} is unknown; valid choices: {list(input_pipeline.INPUT_MODES)}")
-  for key, low in (("input_memory_gb", 0), ("input_workers", 0), ("input_prefetch", 1),
-                   ("stats_max_examples", 1)):
+  for key, low in (("input_memory_gb", 0), ("input_workers", 0), ("input_prefetch", 1), ("stats_max_examples", 1)):
     if not config[key] >= low or (key == "input_memory_gb" and config[key] == 0):
-      raise ValueError(f"{key}={config[key]!r} is out of range; valid range is "
-                       f"{'> 0' if key == 'input_memory_gb' else f'>= {low}'}")
+      raise ValueError(
+        f"{key}={config[key]!r} is out of range; valid range is {'> 0' if key == 'input_memory_gb' else f'>= {low}'}"
+      )
   if config.init_from and not os.path.exists(config.init_from):
-    raise ValueError(f"init_from={config.init_from!r}: no such file or directory (a workdir, checkpoint "
-                     "directory or flax msgpack file)")
+    raise ValueError(
+      f"init_from={config.init_from!r}: no such file or directory (a workdir, checkpoint "
+      "directory or flax msgpack file)"
+    )
   if config.freeze_backbone and not config.init_from:
-    raise ValueError("freeze_backbone=True trains only the head on a fixed backbone: set init_from to the "
-                     "pretrained weights")
+    raise ValueError(
+      "freeze_backbone=True trains only the head on a fixed backbone: set init_from to the pretrained weights"
+    )
   if config.model != "auto" and config.model not in models.names():
     raise ValueError(f"model={config.model!r} is unknown; valid choices: {['auto', *models.names()]}")
   if config.loss.name not in robust_losses.names():
@@ -140,18 +158,28 @@ def validate_static(config, settings=None) -> None:
       raise ValueError(f"noise.rate={n['rate']!r} is out of range; valid range is [0, 1]")
   if config.compute_dtype not in DTYPES:
     raise ValueError(f"compute_dtype={config.compute_dtype!r} is unknown; valid choices: {list(DTYPES)}")
-  for key, low in (("num_epochs", 1), ("batch_size", 1), ("num_seeds", 1), ("eval_batch_size", 1),
-                   ("steps_per_call", 0), ("checkpoint_every_epochs", 1), ("keep_checkpoints", 1),
-                   ("val_size", 0), ("train_eval_max_examples", 0)):
+  for key, low in (
+    ("num_epochs", 1),
+    ("batch_size", 1),
+    ("num_seeds", 1),
+    ("eval_batch_size", 1),
+    ("steps_per_call", 0),
+    ("checkpoint_every_epochs", 1),
+    ("keep_checkpoints", 1),
+    ("val_size", 0),
+    ("train_eval_max_examples", 0),
+  ):
     if config[key] < low:
       raise ValueError(f"{key}={config[key]!r} is out of range; valid range is >= {low}")
   ndev = config.num_devices or jax.device_count()
   if not 0 <= config.num_devices <= jax.device_count():
-    raise ValueError(f"num_devices={config.num_devices} is out of range; valid range is 0 (all) to "
-                     f"{jax.device_count()}")
+    raise ValueError(
+      f"num_devices={config.num_devices} is out of range; valid range is 0 (all) to {jax.device_count()}"
+    )
   if config.batch_size % ndev:
-    raise ValueError(f"batch_size={config.batch_size} is not divisible by the device count {ndev}; "
-                     f"use a multiple of {ndev}")
+    raise ValueError(
+      f"batch_size={config.batch_size} is not divisible by the device count {ndev}; use a multiple of {ndev}"
+    )
   optimizers.validate(config)
   # Hyperparameter ranges: the registry checks them at construction (placeholders for what the noise model
   # provides later), and the loss's schedules must act within the run.
@@ -164,11 +192,12 @@ def validate_with_data(config, data, settings: list[dict]) -> None:
   if config.batch_size > n:
     raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} examples)")
   for n in settings:
-    noise.validate(n["kind"], n["rate"], num_classes=data.num_classes, dataset=config.dataset,
-                   matrix=_matrix(config))
+    noise.validate(n["kind"], n["rate"], num_classes=data.num_classes, dataset=config.dataset, matrix=_matrix(config))
   if any(n["kind"] == "real" for n in settings) and data.real_noisy_labels is None:
-    raise ValueError(f"noise.kind='real' needs a dataset with human/web labels; {config.dataset!r} has none "
-                     "(use cifar10_n, cifar100_n or controlled_noisy_web_labels)")
+    raise ValueError(
+      f"noise.kind='real' needs a dataset with human/web labels; {config.dataset!r} has none "
+      "(use cifar10_n, cifar100_n or controlled_noisy_web_labels)"
+    )
   build_loss(config, data.num_classes, settings)
 
 
@@ -176,21 +205,37 @@ def validate_with_data(config, data, settings: list[dict]) -> None:
 def make_program(config, data, loss_fn) -> train_lib.Program:
   input_shape = data.image_shape
   name = models.default_for(input_shape) if config.model == "auto" else config.model
-  model = models.create(name, num_classes=data.num_classes, input_shape=input_shape,
-                        axis_name=train_lib.AXIS, dtype=DTYPES[config.compute_dtype])
+  model = models.create(
+    name,
+    num_classes=data.num_classes,
+    input_shape=input_shape,
+    axis_name=train_lib.AXIS,
+    dtype=DTYPES[config.compute_dtype],
+  )
   steps_per_epoch = len(data.y_train) // config.batch_size  # the remainder is dropped, reshuffled each epoch
   tx = optimizers.create(config, steps_per_epoch)
   if config.freeze_backbone:
     tx = finetune.freeze_backbone(tx)
   return train_lib.Program(
-      model=model, loss_fn=loss_fn, tx=tx, mesh=train_lib.make_mesh(
-          jax.devices()[:config.num_devices] if config.num_devices else None),
-      batch_size=config.batch_size, num_train=len(data.y_train), steps_per_epoch=steps_per_epoch,
-      eval_batch_size=config.eval_batch_size, mean=tuple(data.mean), std=tuple(data.std),
-      augment_crop_pad=data.augment_crop_pad, augment_flip=data.augment_flip,
-      skip_nonfinite=config.skip_nonfinite, num_classes=data.num_classes,
-      compute_dtype=DTYPES[config.compute_dtype], loop_free=loop_free(config, model),
-      streamed=isinstance(data, input_pipeline.StreamDataset), freeze_backbone=config.freeze_backbone)
+    model=model,
+    loss_fn=loss_fn,
+    tx=tx,
+    mesh=train_lib.make_mesh(jax.devices()[: config.num_devices] if config.num_devices else None),
+    batch_size=config.batch_size,
+    num_train=len(data.y_train),
+    steps_per_epoch=steps_per_epoch,
+    eval_batch_size=config.eval_batch_size,
+    mean=tuple(data.mean),
+    std=tuple(data.std),
+    augment_crop_pad=data.augment_crop_pad,
+    augment_flip=data.augment_flip,
+    skip_nonfinite=config.skip_nonfinite,
+    num_classes=data.num_classes,
+    compute_dtype=DTYPES[config.compute_dtype],
+    loop_free=loop_free(config, model),
+    streamed=isinstance(data, input_pipeline.StreamDataset),
+    freeze_backbone=config.freeze_backbone,
+  )
 
 
 def loop_free(config, model) -> bool:
@@ -203,9 +248,19 @@ def loop_free(config, model) -> bool:
 
 def noisy_labels(config, data, replicas) -> list[noise.NoisyLabels]:
   """One noise draw per replica (noise setting, seed): each seed gets its own noisy labels."""
-  return [noise.apply_noise(data.y_train, kind=n["kind"], rate=n["rate"], num_classes=data.num_classes, seed=s,
-                            dataset=config.dataset, matrix=_matrix(config), real_labels=data.real_noisy_labels)
-          for n, s in replicas]
+  return [
+    noise.apply_noise(
+      data.y_train,
+      kind=n["kind"],
+      rate=n["rate"],
+      num_classes=data.num_classes,
+      seed=s,
+      dataset=config.dataset,
+      matrix=_matrix(config),
+      real_labels=data.real_noisy_labels,
+    )
+    for n, s in replicas
+  ]
 
 
 class _MemorySet:
@@ -215,7 +270,7 @@ class _MemorySet:
     self.n, self.padded = len(x), train_lib.pad_for_eval(prog, len(x))
     x = train_lib.pad(x, self.padded)
     step = prog.mesh.size * prog.eval_batch_size if prog.loop_free else self.padded  # one call per block
-    self.blocks = [train_lib.replicate(prog.mesh, x[i:i + step]) for i in range(0, self.padded, step)]
+    self.blocks = [train_lib.replicate(prog.mesh, x[i : i + step]) for i in range(0, self.padded, step)]
 
   def __iter__(self):
     return iter(self.blocks)
@@ -235,8 +290,9 @@ class _StreamedSet:
   def __iter__(self):
     reading = streaming.Agreement("eval_input")
     for a in range(0, self.padded, self.block):
-      local = reading.run(lambda: streaming.read(self.source, self.indices[a:a + self.block][self.rows],
-                                                 self.workers))
+      local = reading.run(
+        lambda: streaming.read(self.source, self.indices[a : a + self.block][self.rows], self.workers)
+      )
       yield streaming.to_devices(self.prog.mesh, local, self.block)
 
 
@@ -250,8 +306,10 @@ class Evaluator:
     self.train_subset = np.sort(np.random.default_rng(0).permutation(n)[:limit])
     if prog.streamed:
       make = lambda source, idx: _StreamedSet(prog, source, idx, config.input_workers)
-      self.sets = {"test": make(data.test_source, np.arange(len(data.y_test))),
-                   "train": make(data.train_source, self.train_subset)}
+      self.sets = {
+        "test": make(data.test_source, np.arange(len(data.y_test))),
+        "train": make(data.train_source, self.train_subset),
+      }
       if data.val_source is not None:
         self.sets["val"] = make(data.val_source, np.arange(len(data.y_val)))
       self.train_full = lambda: make(data.train_source, np.arange(n))
@@ -269,7 +327,7 @@ class Evaluator:
   def _run(self, fn, state, eval_set, labels):
     outs, start = [], 0
     for x in eval_set:
-      outs.append(fn(state, x, train_lib.replicate(self.prog.mesh, labels[:, start:start + x.shape[0]])))
+      outs.append(fn(state, x, train_lib.replicate(self.prog.mesh, labels[:, start : start + x.shape[0]])))
       start += x.shape[0]
     return jax.tree.map(lambda *o: np.concatenate([np.asarray(a) for a in o], axis=1), *outs)
 
@@ -277,14 +335,14 @@ class Evaluator:
     eval_set = self.sets[name]
     labels = np.zeros((self.R, eval_set.padded), np.int32)
     pred, _ = self._run(train_lib.eval_fn(self.prog), state, eval_set, labels)
-    return pred[:, :eval_set.n]
+    return pred[:, : eval_set.n]
 
   def refresh_loss_state(self, state):
     """The loss's `refresh` on the whole training set (eval mode) with each replica's noisy labels."""
     eval_set = self.train_full()
     labels = train_lib.pad(self.noisy, eval_set.padded, axis=1)
     _, rows = self._run(train_lib.eval_fn(self.prog, refresh=True), state, eval_set, labels)
-    return jax.tree.map(lambda r: r[:, :eval_set.n], rows)
+    return jax.tree.map(lambda r: r[:, : eval_set.n], rows)
 
   def metrics(self, state) -> dict:
     out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}
@@ -330,9 +388,11 @@ def clipping_diagnostics(accum) -> dict:
   share of the batches, to set against `clipped_fraction`. NaN where undefined (nothing clipped/flipped)."""
   hit, clipped, noisy = (np.asarray(accum[k], np.float64) for k in ("clipped_noisy", "clipped", "noisy"))
   with np.errstate(invalid="ignore", divide="ignore"):
-    return {"clipped_precision": np.where(clipped > 0, hit / clipped, np.nan),
-            "clipped_recall": np.where(noisy > 0, hit / noisy, np.nan),
-            "noisy_fraction": noisy / max(accum["steps"], 1)}
+    return {
+      "clipped_precision": np.where(clipped > 0, hit / clipped, np.nan),
+      "clipped_recall": np.where(noisy > 0, hit / noisy, np.nan),
+      "noisy_fraction": noisy / max(accum["steps"], 1),
+    }
 
 
 def summarise(config, history, noisy, replicas, train_seconds, status, error=None) -> dict:
@@ -341,24 +401,33 @@ def summarise(config, history, noisy, replicas, train_seconds, status, error=Non
   for r, (setting, seed) in enumerate(replicas):
     curve = [h[select][r] for h in history]
     best = int(np.argmax(curve)) if curve else -1
-    per_seed.append({
-        "seed": seed, "noise_kind": setting["kind"], "noise_rate": setting["rate"],
+    per_seed.append(
+      {
+        "seed": seed,
+        "noise_kind": setting["kind"],
+        "noise_rate": setting["rate"],
         "test_accuracy_last": history[-1]["test_accuracy"][r] if history else None,
         "test_accuracy_best": history[best]["test_accuracy"][r] if history else None,
         "best_epoch": best + 1 if history else None,  # 1-based: epochs completed
         "noise_rate_realised": noisy[r].rate_realised,
         "noise": noise.summary(noisy[r]),
-    })
-  mean = lambda key: (float(np.mean([p[key] for p in per_seed])) if history else None)
+      }
+    )
+  mean = lambda key: float(np.mean([p[key] for p in per_seed])) if history else None
   return {
-      "status": status, "error": error,
-      "test_accuracy_last": mean("test_accuracy_last"), "test_accuracy_best": mean("test_accuracy_best"),
-      "best_epoch": per_seed[0]["best_epoch"] if len(replicas) == 1 else [p["best_epoch"] for p in per_seed],
-      "best_epoch_selected_by": select,
-      "noise_rate_realised": mean("noise_rate_realised") if per_seed else None,
-      "train_seconds": train_seconds, "epochs_completed": len(history),
-      "num_devices": config.num_devices or jax.device_count(),
-      "seeds": sorted({s for _, s in replicas}), "per_seed": per_seed, "config": json.loads(config.to_json()),
+    "status": status,
+    "error": error,
+    "test_accuracy_last": mean("test_accuracy_last"),
+    "test_accuracy_best": mean("test_accuracy_best"),
+    "best_epoch": per_seed[0]["best_epoch"] if len(replicas) == 1 else [p["best_epoch"] for p in per_seed],
+    "best_epoch_selected_by": select,
+    "noise_rate_realised": mean("noise_rate_realised") if per_seed else None,
+    "train_seconds": train_seconds,
+    "epochs_completed": len(history),
+    "num_devices": config.num_devices or jax.device_count(),
+    "seeds": sorted({s for _, s in replicas}),
+    "per_seed": per_seed,
+    "config": json.loads(config.to_json()),
   }
 
 
@@ -396,9 +465,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     if lead and len(replicas) > 1:
       print(f"input: streamed batches are shared by all {len(replicas)} replicas, in seed {config.seed}'s order")
     stream = streaming.TrainStream(
-        data.train_source, train_lib.host_epoch_order(config.seed, len(data.y_train)), config.batch_size,
-        spe, streaming.process_rows(prog.mesh, (config.batch_size,)), workers=config.input_workers,
-        prefetch=config.input_prefetch * chunk)
+      data.train_source,
+      train_lib.host_epoch_order(config.seed, len(data.y_train)),
+      config.batch_size,
+      spe,
+      streaming.process_rows(prog.mesh, (config.batch_size,)),
+      workers=config.input_workers,
+      prefetch=config.input_prefetch * chunk,
+    )
     reading = streaming.Agreement("train_input")  # a read error on one process stops every process
   else:
     x_train = train_lib.replicate(prog.mesh, data.x_train)
@@ -431,8 +505,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
   bar = None
   if lead and config.progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=total, initial=step, unit="step", dynamic_ncols=True, file=sys.stdout,
-               desc=f"{config.loss.name} " + ",".join(f"{n['kind']}:{n['rate']:g}" for n in settings))
+
+    bar = tqdm(
+      total=total,
+      initial=step,
+      unit="step",
+      dynamic_ncols=True,
+      file=sys.stdout,
+      desc=f"{config.loss.name} " + ",".join(f"{n['kind']}:{n['rate']:g}" for n in settings),
+    )
 
   def finish(status, error=None):
     summary = summarise(config, history, noisy, replicas, seconds_before + time.time() - t0, status, error)
@@ -447,16 +528,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
     # Mid-epoch, the stream's position goes with the state: grain's iterator state at `step` (equal on every
     # process) and the batches it stands for.
     position = {"iterator": consumed, "batches": step % spe} if batches is not None and step % spe else None
-    ckpt.save(step, state, {"step": step, "history": history, "accum": accum, "input": position,
-                            "train_seconds": seconds_before + time.time() - t0})
+    ckpt.save(
+      step,
+      state,
+      {
+        "step": step,
+        "history": history,
+        "accum": accum,
+        "input": position,
+        "train_seconds": seconds_before + time.time() - t0,
+      },
+    )
     saved_step = step
 
   def next_batches(n):
     """n streamed global batches: (images uint8 [n, B, ...], ids int32 [n, B]) sharded over the devices."""
     parts = reading.run(lambda: [next(batches) for _ in range(n)])
     ids, images = np.stack([p[0] for p in parts]), np.stack([p[1] for p in parts])
-    return (streaming.to_devices(prog.mesh, images, config.batch_size, axis=1),
-            streaming.to_devices(prog.mesh, ids, config.batch_size, axis=1))
+    return (
+      streaming.to_devices(prog.mesh, images, config.batch_size, axis=1),
+      streaming.to_devices(prog.mesh, ids, config.batch_size, axis=1),
+    )
 
   accum = meta["accum"]
   try:
@@ -465,16 +557,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
         epoch = step // spe
         if step % spe == 0:
           zeros = [0.0] * len(replicas)  # per replica; lists so that they go into the JSON checkpoint metadata
-          accum = {"loss": zeros, "accuracy": zeros, "clipped": zeros, "clipped_noisy": zeros, "noisy": zeros,
-                   "steps": 0, "skipped": [0] * len(replicas)}
+          accum = {
+            "loss": zeros,
+            "accuracy": zeros,
+            "clipped": zeros,
+            "clipped_noisy": zeros,
+            "noisy": zeros,
+            "steps": 0,
+            "skipped": [0] * len(replicas),
+          }
           if loss_fn.refresh_due(epoch):
             rows = evaluator.refresh_loss_state(state)
             state = state.replace(loss_state=train_lib.replicate(prog.mesh, rows))
         if stream is not None and batches is None:
           saved = meta.get("input") if step % spe else None
           if saved is not None and saved["batches"] != step % spe:
-            raise RuntimeError(f"the checkpoint's input position ({saved}) is not step {step}'s ({step % spe} "
-                               f"batches into epoch {epoch + 1}); the checkpoint is inconsistent")
+            raise RuntimeError(
+              f"the checkpoint's input position ({saved}) is not step {step}'s ({step % spe} "
+              f"batches into epoch {epoch + 1}); the checkpoint is inconsistent"
+            )
           # Rebuilt from the step, so a resumed run may use another number of devices or processes.
           batches = stream.epoch(epoch, stream.state_at(step % spe) if step % spe else None)
           consumed = batches.get_state()
@@ -494,10 +595,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
           if bad.any() and not config.skip_nonfinite:
             first = step + int(np.argmax(bad))
             raise NonFiniteError(
-                f"non-finite loss, gradient or parameters at step {first} (epoch {first // spe + 1}) with loss "
-                f"{config.loss.name}: the usual causes are a learning rate too high for this loss, "
-                "a loss hyperparameter at the edge of its range, or float16/bfloat16 overflow. The last good "
-                "checkpoint is kept; set --config.skip_nonfinite=True to skip such steps instead.")
+              f"non-finite loss, gradient or parameters at step {first} (epoch {first // spe + 1}) with loss "
+              f"{config.loss.name}: the usual causes are a learning rate too high for this loss, "
+              "a loss hyperparameter at the edge of its range, or float16/bfloat16 overflow. The last good "
+              "checkpoint is kept; set --config.skip_nonfinite=True to skip such steps instead."
+            )
           ok = m["finite"]
           for key in ("loss", "accuracy", "clipped", "clipped_noisy", "noisy"):
             accum[key] = (np.asarray(accum[key]) + np.where(ok, m[key], 0.0).sum(1)).tolist()
@@ -506,15 +608,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
           step += n
           if bar is not None:
             bar.update(n)
-            bar.set_postfix(loss=f"{np.mean(accum['loss']) / accum['steps']:.3f}",
-                            acc=f"{np.mean(accum['accuracy']) / accum['steps']:.3f}")
+            bar.set_postfix(
+              loss=f"{np.mean(accum['loss']) / accum['steps']:.3f}",
+              acc=f"{np.mean(accum['accuracy']) / accum['steps']:.3f}",
+            )
           if interrupted() and step % spe:
             raise _Interrupted()  # mid-epoch: state, step and the epoch's accumulators belong together here
 
         ran = np.maximum(spe - np.asarray(accum["skipped"]), 1)  # steps whose metrics were finite
-        record = {"epoch": epoch + 1, "step": step, "train_loss": np.asarray(accum["loss"]) / ran,
-                  "train_accuracy_noisy_labels": np.asarray(accum["accuracy"]) / ran,
-                  "clipped_fraction": np.asarray(accum["clipped"]) / ran, "skipped_steps": accum["skipped"]}
+        record = {
+          "epoch": epoch + 1,
+          "step": step,
+          "train_loss": np.asarray(accum["loss"]) / ran,
+          "train_accuracy_noisy_labels": np.asarray(accum["accuracy"]) / ran,
+          "clipped_fraction": np.asarray(accum["clipped"]) / ran,
+          "skipped_steps": accum["skipped"],
+        }
         record.update(clipping_diagnostics(accum))
         for key, value in state.loss_state.items():  # e.g. the share of truncated-Lq weights still 1
           record[f"loss_state_mean/{key}"] = np.asarray(value, np.float64).reshape(len(replicas), -1).mean(1)
@@ -546,9 +655,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, settings
       writer.close()
   summary = finish("completed")
   if lead:
-    print(f"test accuracy last {summary['test_accuracy_last']:.4f} best {summary['test_accuracy_best']:.4f} "
-          f"(epoch {summary['best_epoch']}), realised noise {summary['noise_rate_realised']:.3f}; "
-          f"summary in {os.path.join(workdir, 'summary.json')}")
+    print(
+      f"test accuracy last {summary['test_accuracy_last']:.4f} best {summary['test_accuracy_best']:.4f} "
+      f"(epoch {summary['best_epoch']}), realised noise {summary['noise_rate_realised']:.3f}; "
+      f"summary in {os.path.join(workdir, 'summary.json')}"
+    )
   return summary
 
 
@@ -563,10 +674,12 @@ def _deferred_interrupts():
   inside one or inside a checkpoint write), saves and exits. A second Ctrl-C interrupts at once."""
   received = []
   if threading_main():
+
     def handler(signum, frame):
       if received and signum == signal.SIGINT:
         raise KeyboardInterrupt
       received.append(signum)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
   try:
     yield lambda: bool(received)
@@ -578,6 +691,7 @@ def _deferred_interrupts():
 
 def threading_main() -> bool:
   import threading
+
   return threading.current_thread() is threading.main_thread()
 
 
@@ -617,8 +731,10 @@ def _log_epoch(workdir, writer, history, bar):
       writer.add_scalar(key, float(np.nanmean(value)), record["epoch"])
   memorised = np.asarray(record["train_memorised_noisy_subset"], np.float64)  # NaN where nothing is noisy
   memorised = np.nanmean(memorised) if np.isfinite(memorised).any() else float("nan")
-  line = (f"epoch {record['epoch']}: loss {np.mean(record['train_loss']):.4f} "
-          f"test acc {np.mean(record['test_accuracy']):.4f} memorised {memorised:.3f}")
+  line = (
+    f"epoch {record['epoch']}: loss {np.mean(record['train_loss']):.4f} "
+    f"test acc {np.mean(record['test_accuracy']):.4f} memorised {memorised:.3f}"
+  )
   if bar is None:  # with a progress bar, its running loss/accuracy already show; keep the console short
     print(line)
 
@@ -640,6 +756,7 @@ def set_cpu_xla_flags() -> None:
 def quiet_logs():
   """orbax logs every checkpoint step at INFO through absl; keep the console for our progress and results."""
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)
 
 
@@ -658,8 +775,11 @@ def init_distributed(config) -> None:
   """
   if not (config.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ or slurm_multi_task()):
     return
-  kwargs = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
-                                               ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+  kwargs = {
+    k: int(os.environ[v])
+    for k, v in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+    if v in os.environ
+  }
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(**kwargs)
 
@@ -667,6 +787,7 @@ def init_distributed(config) -> None:
 def main(argv):
   del argv
   from absl import flags
+
   set_cpu_xla_flags()
   quiet_logs()
   enable_compilation_cache()
@@ -681,6 +802,7 @@ def main(argv):
 if __name__ == "__main__":
   from absl import app, flags
   from ml_collections import config_flags
+
   config_flags.DEFINE_config_file("config", None, "Training config file.", lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the summary.")
   flags.mark_flags_as_required(["config", "workdir"])

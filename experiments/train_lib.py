@@ -8,6 +8,7 @@ and batch-statistics losses (dynamic clipping) are reduced over ``batch``. Data 
 initialisation are derived from (seed, step) alone, so a resumed run replays exactly what an uninterrupted
 run would have done, and the result does not depend on the number of devices.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from experiments import input_pipeline
 
@@ -29,7 +31,8 @@ AXIS = "batch"
 @flax.struct.dataclass
 class TrainState:
   """Per-replica training state; every leaf has a leading replica axis R."""
-  step: jax.Array           # int32 [R], optimisation steps taken
+
+  step: jax.Array  # int32 [R], optimisation steps taken
   params: Any
   batch_stats: Any
   opt_state: Any
@@ -82,8 +85,9 @@ def host_epoch_order(seed: int, num_train: int):
 class Program:
   """What the compiled programs depend on. Runs that share a Program (e.g. the noise settings of one
   sweep row) share compiled code, because the jitted functions are cached per Program."""
-  model: Any                 # flax.linen Module (hashable dataclass)
-  loss_fn: Any               # robust_losses registry object
+
+  model: Any  # flax.linen Module (hashable dataclass)
+  loss_fn: Any  # robust_losses registry object
   tx: optax.GradientTransformation
   mesh: jax.sharding.Mesh
   batch_size: int
@@ -117,9 +121,14 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   def one(key):
     variables = prog.model.init(_stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}), opt_state=prog.tx.init(params),
-                      loss_state=jax.tree.map(jnp.asarray, loss_state))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=variables.get("batch_stats", {}),
+      opt_state=prog.tx.init(params),
+      loss_state=jax.tree.map(jnp.asarray, loss_state),
+    )
+
   out_sharding = NamedSharding(prog.mesh, P())
   return jax.jit(jax.vmap(one), out_shardings=out_sharding)(keys)
 
@@ -127,8 +136,7 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
 def _preprocess(prog: Program, images, key=None, positions=None):
   if key is not None and (prog.augment_crop_pad or prog.augment_flip):
     # One key per *global* example position, so augmentation is independent of the device count.
-    aug = lambda k, im: input_pipeline.augment(k, im[None], crop_pad=prog.augment_crop_pad,
-                                                flip=prog.augment_flip)[0]
+    aug = lambda k, im: input_pipeline.augment(k, im[None], crop_pad=prog.augment_crop_pad, flip=prog.augment_flip)[0]
     images = jax.vmap(aug)(jax.vmap(lambda p: jax.random.fold_in(key, p))(positions), images)
   return input_pipeline.normalize(images, prog.mean, prog.std, dtype=prog.compute_dtype)
 
@@ -144,8 +152,11 @@ def _all_finite(tree, group: int = 32) -> jax.Array:
   by_dtype = {}
   for x in jax.tree.leaves(tree):
     by_dtype.setdefault(jnp.result_type(x), []).append(jnp.ravel(x))
-  checks = [jnp.all(jnp.isfinite(jnp.concatenate(xs[i:i + group])))
-            for xs in by_dtype.values() for i in range(0, len(xs), group)]
+  checks = [
+    jnp.all(jnp.isfinite(jnp.concatenate(xs[i : i + group])))
+    for xs in by_dtype.values()
+    for i in range(0, len(xs), group)
+  ]
   return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
@@ -178,8 +189,9 @@ def train_chunk_fn(prog: Program) -> Callable:
       else:
         idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
         raw = x[idx]
-      images = _preprocess(prog, raw, jax.random.fold_in(_stream(key, "augment"), step),
-                           positions=start + jnp.arange(local_bs))
+      images = _preprocess(
+        prog, raw, jax.random.fold_in(_stream(key, "augment"), step), positions=start + jnp.arange(local_bs)
+      )
       rows = jax.tree.map(lambda a: a[idx], state.loss_state)
 
       def loss_of(params):
@@ -189,8 +201,9 @@ def train_chunk_fn(prog: Program) -> Callable:
         else:
           logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
         # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
-        losses, aux = loss_fn.call_with_aux(logits, labels[idx], axis_name=AXIS, example_state=rows or None,
-                                            epoch=step // prog.steps_per_epoch)
+        losses, aux = loss_fn.call_with_aux(
+          logits, labels[idx], axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
+        )
         return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
 
       # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
@@ -205,10 +218,16 @@ def train_chunk_fn(prog: Program) -> Callable:
         # everywhere (and independent of the device count).
         gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True, to="invarying")
         all_idx = gather(idx)
-        loss_state = jax.tree.map(lambda a, r: a.at[all_idx].set(gather(r).astype(a.dtype)),
-                                  loss_state, aux["example_state"])
-      new = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                          batch_stats=batch_stats, opt_state=opt_state, loss_state=loss_state)
+        loss_state = jax.tree.map(
+          lambda a, r: a.at[all_idx].set(gather(r).astype(a.dtype)), loss_state, aux["example_state"]
+        )
+      new = state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        batch_stats=batch_stats,
+        opt_state=opt_state,
+        loss_state=loss_state,
+      )
       # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
       finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new.params)
       # A non-finite step never reaches the state: with skip_nonfinite it is skipped and counted; otherwise
@@ -219,13 +238,13 @@ def train_chunk_fn(prog: Program) -> Callable:
       else:
         new = new.replace(step=state.step + 1)
       metrics = {
-          "loss": loss,
-          "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels[idx]), AXIS),
-          "clipped": jax.lax.pmean(jnp.mean(aux.get("clipped", jnp.zeros(()))), AXIS),
-          # Clipped examples whose label the noise model flipped, and flipped ones, per batch example.
-          "clipped_noisy": jax.lax.pmean(jnp.mean(aux.get("clipped", 0.0) * is_noisy[idx]), AXIS),
-          "noisy": jax.lax.pmean(jnp.mean(is_noisy[idx].astype(jnp.float32)), AXIS),
-          "finite": finite,
+        "loss": loss,
+        "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels[idx]), AXIS),
+        "clipped": jax.lax.pmean(jnp.mean(aux.get("clipped", jnp.zeros(()))), AXIS),
+        # Clipped examples whose label the noise model flipped, and flipped ones, per batch example.
+        "clipped_noisy": jax.lax.pmean(jnp.mean(aux.get("clipped", 0.0) * is_noisy[idx]), AXIS),
+        "noisy": jax.lax.pmean(jnp.mean(is_noisy[idx].astype(jnp.float32)), AXIS),
+        "finite": finite,
       }
       return new, metrics
 
@@ -235,11 +254,16 @@ def train_chunk_fn(prog: Program) -> Callable:
 
   per_replica = jax.vmap(replica, in_axes=(0, 0, 0, 0, None, None, None))
   if prog.streamed:
-    fn = jax.shard_map(per_replica, mesh=prog.mesh, out_specs=P(),
-                       in_specs=(P(), P(), P(), P(), P(None, AXIS), P(None, AXIS), P()))
+    fn = jax.shard_map(
+      per_replica, mesh=prog.mesh, out_specs=P(), in_specs=(P(), P(), P(), P(), P(None, AXIS), P(None, AXIS), P())
+    )
   else:
-    fn = jax.shard_map(lambda state, keys, labels, is_noisy, x, steps: per_replica(
-        state, keys, labels, is_noisy, x, None, steps), mesh=prog.mesh, in_specs=(P(),) * 6, out_specs=P())
+    fn = jax.shard_map(
+      lambda state, keys, labels, is_noisy, x, steps: per_replica(state, keys, labels, is_noisy, x, None, steps),
+      mesh=prog.mesh,
+      in_specs=(P(),) * 6,
+      out_specs=P(),
+    )
   return jax.jit(fn, donate_argnums=(0,))
 
 
@@ -253,6 +277,7 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
   Each device evaluates a contiguous block; the blocks are gathered in order, so the (replicated) output
   keeps the input order and is readable on every process.
   """
+
   def replica(state: TrainState, x, labels):
     nb = x.shape[0] // prog.eval_batch_size
     xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
@@ -260,8 +285,9 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
 
     def batch(_, inputs):
       images, y = inputs
-      logits = prog.model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                                _preprocess(prog, images), train=False)
+      logits = prog.model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, _preprocess(prog, images), train=False
+      )
       rows = prog.loss_fn.refresh(logits, y) if refresh else {}
       return None, (jnp.argmax(logits, -1).astype(jnp.int32), rows)
 
@@ -273,8 +299,7 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
     return jax.lax.all_gather(out, AXIS, axis=1, tiled=True)
 
   # all_gather's result is the same on every device, but the replication checker cannot infer that.
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(),
-                     check_vma=False)
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
   return jax.jit(fn)
 
 

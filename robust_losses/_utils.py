@@ -1,4 +1,5 @@
 """Helpers shared by every loss: dtype handling, per-example masking and hyperparameter checks."""
+
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -25,8 +26,9 @@ def _fmt_range(lo, hi, lo_open, hi_open) -> str:
   return f"{left}{lo:g}, {hi:g}{right}"
 
 
-def check_range(name: str, value, lo: float = -math.inf, hi: float = math.inf, *,
-                lo_open: bool = False, hi_open: bool = False) -> None:
+def check_range(
+  name: str, value, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
+) -> None:
   """Raises ValueError if a concrete scalar hyperparameter lies outside [lo, hi] (ends open if asked).
 
   Traced values are skipped: the check is a Python-level guard, and skipping tracers keeps the losses
@@ -37,13 +39,13 @@ def check_range(name: str, value, lo: float = -math.inf, hi: float = math.inf, *
   try:
     v = float(value)
   except (TypeError, ValueError):
-    raise ValueError(f"{name}={value!r} must be a real number; valid range is "
-                     f"{_fmt_range(lo, hi, lo_open, hi_open)}") from None
+    raise ValueError(
+      f"{name}={value!r} must be a real number; valid range is {_fmt_range(lo, hi, lo_open, hi_open)}"
+    ) from None
   below = v <= lo if lo_open else v < lo
   above = v >= hi if hi_open else v > hi
   if math.isnan(v) or below or above:
-    raise ValueError(f"{name}={value!r} is out of range; valid range is "
-                     f"{_fmt_range(lo, hi, lo_open, hi_open)}")
+    raise ValueError(f"{name}={value!r} is out of range; valid range is {_fmt_range(lo, hi, lo_open, hi_open)}")
 
 
 def check_int(name: str, value, lo: int) -> None:
@@ -87,15 +89,19 @@ def prepare(logits, labels, where) -> tuple[jax.Array, jax.Array, Optional[jax.A
     raise ValueError(f"logits must have a class axis [..., K]; got shape {logits.shape}")
   if labels.shape == logits.shape[:-1]:
     if not jnp.issubdtype(labels.dtype, jnp.integer):
-      raise ValueError(f"labels of shape {labels.shape} (logits.shape[:-1]) are read as class ids and must "
-                       f"have an integer dtype; got {labels.dtype}. One-hot/soft labels have the shape of "
-                       f"logits {logits.shape}")
+      raise ValueError(
+        f"labels of shape {labels.shape} (logits.shape[:-1]) are read as class ids and must "
+        f"have an integer dtype; got {labels.dtype}. One-hot/soft labels have the shape of "
+        f"logits {logits.shape}"
+      )
     labels = labels.astype(jnp.int32)
   elif labels.shape == logits.shape:
     labels = as_float(labels)
   else:
-    raise ValueError(f"labels must be integer class ids of shape logits.shape[:-1] = {logits.shape[:-1]} or "
-                     f"one-hot/soft labels of shape logits.shape = {logits.shape}; got {labels.shape}")
+    raise ValueError(
+      f"labels must be integer class ids of shape logits.shape[:-1] = {logits.shape[:-1]} or "
+      f"one-hot/soft labels of shape logits.shape = {logits.shape}; got {labels.shape}"
+    )
   if where is None:
     return logits, labels, None
   where = jnp.broadcast_to(jnp.asarray(where, bool), logits.shape[:-1])
@@ -145,9 +151,11 @@ def _softmax_parts(z):
 
 def _custom_vjp(forward, backward):
   """f(z, y) = forward(z, y)[0] with the VJP `backward` (labels y get no cotangent)."""
+
   @jax.custom_vjp
   def f(z, y):
     return forward(z, y)[0]
+
   f.defvjp(forward, backward)
   return f
 
@@ -174,6 +182,7 @@ def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.A
   forward-mode differentiation (``jax.jvp``, ``jax.hessian``) is not available through it; the one-hot
   form of the same losses supports it.
   """
+
   def forward(z, y):
     _, shifted, e, s, log_s = _softmax_parts(z)
     log_p = shifted - log_s
@@ -204,6 +213,7 @@ def label_log_prob_and_entropy(logits, labels) -> tuple[jax.Array, jax.Array]:
   :math:`\partial H / \partial z_j = -p_j (\log p_j + H)` and
   :math:`\partial \log p_y / \partial z_j = 1[j = y] - p_j`, in one elementwise pass.
   """
+
   def forward(z, y):
     top, shifted, e, s, log_s = _softmax_parts(z)
     entropy = log_s[..., 0] - jnp.sum(e * shifted, axis=-1) / s[..., 0]
@@ -229,8 +239,9 @@ def cross_entropy(logits, labels) -> jax.Array:
   return optax.losses.softmax_cross_entropy(logits, labels)
 
 
-def label_sum(logits, labels, terms: Callable[[jax.Array], jax.Array],
-              log_probs: Optional[jax.Array] = None) -> jax.Array:
+def label_sum(
+  logits, labels, terms: Callable[[jax.Array], jax.Array], log_probs: Optional[jax.Array] = None
+) -> jax.Array:
   """sum_k y_k terms(log p_k): with class ids just terms(log p_y), which never touches the other classes.
 
   `terms` must be elementwise and finite (with finite gradient) for every log-probability, so that the

@@ -9,14 +9,13 @@ NCE as the active term.
 All functions take soft labels too: the label-weighted sum of the per-class terms, which for one-hot
 labels is exactly the formula at :math:`p_y`.
 """
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from robust_losses import _utils
-from robust_losses import negative
-from robust_losses import symmetric
+from robust_losses import _utils, negative, symmetric
 
 
 # Differences of nearby powers are written as c^q expm1(q log1p(x)) with x small near p = 1 (1 - p from
@@ -45,8 +44,9 @@ def _check_aul(a, q):
   _utils.check_range("q", q, 0.0, lo_open=True)
 
 
-def asymmetric_generalized_cross_entropy(logits, labels, *, a: float = 0.6, q: float = 0.6,
-                                         where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_generalized_cross_entropy(
+  logits, labels, *, a: float = 0.6, q: float = 0.6, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Asymmetric generalized cross entropy :math:`((a + 1)^q - (a + p_y)^q) / q` (Zhou et al., 2021).
 
   Gradient: :math:`(a + p_y)^{q-1} p_y \nabla \mathrm{CE}`: like GCE, a sample's gradient grows with the
@@ -73,8 +73,9 @@ def asymmetric_generalized_cross_entropy(logits, labels, *, a: float = 0.6, q: f
   return _utils.mask(_utils.label_sum(logits, labels, lambda lp: _agce_terms(lp, a, q)), where)
 
 
-def asymmetric_unhinged_loss(logits, labels, *, a: float = 5.5, q: float = 3.0,
-                             where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_unhinged_loss(
+  logits, labels, *, a: float = 5.5, q: float = 3.0, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Asymmetric unhinged loss :math:`((a - p_y)^q - (a - 1)^q) / q` (AUL; Zhou et al., 2021).
 
   Gradient: :math:`-(a - p_y)^{q-1} \nabla p_y`; with q > 1 it is largest on low-confidence samples
@@ -100,8 +101,7 @@ def asymmetric_unhinged_loss(logits, labels, *, a: float = 5.5, q: float = 3.0,
   return _utils.mask(_utils.label_sum(logits, labels, lambda lp: _aul_terms(lp, a, q)), where)
 
 
-def asymmetric_exponential_loss(logits, labels, *, a: float = 2.5,
-                                where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_exponential_loss(logits, labels, *, a: float = 2.5, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Asymmetric exponential loss :math:`\exp(-p_y / a)` (AEL; Zhou et al., 2021).
 
   Gradient: :math:`-\exp(-p_y/a)/a \cdot \nabla p_y`. As in the official code there is no constant
@@ -129,8 +129,17 @@ def asymmetric_exponential_loss(logits, labels, *, a: float = 2.5,
 NCE_PASSIVE = ("agce", "aul", "ael")
 
 
-def nce_asymmetric_loss(logits, labels, *, passive: str = "agce", alpha: float = 1.0, beta: float = 4.0,
-                        a: float = 6.0, q: float = 1.5, where: Optional[jax.Array] = None) -> jax.Array:
+def nce_asymmetric_loss(
+  logits,
+  labels,
+  *,
+  passive: str = "agce",
+  alpha: float = 1.0,
+  beta: float = 4.0,
+  a: float = 6.0,
+  q: float = 1.5,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""NCE plus an asymmetric loss: :math:`\alpha\,\mathrm{NCE} + \beta \cdot \{\mathrm{AGCE},
   \mathrm{AUL}, \mathrm{AEL}\}` (the published NCE+AGCE / NCE+AUL / NCE+AEL; Zhou et al., 2021).
 
@@ -184,8 +193,7 @@ def _amse(logits, labels, a):
   return jnp.sum(jnp.square(probs - a * _utils.one_hot(logits, labels)), axis=-1) / num_classes
 
 
-def asymmetric_mean_squared_error(logits, labels, *, a: float = 30.0,
-                                  where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_mean_squared_error(logits, labels, *, a: float = 30.0, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Asymmetric mean squared error :math:`\frac1K \sum_k (p_k - a\,y_k)^2` (AMSE; Wang et al., 2025).
 
   MSE against the label scaled by :math:`a \ge 1`, which makes it asymmetric (noise tolerant) while
@@ -214,9 +222,18 @@ def asymmetric_mean_squared_error(logits, labels, *, a: float = 30.0,
   return _utils.mask(_amse(logits, labels, a), where)
 
 
-def joint_asymmetric_loss(logits, labels, *, active: str = "nce", alpha: float = 1.0, beta: float = 1.0,
-                          a: float = 30.0, gamma: float = 0.5, detach_modulator: bool = False,
-                          where: Optional[jax.Array] = None) -> jax.Array:
+def joint_asymmetric_loss(
+  logits,
+  labels,
+  *,
+  active: str = "nce",
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  a: float = 30.0,
+  gamma: float = 0.5,
+  detach_modulator: bool = False,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Joint asymmetric loss :math:`\alpha \cdot \mathrm{active} + \beta\,\mathrm{AMSE}` (JAL; Wang et
   al., ICCV 2025).
 
@@ -254,6 +271,5 @@ def joint_asymmetric_loss(logits, labels, *, active: str = "nce", alpha: float =
   _utils.check_range("a", a, 1.0)
   _utils.check_range("gamma", gamma, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  loss = (alpha * negative.active_term(active, logits, labels, gamma, detach_modulator)
-          + beta * _amse(logits, labels, a))
+  loss = alpha * negative.active_term(active, logits, labels, gamma, detach_modulator) + beta * _amse(logits, labels, a)
   return _utils.mask(loss, where)

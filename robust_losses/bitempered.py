@@ -11,6 +11,7 @@ The normaliser :math:`\lambda` has no closed form for :math:`t_2 \neq 1` and is 
 iteration. This follows Google's JAX reference implementation (github.com/google/bi-tempered-loss),
 including its analytic (custom) gradient and its label-smoothing convention.
 """
+
 import functools
 from typing import Optional
 
@@ -22,8 +23,7 @@ from robust_losses import _utils
 
 def _log_t_from_log(log_x, t):
   """log_t(x) from log(x): expm1((1 - t) log x) / (1 - t), which is log x at t = 1."""
-  return _utils.select(t == 1, lambda: log_x,
-                       lambda: jnp.expm1((1.0 - t) * log_x) / _utils.safe_nonzero(1.0 - t))
+  return _utils.select(t == 1, lambda: log_x, lambda: jnp.expm1((1.0 - t) * log_x) / _utils.safe_nonzero(1.0 - t))
 
 
 def _tempered_log_softmax_heavy_tail(logits, t2, num_iters):
@@ -49,6 +49,7 @@ def _tempered_log_softmax(logits, t2, num_iters):
   def heavy_tail():
     # Under tracing both branches run; t2 = 1 would divide by zero in the fixed point.
     return _tempered_log_softmax_heavy_tail(logits, jnp.where(t2 == 1, 2.0, t2), num_iters)
+
   return _utils.select(t2 == 1, lambda: jax.nn.log_softmax(logits, axis=-1), heavy_tail)
 
 
@@ -75,11 +76,13 @@ def _bi_tempered_fwd(logits, labels, t1, t2, static):
   t2_ = t2 if static_t2 is None else static_t2
   log_probs = _tempered_log_softmax(logits, t2_, num_iters)
   loss = _utils.select(
-      (t1_ == 1) & (t2_ == 1),
-      # Exactly CE (KL for soft labels) in the logistic case, as in the reference.
-      lambda: jnp.sum(jnp.where(labels > 0, labels * jnp.log(jnp.where(labels > 0, labels, 1.0)), 0.0)
-                      - labels * log_probs, axis=-1),
-      lambda: _loss_from_log_probs(log_probs, labels, t1_))
+    (t1_ == 1) & (t2_ == 1),
+    # Exactly CE (KL for soft labels) in the logistic case, as in the reference.
+    lambda: jnp.sum(
+      jnp.where(labels > 0, labels * jnp.log(jnp.where(labels > 0, labels, 1.0)), 0.0) - labels * log_probs, axis=-1
+    ),
+    lambda: _loss_from_log_probs(log_probs, labels, t1_),
+  )
   return loss, (log_probs, labels, t1, t2)
 
 
@@ -98,9 +101,16 @@ def _bi_tempered_bwd(static, residuals, g):
 _bi_tempered.defvjp(_bi_tempered_fwd, _bi_tempered_bwd)
 
 
-def bi_tempered_logistic_loss(logits, labels, *, t1: float = 1.0, t2: float = 1.0, num_iters: int = 5,
-                              label_smoothing: float = 0.0,
-                              where: Optional[jax.Array] = None) -> jax.Array:
+def bi_tempered_logistic_loss(
+  logits,
+  labels,
+  *,
+  t1: float = 1.0,
+  t2: float = 1.0,
+  num_iters: int = 5,
+  label_smoothing: float = 0.0,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Bi-tempered logistic loss: a Bregman divergence between labels and the tempered softmax.
 
   .. math:: L = \sum_k y_k (\log_{t_1} y_k - \log_{t_1} p_k)
@@ -145,9 +155,9 @@ def bi_tempered_logistic_loss(logits, labels, *, t1: float = 1.0, t2: float = 1.
   labels = _utils.one_hot(logits, labels)  # the tempered normaliser needs every class anyway
   num_classes = logits.shape[-1]
   if num_classes > 1:
-    labels = ((1.0 - num_classes / (num_classes - 1) * label_smoothing) * labels
-              + label_smoothing / (num_classes - 1))
+    labels = (1.0 - num_classes / (num_classes - 1) * label_smoothing) * labels + label_smoothing / (num_classes - 1)
   static = (num_iters, *(float(t) if _utils.is_concrete(t) else None for t in (t1, t2)))
-  loss = _bi_tempered(logits, jax.lax.stop_gradient(labels), jnp.asarray(t1, logits.dtype),
-                      jnp.asarray(t2, logits.dtype), static)
+  loss = _bi_tempered(
+    logits, jax.lax.stop_gradient(labels), jnp.asarray(t1, logits.dtype), jnp.asarray(t2, logits.dtype), static
+  )
   return _utils.mask(loss, where)

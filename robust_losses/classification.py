@@ -5,6 +5,7 @@ per-example losses [...].
 Computation is in float32 whatever the logits dtype. `where` (bool [...]) marks examples to ignore:
 their loss is 0 with zero gradient, even if their logits are NaN.
 """
+
 from typing import Optional
 
 import jax
@@ -71,6 +72,7 @@ def _one_vs_all_softplus_sum(logits, labels) -> jax.Array:
   :math:`\pm\sigma(v_k) = \pm 1 / (1 + e^{-v_k})` is written out (``jax.custom_vjp``: exactly the
   gradient of the formula; no forward-mode differentiation through it).
   """
+
   def signed(z, y):
     is_label = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == y[..., None]
     return is_label, jnp.where(is_label, -z, z)
@@ -183,11 +185,13 @@ def focal_class_terms(gamma, detach_modulator: bool = False):
     if detach_modulator:
       return t, -modulator
     return t, jnp.where(positive, gamma * p * log_p * (modulator / safe), 0.0) - modulator
+
   return terms
 
 
-def focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False,
-               where: Optional[jax.Array] = None) -> jax.Array:
+def focal_loss(
+  logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Softmax focal loss, :math:`-\sum_k y_k (1 - p_k)^\gamma \log p_k` (Lin et al., ICCV 2017).
 
   The factor :math:`(1 - p_k)^\gamma` down-weights well-classified examples, so training focuses on hard
@@ -224,8 +228,9 @@ def focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulator: bool = F
 BOOTSTRAP_MODES = ("soft", "hard")
 
 
-def bootstrapped_cross_entropy(logits, labels, *, beta: float = 0.95, mode: str = "soft",
-                               where: Optional[jax.Array] = None) -> jax.Array:
+def bootstrapped_cross_entropy(
+  logits, labels, *, beta: float = 0.95, mode: str = "soft", where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Bootstrapped cross entropy (Reed et al., 2015): CE against a mix of the label and the prediction.
 
   .. math:: t = \beta y + (1 - \beta) \hat{q}, \qquad L = -\sum_k t_k \log p_k

@@ -19,6 +19,7 @@ and the loss is :math:`\min(L_i, \tau)`. A clipped sample (:math:`L_i > \tau`) c
 are ignored by that step. In data-parallel training pass ``axis_name`` so the statistic is taken over the
 global batch, identical to what one device holding the whole batch would compute.
 """
+
 from typing import Optional
 
 import jax
@@ -26,9 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from robust_losses import _utils
-from robust_losses import classification
-from robust_losses import thresholds
+from robust_losses import _utils, classification, thresholds
 
 STATISTICS = ("mean", "median", "quantile", "mean_std", "mad", "otsu", "gmm")
 GATHERED = ("median", "quantile", "mad", "otsu", "gmm")  # need every value of the global batch
@@ -126,8 +125,15 @@ def _order_statistic(values, rank):
   return jax.lax.bitcast_convert_type(bits, jnp.float32).astype(values.dtype)
 
 
-def batch_threshold(losses, *, statistic: str = "gmm", quantile: float = 0.9, num_std: float = 4.0,
-                    where: Optional[jax.Array] = None, axis_name=None) -> jax.Array:
+def batch_threshold(
+  losses,
+  *,
+  statistic: str = "gmm",
+  quantile: float = 0.9,
+  num_std: float = 4.0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+) -> jax.Array:
   """The clipping threshold tau: `statistic` of the valid entries of `losses` over the global batch.
 
   Scalar, float32, no gradient. See :func:`dynamic_clipping` for the arguments.
@@ -154,8 +160,16 @@ def batch_threshold(losses, *, statistic: str = "gmm", quantile: float = 0.9, nu
   return mean + num_std * jnp.sqrt(variance)
 
 
-def dynamic_clipping(losses, *, statistic: str = "gmm", quantile: float = 0.9, num_std: float = 4.0,
-                     where: Optional[jax.Array] = None, axis_name=None, return_threshold: bool = False):
+def dynamic_clipping(
+  losses,
+  *,
+  statistic: str = "gmm",
+  quantile: float = 0.9,
+  num_std: float = 4.0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+  return_threshold: bool = False,
+):
   r"""Clips every loss at a threshold computed from the mini-batch: :math:`\min(L_i, \tau)`.
 
   :math:`\tau` is ``statistic`` over all entries of ``losses`` (all leading dims flattened, masked
@@ -196,18 +210,25 @@ def dynamic_clipping(losses, *, statistic: str = "gmm", quantile: float = 0.9, n
   """
   losses = _utils.as_float(losses)
   where = _bool_mask(where, losses.shape)
-  tau = batch_threshold(losses, statistic=statistic, quantile=quantile, num_std=num_std, where=where,
-                        axis_name=axis_name)
+  tau = batch_threshold(
+    losses, statistic=statistic, quantile=quantile, num_std=num_std, where=where, axis_name=axis_name
+  )
   # where(L > tau, tau, L) rather than minimum(): a loss exactly at tau keeps its full gradient.
   clipped = _utils.mask(jnp.where(losses > tau, tau, losses), where)
   return (clipped, tau) if return_threshold else clipped
 
 
-def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs,
-                      epoch):
+def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch):
   where = _bool_mask(where, unclipped.shape)
-  clipped, tau = dynamic_clipping(unclipped, statistic=statistic, quantile=quantile, num_std=num_std,
-                                  where=where, axis_name=axis_name, return_threshold=True)
+  clipped, tau = dynamic_clipping(
+    unclipped,
+    statistic=statistic,
+    quantile=quantile,
+    num_std=num_std,
+    where=where,
+    axis_name=axis_name,
+    return_threshold=True,
+  )
   was_clipped = unclipped > tau
   if where is not None:
     was_clipped = was_clipped & where
@@ -219,9 +240,19 @@ def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name,
 
 
 def binary_cross_entropy_dynamic_clipping(
-    logits, labels, *, statistic: str = "gmm", quantile: float = 0.9, num_std: float = 4.0,
-    per_element: bool = False, warmup_epochs: int = 0, where: Optional[jax.Array] = None, axis_name=None,
-    epoch=None, return_aux: bool = False):
+  logits,
+  labels,
+  *,
+  statistic: str = "gmm",
+  quantile: float = 0.9,
+  num_std: float = 4.0,
+  per_element: bool = False,
+  warmup_epochs: int = 0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+  epoch=None,
+  return_aux: bool = False,
+):
   r"""Sigmoid BCE (mean over classes) with dynamic clipping — the setting of Hurtik et al. (2022).
 
   The per-example one-vs-all BCE (:func:`sigmoid_binary_cross_entropy`, Keras convention: mean over
@@ -257,13 +288,21 @@ def binary_cross_entropy_dynamic_clipping(
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   if not per_element:
     unclipped = classification.sigmoid_binary_cross_entropy(logits, labels, where=where)
-    return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
-                             warmup_epochs, epoch)
+    return _clip_per_example(
+      unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch
+    )
   logits, labels, where = _utils.prepare(logits, labels, where)
   elements = optax.losses.sigmoid_binary_cross_entropy(logits, _utils.one_hot(logits, labels))
   element_mask = None if where is None else jnp.broadcast_to(where[..., None], elements.shape)
-  clipped, tau = dynamic_clipping(elements, statistic=statistic, quantile=quantile, num_std=num_std,
-                                  where=element_mask, axis_name=axis_name, return_threshold=True)
+  clipped, tau = dynamic_clipping(
+    elements,
+    statistic=statistic,
+    quantile=quantile,
+    num_std=num_std,
+    where=element_mask,
+    axis_name=axis_name,
+    return_threshold=True,
+  )
   losses = _utils.mask(jnp.mean(clipped, axis=-1), where)
   unclipped = _utils.mask(jnp.mean(elements, axis=-1), where)
   fraction = _utils.mask(jnp.mean((elements > tau).astype(jnp.float32), axis=-1), where)
@@ -273,9 +312,19 @@ def binary_cross_entropy_dynamic_clipping(
   return losses, {"clipped": fraction, "unclipped": unclipped}
 
 
-def clipped_cross_entropy(logits, labels, *, statistic: str = "gmm", quantile: float = 0.9,
-                          num_std: float = 3.0, warmup_epochs: int = 0, where: Optional[jax.Array] = None,
-                          axis_name=None, epoch=None, return_aux: bool = False):
+def clipped_cross_entropy(
+  logits,
+  labels,
+  *,
+  statistic: str = "gmm",
+  quantile: float = 0.9,
+  num_std: float = 3.0,
+  warmup_epochs: int = 0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+  epoch=None,
+  return_aux: bool = False,
+):
   """Softmax cross entropy with dynamic clipping (the CE variant Hurtik et al. mention).
 
   :func:`softmax_cross_entropy` per example, then :func:`dynamic_clipping`; arguments and aux as in
@@ -286,14 +335,23 @@ def clipped_cross_entropy(logits, labels, *, statistic: str = "gmm", quantile: f
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   unclipped = classification.softmax_cross_entropy(logits, labels, where=where)
-  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
-                           warmup_epochs, epoch)
+  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch)
 
 
-def clipped_focal_loss(logits, labels, *, gamma: float = 0.5, statistic: str = "gmm",
-                       quantile: float = 0.9, num_std: float = 3.0, warmup_epochs: int = 0,
-                       where: Optional[jax.Array] = None, axis_name=None, epoch=None,
-                       return_aux: bool = False):
+def clipped_focal_loss(
+  logits,
+  labels,
+  *,
+  gamma: float = 0.5,
+  statistic: str = "gmm",
+  quantile: float = 0.9,
+  num_std: float = 3.0,
+  warmup_epochs: int = 0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+  epoch=None,
+  return_aux: bool = False,
+):
   """Focal loss with dynamic clipping (the focal variant Hurtik et al. mention).
 
   :func:`focal_loss` (``gamma`` >= 0, default 0.5) per example, then :func:`dynamic_clipping`; other
@@ -302,16 +360,24 @@ def clipped_focal_loss(logits, labels, *, gamma: float = 0.5, statistic: str = "
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   unclipped = classification.focal_loss(logits, labels, gamma=gamma, where=where)
-  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux,
-                           warmup_epochs, epoch)
+  return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch)
 
 
 SELECTION_BASES = ("bce", "ce")
 
 
-def oracle_small_loss_selection(logits, labels, *, noise_rate: float, base: str = "bce", warmup_epochs: int = 0,
-                                where: Optional[jax.Array] = None, axis_name=None, epoch=None,
-                                return_aux: bool = False):
+def oracle_small_loss_selection(
+  logits,
+  labels,
+  *,
+  noise_rate: float,
+  base: str = "bce",
+  warmup_epochs: int = 0,
+  where: Optional[jax.Array] = None,
+  axis_name=None,
+  epoch=None,
+  return_aux: bool = False,
+):
   r"""Small-loss selection with a known noise rate: the largest ``noise_rate`` share of each batch's losses
   contributes no gradient (clipped at the batch's :math:`1 - \eta` quantile).
 
@@ -339,5 +405,4 @@ def oracle_small_loss_selection(logits, labels, *, noise_rate: float, base: str 
     quantile = min(max(1.0 - float(noise_rate), 1e-6), 1.0 - 1e-6)
   else:
     quantile = jnp.clip(1.0 - noise_rate, 1e-6, 1.0 - 1e-6)
-  return _clip_per_example(unclipped, where, "quantile", quantile, 1.0, axis_name, return_aux, warmup_epochs,
-                           epoch)
+  return _clip_per_example(unclipped, where, "quantile", quantile, 1.0, axis_name, return_aux, warmup_epochs, epoch)

@@ -5,6 +5,7 @@ whose true class is i, so every row sums to 1. Forward correction makes the mode
 explain the noisy labels through T; backward correction re-weights the loss by :math:`T^{-1}` so its
 expectation under the noise equals the clean loss.
 """
+
 from typing import Optional
 
 import jax
@@ -17,8 +18,7 @@ ROW_SUM_ATOL = 1e-5
 MAX_CONDITION_NUMBER = 1e7
 
 
-def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = None,
-                            invertible: bool = False) -> None:
+def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = None, invertible: bool = False) -> None:
   """Validates T: square K x K (matching `num_classes`), and when concrete: finite, >= 0, rows sum to 1.
 
   Raises:
@@ -28,31 +28,39 @@ def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = N
   if len(shape) != 2 or shape[0] != shape[1]:
     raise ValueError(f"transition_matrix must be a square K x K matrix; got shape {shape}")
   if num_classes is not None and shape[0] != num_classes:
-    raise ValueError(f"transition_matrix is {shape[0]} x {shape[1]} but the logits have "
-                     f"{num_classes} classes; it must be {num_classes} x {num_classes}")
+    raise ValueError(
+      f"transition_matrix is {shape[0]} x {shape[1]} but the logits have "
+      f"{num_classes} classes; it must be {num_classes} x {num_classes}"
+    )
   if not _utils.is_concrete(transition_matrix):
     return
   t = np.asarray(transition_matrix, dtype=np.float64)
   bad = np.argwhere(~np.isfinite(t) | (t < 0))
   if bad.size:
     i, j = bad[0]
-    raise ValueError(f"transition_matrix[{i}, {j}]={float(t[i, j])!r} is out of range; entries must be "
-                     f"probabilities in [0, 1]")
+    raise ValueError(
+      f"transition_matrix[{i}, {j}]={float(t[i, j])!r} is out of range; entries must be probabilities in [0, 1]"
+    )
   sums = t.sum(axis=1)
   bad_rows = np.flatnonzero(np.abs(sums - 1.0) > ROW_SUM_ATOL)
   if bad_rows.size:
     i = bad_rows[0]
-    raise ValueError(f"transition_matrix row {i} sums to {float(sums[i])!r}; each row must sum to 1 within "
-                     f"{ROW_SUM_ATOL:g} (T[i, j] = P(noisy label j | true label i))")
+    raise ValueError(
+      f"transition_matrix row {i} sums to {float(sums[i])!r}; each row must sum to 1 within "
+      f"{ROW_SUM_ATOL:g} (T[i, j] = P(noisy label j | true label i))"
+    )
   if invertible:
     cond = np.linalg.cond(t)
     if not np.isfinite(cond) or cond > MAX_CONDITION_NUMBER:
-      raise ValueError(f"transition_matrix is singular or ill-conditioned (condition number {cond:.3g}, "
-                       f"must be <= {MAX_CONDITION_NUMBER:g}); backward correction needs its inverse")
+      raise ValueError(
+        f"transition_matrix is singular or ill-conditioned (condition number {cond:.3g}, "
+        f"must be <= {MAX_CONDITION_NUMBER:g}); backward correction needs its inverse"
+      )
 
 
-def forward_corrected_cross_entropy(logits, labels, *, transition_matrix,
-                                    where: Optional[jax.Array] = None) -> jax.Array:
+def forward_corrected_cross_entropy(
+  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Forward-corrected CE :math:`-\sum_j y_j \log (p^\top T)_j` (Patrini et al., 2017).
 
   The model's softmax is read as the clean posterior :math:`p`; :math:`p^\top T` is then the implied
@@ -101,8 +109,9 @@ def forward_corrected_cross_entropy(logits, labels, *, transition_matrix,
   return _utils.mask(loss, where)
 
 
-def backward_corrected_cross_entropy(logits, labels, *, transition_matrix,
-                                     where: Optional[jax.Array] = None) -> jax.Array:
+def backward_corrected_cross_entropy(
+  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Backward-corrected CE :math:`-\sum_k (y^\top T^{-1})_k \log p_k` (Patrini et al., 2017).
 
   The per-class CE vector is multiplied by :math:`T^{-1}`, which makes the loss an unbiased estimate of

@@ -1,5 +1,6 @@
 r"""Divergence-based losses: Jensen-Shannon (Englesson & Azizpour, NeurIPS 2021) and LDR-KL (Zhu et al.,
 ICML 2023)."""
+
 import math
 from typing import Optional
 
@@ -11,8 +12,7 @@ from robust_losses import _utils
 _JS_FLOOR = 1e-7  # the official clamp inside every log
 
 
-def jensen_shannon_divergence(logits, labels, *, pi: float = 0.7,
-                              where: Optional[jax.Array] = None) -> jax.Array:
+def jensen_shannon_divergence(logits, labels, *, pi: float = 0.7, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Scaled weighted Jensen-Shannon divergence between label and prediction (Englesson & Azizpour).
 
   .. math:: \mathcal{L} = Z \left[\pi\,\mathrm{KL}(y \| m) + (1 - \pi)\,\mathrm{KL}(p \| m)\right],
@@ -64,8 +64,9 @@ def _normalized_softplus(logits):
   return logits.shape[-1] * jax.nn.softmax(log_sp, axis=-1)
 
 
-def ldr_kl_loss(logits, labels, *, lam: float = 10.0, margin: float = 0.1,
-                where: Optional[jax.Array] = None) -> jax.Array:
+def ldr_kl_loss(
+  logits, labels, *, lam: float = 10.0, margin: float = 0.1, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Label-distributionally robust loss with KL regularisation (LDR-KL; Zhu, Ying & Yang, ICML 2023).
 
   .. math:: \mathcal{L} = \lambda \log \frac1K \sum_k \exp\!\left(\frac{\text{margin}\,(1 - y_k)

@@ -13,13 +13,13 @@ CE's full gradient (:math:`-\log q_y = \mathrm{CE} + \log(1 + m)`). That truncat
 method as published and evaluated, so the floor is the default (``min_prob=1e-8``); ``min_prob=0``
 gives the unclamped formula.
 """
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from robust_losses import _utils
-from robust_losses import symmetric
+from robust_losses import _utils, symmetric
 
 
 def _eps_log_q(log_probs, is_top, m, min_prob):
@@ -29,9 +29,11 @@ def _eps_log_q(log_probs, is_top, m, min_prob):
   top = jnp.log1p(jnp.expm1(jnp.where(is_top, log_probs, 0.0)) / (1.0 + m))
   other = log_probs - jnp.log1p(m)
   log_q = jnp.where(is_top, top, other)
+
   def floored():
     # max(q, min_prob) in log space; zero gradient below the floor, as torch.clamp.
     return jnp.maximum(log_q, jnp.log(_utils.safe_nonzero(jnp.asarray(min_prob, jnp.float32))))
+
   return _utils.select(min_prob == 0, lambda: log_q, floored)
 
 
@@ -49,8 +51,9 @@ def _check(m, min_prob):
   _utils.check_range("min_prob", min_prob, 0.0, 1.0, hi_open=True)
 
 
-def epsilon_softmax_cross_entropy(logits, labels, *, m: float = 1e5, min_prob: float = 1e-8,
-                                  where: Optional[jax.Array] = None) -> jax.Array:
+def epsilon_softmax_cross_entropy(
+  logits, labels, *, m: float = 1e5, min_prob: float = 1e-8, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""CE on ε-softmax: :math:`-\log \max(q_y, \text{min\_prob})`, :math:`q = (p + m\,e_{\hat t})/(1+m)`.
 
   For the predicted class :math:`-\log q_y = -\log(1 - (1 - p_y)/(1 + m)) \approx (1 - p_y)/(1 + m)`:
@@ -80,9 +83,16 @@ def epsilon_softmax_cross_entropy(logits, labels, *, m: float = 1e5, min_prob: f
   return _utils.mask(_eps_ce(logits, labels, m, min_prob), where)
 
 
-def epsilon_softmax_cross_entropy_mae(logits, labels, *, alpha: float = 0.01, beta: float = 5.0,
-                                      m: float = 1e5, min_prob: float = 1e-8,
-                                      where: Optional[jax.Array] = None) -> jax.Array:
+def epsilon_softmax_cross_entropy_mae(
+  logits,
+  labels,
+  *,
+  alpha: float = 0.01,
+  beta: float = 5.0,
+  m: float = 1e5,
+  min_prob: float = 1e-8,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r""":math:`\alpha\,\mathrm{CE}_\epsilon + \beta\,\mathrm{MAE}` (Wang et al., NeurIPS 2024).
 
   **MAE scale:** MAE here is :math:`\sum_k |y_k - p_k| = 2(1 - p_y)` for one-hot labels, as the

@@ -5,6 +5,7 @@ its gradient is :math:`p_y^q \nabla \mathrm{CE}`, so low-confidence (likely misl
 down-weighted by :math:`p_y^q`. The truncated loss additionally caps the loss of samples with
 :math:`p_y \le k` at the constant :math:`L_q(k)`, removing their gradient altogether.
 """
+
 from typing import Optional
 
 import jax
@@ -18,8 +19,10 @@ def lq_terms(log_probs, q) -> jax.Array:
 
   ``-expm1(q log p) / q`` is exact for small q and small 1 - p, where ``1 - p**q`` cancels.
   """
+
   def general():
     return -jnp.expm1(q * log_probs) / _utils.safe_nonzero(q)
+
   return _utils.select(q == 0, lambda: -log_probs, general)
 
 
@@ -37,21 +40,23 @@ def lq_class_terms(q):
   if q == 1:
     return lambda log_p, p: (1.0 - p, -p)
   if q >= 0.25:
+
     def terms(log_p, p):
       del p
       p_q = jnp.exp(q * log_p)
       return (1.0 - p_q) / q, -p_q
+
     return terms
 
   def small_q_terms(log_p, p):
     del p
     expm1 = jnp.expm1(q * log_p)
     return -expm1 / q, -(1.0 + expm1)
+
   return small_q_terms
 
 
-def generalized_cross_entropy(logits, labels, *, q: float = 0.7,
-                              where: Optional[jax.Array] = None) -> jax.Array:
+def generalized_cross_entropy(logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Generalized cross entropy :math:`L_q = \sum_k y_k (1 - p_k^q) / q` (= :math:`(1 - p_y^q)/q`).
 
   Gradient: :math:`p_y^q \nabla \mathrm{CE}` for one-hot labels — CE's gradient weighted by the model's
@@ -84,9 +89,15 @@ def _label_probability(logits, labels) -> jax.Array:
   return jnp.sum(labels * jax.nn.softmax(logits, axis=-1), axis=-1)
 
 
-def truncated_generalized_cross_entropy(logits, labels, *, q: float = 0.7, k: float = 0.5,
-                                        weights: Optional[jax.Array] = None,
-                                        where: Optional[jax.Array] = None) -> jax.Array:
+def truncated_generalized_cross_entropy(
+  logits,
+  labels,
+  *,
+  q: float = 0.7,
+  k: float = 0.5,
+  weights: Optional[jax.Array] = None,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Truncated Lq loss: :math:`L_q(p_y)` if :math:`p_y > k`, else the constant :math:`L_q(k)`.
 
   With per-example ``weights`` :math:`w \in [0, 1]` it is :math:`w L_q(p_y) + (1 - w) L_q(k)`, the
@@ -129,8 +140,9 @@ def truncated_generalized_cross_entropy(logits, labels, *, q: float = 0.7, k: fl
   return _utils.mask(loss, where)
 
 
-def truncated_lq_prune_weights(logits, labels, *, q: float = 0.7, k: float = 0.5,
-                               where: Optional[jax.Array] = None) -> jax.Array:
+def truncated_lq_prune_weights(
+  logits, labels, *, q: float = 0.7, k: float = 0.5, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Pruning weights of the truncated Lq loss: :math:`w = 1[p_y > k]` (float32, no gradient).
 
   This is the weight step of the alternating convex search: for fixed model parameters,

@@ -1,4 +1,5 @@
 r"""Logit clipping (LogitClip; Wei et al., ICML 2023): CE on logits whose L2 norm is clipped."""
+
 from typing import Optional
 
 import jax
@@ -21,8 +22,9 @@ def clip_logits(logits, tau, official_threshold: bool = False) -> jax.Array:
   return jnp.where(norm > threshold, logits / norm * bound, logits)
 
 
-def logit_clipping(logits, labels, *, tau: float = 1.0, official_threshold: bool = False,
-                   where: Optional[jax.Array] = None) -> jax.Array:
+def logit_clipping(
+  logits, labels, *, tau: float = 1.0, official_threshold: bool = False, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Cross entropy on norm-clipped logits (LogitClip; Wei et al., ICML 2023).
 
   .. math:: \mathrm{CE}(\mathrm{clip}(z), y),\quad \mathrm{clip}(z) = \begin{cases} z &

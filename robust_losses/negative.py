@@ -11,14 +11,13 @@ The official code adds an L1 penalty :math:`\delta \sum_\theta |\theta|` of *all
 returned loss (and trains with weight decay 0): that is a property of the optimizer, not of the
 per-example loss, and is not included here (use an L1 optimizer option).
 """
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from robust_losses import _utils
-from robust_losses import classification
-from robust_losses import symmetric
+from robust_losses import _utils, classification, symmetric
 
 
 def _check_min_prob(min_prob):
@@ -49,8 +48,9 @@ def _nnfl(logits, labels, gamma, min_prob, detach_modulator):
   return 1.0 - symmetric._normalize(logits, labels, terms)
 
 
-def normalized_negative_cross_entropy(logits, labels, *, min_prob: float = 1e-7,
-                                      where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_negative_cross_entropy(
+  logits, labels, *, min_prob: float = 1e-7, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Normalized negative cross entropy (NNCE; Ye et al., NeurIPS 2023).
 
   .. math:: \mathrm{NNCE} = 1 - \frac{A + \log p_y}{\sum_k (A + \log p_k)}, \quad
@@ -81,9 +81,15 @@ def normalized_negative_cross_entropy(logits, labels, *, min_prob: float = 1e-7,
   return _utils.mask(_nnce(logits, labels, min_prob), where)
 
 
-def normalized_negative_focal_loss(logits, labels, *, gamma: float = 0.5, min_prob: float = 1e-7,
-                                   detach_modulator: bool = False,
-                                   where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_negative_focal_loss(
+  logits,
+  labels,
+  *,
+  gamma: float = 0.5,
+  min_prob: float = 1e-7,
+  detach_modulator: bool = False,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Normalized negative focal loss (NNFL; Ye et al., NeurIPS 2023).
 
   .. math:: \mathrm{NNFL} = 1 - \frac{A - \mathrm{FL}(e_y)}{K A - \sum_k \mathrm{FL}(e_k)}, \quad
@@ -128,9 +134,18 @@ def active_term(active, logits, labels, gamma, detach_modulator):
   return symmetric._nfl(logits, labels, gamma, detach_modulator)
 
 
-def active_negative_loss(logits, labels, *, active: str = "nce", alpha: float = 5.0, beta: float = 5.0,
-                         gamma: float = 0.5, min_prob: float = 1e-7, detach_modulator: bool = False,
-                         where: Optional[jax.Array] = None) -> jax.Array:
+def active_negative_loss(
+  logits,
+  labels,
+  *,
+  active: str = "nce",
+  alpha: float = 5.0,
+  beta: float = 5.0,
+  gamma: float = 0.5,
+  min_prob: float = 1e-7,
+  detach_modulator: bool = False,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Active negative loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{negative}`.
 
   ANL-CE (``active='nce'``): :math:`\alpha\,\mathrm{NCE} + \beta\,\mathrm{NNCE}`; ANL-FL

@@ -1,4 +1,5 @@
 r"""Partially Huberised cross entropy (Menon et al., ICLR 2020)."""
+
 from typing import Optional
 
 import jax
@@ -12,8 +13,9 @@ def _phuber_terms(log_probs, tau):
   return jnp.where(log_probs <= -jnp.log(tau), linear, -log_probs)
 
 
-def partially_huberised_cross_entropy(logits, labels, *, tau: float = 2.0,
-                                      where: Optional[jax.Array] = None) -> jax.Array:
+def partially_huberised_cross_entropy(
+  logits, labels, *, tau: float = 2.0, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Partially Huberised CE (PHuber-CE; Menon et al., ICLR 2020).
 
   .. math:: \ell(p_y) = \begin{cases} -\tau p_y + \log\tau + 1 & p_y \le 1/\tau \\

@@ -5,6 +5,7 @@ Every registered loss is a function `f(logits, labels, *, <hparams>, where=None[
 registering a loss is one line. `label_smoothing` is added for every loss (`optax.smooth_labels` on the
 labels first), except where the loss has its own (bi-tempered, which uses the reference's convention).
 """
+
 import dataclasses
 import inspect
 import types
@@ -15,24 +16,28 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from robust_losses import _utils
-from robust_losses import asymmetric
-from robust_losses import bitempered
-from robust_losses import classification
-from robust_losses import clipping
-from robust_losses import correction
-from robust_losses import divergence
-from robust_losses import epsilon_softmax
-from robust_losses import generalized
-from robust_losses import logitclip
-from robust_losses import negative
-from robust_losses import phuber
-from robust_losses import regularized
-from robust_losses import symmetric
-from robust_losses import tamed
-from robust_losses import taylor
+from robust_losses import (
+  _utils,
+  asymmetric,
+  bitempered,
+  classification,
+  clipping,
+  correction,
+  divergence,
+  epsilon_softmax,
+  generalized,
+  logitclip,
+  negative,
+  phuber,
+  regularized,
+  symmetric,
+  tamed,
+  taylor,
+)
 
-_LOSSES: dict[str, Callable] = {fn.__name__: fn for fn in (
+_LOSSES: dict[str, Callable] = {
+  fn.__name__: fn
+  for fn in (
     classification.softmax_cross_entropy,
     classification.sigmoid_binary_cross_entropy,
     classification.mean_absolute_error,
@@ -73,7 +78,8 @@ _LOSSES: dict[str, Callable] = {fn.__name__: fn for fn in (
     phuber.partially_huberised_cross_entropy,
     regularized.early_learning_regularization,
     regularized.sparse_regularization,
-)}
+  )
+}
 
 # Keyword-only parameters supplied per call rather than configured. `epoch` (int32 scalar: epochs completed)
 # is given by a training loop to losses with a schedule; per-example state is passed under the names of
@@ -98,6 +104,7 @@ class Training:
   Schedules of the epoch alone need no entry here: the loss takes an ``epoch`` argument. Inputs the loop
   provides from the noise model (the transition matrix) are required hyperparameters, filled in by name.
   """
+
   example_state: Optional[Callable[[int], dict]] = None
   refresh: Optional[Callable] = None
   refresh_due: Optional[Callable[[int, Mapping[str, Any]], bool]] = None
@@ -107,36 +114,44 @@ class Training:
 
 def _check_pruning(hp, num_epochs):
   if hp["prune_start_epoch"] >= num_epochs:
-    raise ValueError(f"prune_start_epoch={hp['prune_start_epoch']} is out of range for num_epochs={num_epochs}; "
-                     f"valid range is [0, {num_epochs - 1}] (otherwise the weights are never computed and the "
-                     "run trains plain Lq)")
+    raise ValueError(
+      f"prune_start_epoch={hp['prune_start_epoch']} is out of range for num_epochs={num_epochs}; "
+      f"valid range is [0, {num_epochs - 1}] (otherwise the weights are never computed and the "
+      "run trains plain Lq)"
+    )
 
 
 def _check_warmup(hp, num_epochs):
   if hp["warmup_epochs"] >= num_epochs:
-    raise ValueError(f"warmup_epochs={hp['warmup_epochs']} is out of range for num_epochs={num_epochs}; valid "
-                     f"range is [0, {num_epochs - 1}] (otherwise the loss is never clipped)")
+    raise ValueError(
+      f"warmup_epochs={hp['warmup_epochs']} is out of range for num_epochs={num_epochs}; valid "
+      f"range is [0, {num_epochs - 1}] (otherwise the loss is never clipped)"
+    )
 
 
 _TRUNCATED_LQ = Training(
-    # The weight step of the alternating convex search: w = 1[p_y > k] from the model at fixed epochs.
-    example_state=lambda num_classes: {"weights": np.float32(1.0)},
-    refresh=lambda logits, labels, hp: {"weights": generalized.truncated_lq_prune_weights(
-        logits, labels, q=hp["q"], k=hp["k"])},
-    refresh_due=lambda epoch, hp: (epoch >= hp["prune_start_epoch"]
-                                   and (epoch - hp["prune_start_epoch"]) % hp["prune_every_epochs"] == 0),
-    extra_hparams={"prune_start_epoch": 40, "prune_every_epochs": 10},
-    check=_check_pruning)
+  # The weight step of the alternating convex search: w = 1[p_y > k] from the model at fixed epochs.
+  example_state=lambda num_classes: {"weights": np.float32(1.0)},
+  refresh=lambda logits, labels, hp: {
+    "weights": generalized.truncated_lq_prune_weights(logits, labels, q=hp["q"], k=hp["k"])
+  },
+  refresh_due=lambda epoch, hp: (
+    epoch >= hp["prune_start_epoch"] and (epoch - hp["prune_start_epoch"]) % hp["prune_every_epochs"] == 0
+  ),
+  extra_hparams={"prune_start_epoch": 40, "prune_every_epochs": 10},
+  check=_check_pruning,
+)
 _WARMUP = Training(check=_check_warmup)
 _TRAINING: dict[str, Training] = {
-    "truncated_generalized_cross_entropy": _TRUNCATED_LQ,
-    "binary_cross_entropy_dynamic_clipping": _WARMUP,
-    "clipped_cross_entropy": _WARMUP,
-    "clipped_focal_loss": _WARMUP,
-    "oracle_small_loss_selection": _WARMUP,
-    # ELR's running average of each example's predictions, zeros initially; updated by the loss itself.
-    "early_learning_regularization": Training(
-        example_state=lambda num_classes: {"targets": np.zeros(num_classes, np.float32)}),
+  "truncated_generalized_cross_entropy": _TRUNCATED_LQ,
+  "binary_cross_entropy_dynamic_clipping": _WARMUP,
+  "clipped_cross_entropy": _WARMUP,
+  "clipped_focal_loss": _WARMUP,
+  "oracle_small_loss_selection": _WARMUP,
+  # ELR's running average of each example's predictions, zeros initially; updated by the loss itself.
+  "early_learning_regularization": Training(
+    example_state=lambda num_classes: {"targets": np.zeros(num_classes, np.float32)}
+  ),
 }
 _NO_TRAINING = Training()
 
@@ -150,8 +165,9 @@ def _hparam_defaults(name) -> dict[str, Any]:
   """{hparam: default} from the signature (plus training-only hparams); required hparams (no default) map
   to inspect.Parameter.empty."""
   params = inspect.signature(_LOSSES[name]).parameters.values()
-  defaults = {p.name: p.default for p in params
-              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CALL_ARGS}
+  defaults = {
+    p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _CALL_ARGS
+  }
   state_keys = set(_example_state_keys(name))
   defaults = {k: v for k, v in defaults.items() if k not in state_keys}
   defaults.update(_TRAINING.get(name, _NO_TRAINING).extra_hparams)
@@ -194,8 +210,10 @@ def hparam_types() -> dict[str, type]:
       else:
         typ = annotation if isinstance(annotation, type) and annotation is not inspect.Parameter.empty else tuple
       if types.setdefault(hp, typ) is not typ:
-        raise TypeError(f"hyperparameter {hp!r} has type {typ.__name__} in {name} but "
-                        f"{types[hp].__name__} elsewhere; registered losses must agree")
+        raise TypeError(
+          f"hyperparameter {hp!r} has type {typ.__name__} in {name} but "
+          f"{types[hp].__name__} elsewhere; registered losses must agree"
+        )
   return types
 
 
@@ -210,8 +228,9 @@ def _freeze(value):
     if array.dtype == object:
       return tuple(_freeze(v) for v in value)
     return tuple(_freeze(v) for v in array.tolist()) if array.ndim else array.item()
-  raise TypeError(f"hyperparameter value {value!r} of type {type(value).__name__} is not a number, string, "
-                  "bool or array")
+  raise TypeError(
+    f"hyperparameter value {value!r} of type {type(value).__name__} is not a number, string, bool or array"
+  )
 
 
 class Loss:
@@ -244,8 +263,11 @@ class Loss:
     setattr_(self, "_training", _TRAINING.get(name, _NO_TRAINING))
     setattr_(self, "_label_smoothing", 0.0 if _accepts(fn, LABEL_SMOOTHING) else frozen[LABEL_SMOOTHING])
     extra = set(self._training.extra_hparams)
-    setattr_(self, "_fn_hparams", {k: v for k, v in frozen.items()
-                                   if k not in extra and (k != LABEL_SMOOTHING or _accepts(fn, k))})
+    setattr_(
+      self,
+      "_fn_hparams",
+      {k: v for k, v in frozen.items() if k not in extra and (k != LABEL_SMOOTHING or _accepts(fn, k))},
+    )
 
   def __setattr__(self, key, value):
     raise AttributeError(f"Loss is frozen; use robust_losses.get({self.name!r}, ...) for other hyperparameters")
@@ -286,13 +308,16 @@ class Loss:
     kwargs = dict(self._fn_hparams, where=where)
     if weights is not None:
       if not self.uses_example_weights:
-        raise ValueError(f"{self.name} does not take per-example weights; only losses with "
-                         f"uses_example_weights=True do (truncated_generalized_cross_entropy)")
+        raise ValueError(
+          f"{self.name} does not take per-example weights; only losses with "
+          f"uses_example_weights=True do (truncated_generalized_cross_entropy)"
+        )
       kwargs["weights"] = weights
     for key, rows in (example_state or {}).items():
       if key not in self.example_state_keys:
-        raise ValueError(f"{self.name} keeps no example state {key!r}; its state keys are "
-                         f"{list(self.example_state_keys)}")
+        raise ValueError(
+          f"{self.name} keeps no example state {key!r}; its state keys are {list(self.example_state_keys)}"
+        )
       kwargs[key] = rows
     # Per-example losses need no cross-device communication, so axis_name is simply not passed to them;
     # likewise the epoch goes only to losses with a schedule.
@@ -306,14 +331,31 @@ class Loss:
     losses = self._fn(logits, labels, **kwargs)
     return (losses, {}) if return_aux else losses
 
-  def __call__(self, logits, labels, *, where: Optional[jax.Array] = None, axis_name=None,
-               weights: Optional[jax.Array] = None, epoch=None, example_state=None) -> jax.Array:
+  def __call__(
+    self,
+    logits,
+    labels,
+    *,
+    where: Optional[jax.Array] = None,
+    axis_name=None,
+    weights: Optional[jax.Array] = None,
+    epoch=None,
+    example_state=None,
+  ) -> jax.Array:
     """Per-example losses [...] for logits and class ids [...] or one-hot/soft labels [..., K]."""
     return self._call(logits, labels, where, axis_name, weights, epoch, example_state, return_aux=False)
 
-  def call_with_aux(self, logits, labels, *, where: Optional[jax.Array] = None, axis_name=None,
-                    weights: Optional[jax.Array] = None, epoch=None,
-                    example_state=None) -> tuple[jax.Array, dict[str, Any]]:
+  def call_with_aux(
+    self,
+    logits,
+    labels,
+    *,
+    where: Optional[jax.Array] = None,
+    axis_name=None,
+    weights: Optional[jax.Array] = None,
+    epoch=None,
+    example_state=None,
+  ) -> tuple[jax.Array, dict[str, Any]]:
     """(per-example losses, aux). aux holds {'clipped', 'unclipped'} (float32 [...]) for the dynamic-
     clipping losses, 'example_state' (the batch's updated rows) for losses that update their state, and is
     {} otherwise."""
@@ -354,13 +396,13 @@ def get(name: str, **hparams) -> Loss:
   defaults = _hparam_defaults(name)
   unknown = sorted(set(hparams) - set(defaults))
   if unknown:
-    raise ValueError(f"unknown hyperparameter(s) {unknown} for loss {name!r}; valid hyperparameters "
-                     f"are {sorted(defaults)}")
+    raise ValueError(
+      f"unknown hyperparameter(s) {unknown} for loss {name!r}; valid hyperparameters are {sorted(defaults)}"
+    )
   resolved = {**defaults, **hparams}
   missing = sorted(k for k, v in resolved.items() if v is inspect.Parameter.empty)
   if missing:
-    raise ValueError(f"loss {name!r} needs hyperparameter(s) {missing}; valid hyperparameters are "
-                     f"{sorted(defaults)}")
+    raise ValueError(f"loss {name!r} needs hyperparameter(s) {missing}; valid hyperparameters are {sorted(defaults)}")
   # Negative values are negative label smoothing (NLS; Wei et al., ICML 2022): optax.smooth_labels computes
   # (1 - r) e_y + r / K for any r, which is exactly the official loss_gls target.
   _utils.check_range(LABEL_SMOOTHING, resolved[LABEL_SMOOTHING], hi=1.0, hi_open=True)

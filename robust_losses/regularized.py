@@ -4,6 +4,7 @@ regularisation (SR; Zhou et al., ICCV 2021).
 ELR keeps per-example state (a running average of the model's predictions) through the `Training`
 protocol of `registry`; SR follows a schedule of the epoch (the ``epoch`` call argument).
 """
+
 import math
 from typing import Optional
 
@@ -15,9 +16,16 @@ from robust_losses import _utils
 _ELR_CLAMP = 1e-4  # p is clamped to [1e-4, 1 - 1e-4] in the regulariser, as the official code
 
 
-def early_learning_regularization(logits, labels, *, beta: float = 0.7, lam: float = 3.0,
-                                  targets: Optional[jax.Array] = None, where: Optional[jax.Array] = None,
-                                  return_aux: bool = False):
+def early_learning_regularization(
+  logits,
+  labels,
+  *,
+  beta: float = 0.7,
+  lam: float = 3.0,
+  targets: Optional[jax.Array] = None,
+  where: Optional[jax.Array] = None,
+  return_aux: bool = False,
+):
   r"""Early-learning regularisation: :math:`\mathrm{CE} + \lambda \log(1 - \langle t_i, p_i \rangle)`
   (ELR; Liu et al., NeurIPS 2020).
 
@@ -81,9 +89,18 @@ def early_learning_regularization(logits, labels, *, beta: float = 0.7, lam: flo
 _SR_CLAMP = 1e-7  # floor on the probabilities inside the p-norm, as the official pNorm
 
 
-def sparse_regularization(logits, labels, *, tau: float = 0.5, p: float = 0.1, lam: float = 1.2,
-                          rho: float = 1.03, freq: int = 1, epoch=None,
-                          where: Optional[jax.Array] = None) -> jax.Array:
+def sparse_regularization(
+  logits,
+  labels,
+  *,
+  tau: float = 0.5,
+  p: float = 0.1,
+  lam: float = 1.2,
+  rho: float = 1.03,
+  freq: int = 1,
+  epoch=None,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""CE with sparse regularisation (SR; Zhou et al., ICCV 2021).
 
   .. math:: u = \frac{z}{\tau \max(\|z\|_2, 10^{-12})},\quad \mathcal{L} = \mathrm{CE}(u, y) +

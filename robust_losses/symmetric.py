@@ -6,14 +6,13 @@ Ma et al. make any loss symmetric by normalising it by that sum ("normalized" lo
 and pair a normalized *active* loss (one that only looks at the labelled class) with a robust *passive*
 loss (one that also pushes down the other classes) to recover fitting ability: APL.
 """
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 
-from robust_losses import _utils
-from robust_losses import classification
-from robust_losses import generalized
+from robust_losses import _utils, classification, generalized
 
 
 def _reverse_ce_terms(logits, labels, A):
@@ -26,8 +25,7 @@ def _reverse_ce_terms(logits, labels, A):
   return -jnp.sum(jax.nn.softmax(logits, axis=-1) * log_labels, axis=-1)
 
 
-def reverse_cross_entropy(logits, labels, *, A: float = -4.0,
-                          where: Optional[jax.Array] = None) -> jax.Array:
+def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Reverse cross entropy :math:`-\sum_k p_k \log y_k`, with :math:`\log 0 := A`.
 
   CE with the roles of prediction and label swapped. For one-hot labels it equals
@@ -54,8 +52,9 @@ def reverse_cross_entropy(logits, labels, *, A: float = -4.0,
   return _utils.mask(_reverse_ce_terms(logits, labels, A), where)
 
 
-def symmetric_cross_entropy(logits, labels, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0,
-                            where: Optional[jax.Array] = None) -> jax.Array:
+def symmetric_cross_entropy(
+  logits, labels, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Symmetric cross entropy :math:`\alpha \mathrm{CE} + \beta \mathrm{RCE}` (Wang et al., ICCV 2019).
 
   CE provides fast fitting (large gradients on hard samples), RCE robustness (bounded, symmetric).
@@ -144,8 +143,9 @@ def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = Non
   return _utils.mask(_nce(logits, labels), where)
 
 
-def normalized_focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False,
-                          where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_focal_loss(
+  logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Normalized focal loss :math:`\mathrm{FL}(y) / \sum_j \mathrm{FL}(e_j)` (Ma et al., ICML 2020).
 
   :math:`\mathrm{FL}(e_j) = -(1 - p_j)^\gamma \log p_j`. Bounded in [0, 1]; :math:`\gamma = 0` is NCE.
@@ -169,8 +169,9 @@ def normalized_focal_loss(logits, labels, *, gamma: float = 0.5, detach_modulato
   return _utils.mask(_nfl(logits, labels, gamma, detach_modulator), where)
 
 
-def normalized_generalized_cross_entropy(logits, labels, *, q: float = 0.7,
-                                         where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_generalized_cross_entropy(
+  logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None
+) -> jax.Array:
   r"""Normalized GCE :math:`(1 - p_y^q) / \sum_j (1 - p_j^q)` (Ma et al., ICML 2020).
 
   For one-hot labels this is :math:`(1 - p_y^q) / (K - \sum_j p_j^q)`, as in the APL reference code;
@@ -196,8 +197,12 @@ def _nfl_parts(logits, labels, gamma, detach_modulator=False):
   """(NFL, log p_y) by the fused pass for class ids and a concrete gamma, else None."""
   if not (_utils.is_ids(logits, labels) and _utils.is_concrete(gamma)):
     return None
-  return _normalized_ids(logits, labels, lambda lp: classification.focal_terms(lp, gamma, detach_modulator),
-                         classification.focal_class_terms(gamma, detach_modulator))
+  return _normalized_ids(
+    logits,
+    labels,
+    lambda lp: classification.focal_terms(lp, gamma, detach_modulator),
+    classification.focal_class_terms(gamma, detach_modulator),
+  )
 
 
 def _nfl(logits, labels, gamma, detach_modulator=False):
@@ -211,8 +216,7 @@ def _ngce_parts(logits, labels, q):
   """(NGCE, log p_y) by the fused pass for class ids and a concrete q, else None."""
   if not (_utils.is_ids(logits, labels) and _utils.is_concrete(q)):
     return None
-  return _normalized_ids(logits, labels, lambda lp: generalized.lq_terms(lp, q),
-                         generalized.lq_class_terms(q))
+  return _normalized_ids(logits, labels, lambda lp: generalized.lq_terms(lp, q), generalized.lq_class_terms(q))
 
 
 def _ngce(logits, labels, q):
@@ -231,9 +235,11 @@ def _mae_terms(logits, labels):
 def _apl_active(name, logits, labels, gamma, q):
   """(active loss, log p_y or None): with class ids, log p_y is returned for the passive term to reuse."""
   if _utils.is_ids(logits, labels):
-    parts = {"nce": lambda: _normalized_ids(logits, labels, jnp.negative, _nce_class_terms),
-             "nfl": lambda: _nfl_parts(logits, labels, gamma),
-             "ngce": lambda: _ngce_parts(logits, labels, q)}.get(name, lambda: None)()
+    parts = {
+      "nce": lambda: _normalized_ids(logits, labels, jnp.negative, _nce_class_terms),
+      "nfl": lambda: _nfl_parts(logits, labels, gamma),
+      "ngce": lambda: _ngce_parts(logits, labels, q),
+    }.get(name, lambda: None)()
     if parts is not None:
       return parts
     if name in ("ce", "fl"):
@@ -272,9 +278,19 @@ APL_ACTIVE = ("ce", "fl", "nce", "nfl", "ngce")
 APL_PASSIVE = ("rce", "mae", "nrce", "nmae")
 
 
-def active_passive_loss(logits, labels, *, active: str = "nce", passive: str = "rce", alpha: float = 1.0,
-                        beta: float = 1.0, gamma: float = 0.5, q: float = 0.7, A: float = -4.0,
-                        where: Optional[jax.Array] = None) -> jax.Array:
+def active_passive_loss(
+  logits,
+  labels,
+  *,
+  active: str = "nce",
+  passive: str = "rce",
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  gamma: float = 0.5,
+  q: float = 0.7,
+  A: float = -4.0,
+  where: Optional[jax.Array] = None,
+) -> jax.Array:
   r"""Active-passive loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{passive}` (Ma et al.).
 
   Active losses only increase :math:`p_y`: 'ce', 'fl' (focal), and the normalized 'nce', 'nfl', 'ngce'.

@@ -17,6 +17,7 @@ The "improved cross entropy" ICCE of Li et al. (PRCV 2021), described as adjusti
 based on the predicted probability distribution by an exponential item", is deliberately NOT implemented:
 its formula could not be obtained from any reachable source, and we do not ship a guess under its name.
 """
+
 from typing import Optional
 
 import jax
@@ -25,8 +26,7 @@ import jax.numpy as jnp
 from robust_losses import _utils
 
 
-def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5,
-                        where: Optional[jax.Array] = None) -> jax.Array:
+def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5, where: Optional[jax.Array] = None) -> jax.Array:
   r"""Tamed cross entropy :math:`((1 + \mathrm{CE})^{1-\alpha} - 1) / (1 - \alpha)`.
 
   Gradient: :math:`(1 + \mathrm{CE})^{-\alpha} \nabla \mathrm{CE}`, i.e. per example
@@ -61,6 +61,5 @@ def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5,
     # The denominator is made nonzero so the unselected branch (alpha == 1) stays finite when traced.
     return jnp.expm1(one_minus_alpha * jnp.log1p(ce)) / _utils.safe_nonzero(one_minus_alpha)
 
-  loss = _utils.select(alpha == 0, lambda: ce,
-                       lambda: _utils.select(alpha == 1, lambda: jnp.log1p(ce), general))
+  loss = _utils.select(alpha == 0, lambda: ce, lambda: _utils.select(alpha == 1, lambda: jnp.log1p(ce), general))
   return _utils.mask(loss, where)

@@ -14,6 +14,7 @@ statistic of Hurtik et al. (which we could not obtain).
   exceeds 1/2 are clipped; if the two components are not separated by at least ``separation`` pooled standard
   deviations the batch is taken to be one mode and nothing is clipped, so a clean batch stays unclipped.
 """
+
 import jax
 import jax.numpy as jnp
 
@@ -59,8 +60,7 @@ def otsu(values, valid):
 def _log_densities(x, coef):
   """Each component's log pi - log sigma - ((x - mu) / sigma)^2 / 2 (the log density up to a shared constant),
   for coef = [mu0, mu1, 1/sigma0, 1/sigma1, log pi0 - log sigma0, log pi1 - log sigma1]."""
-  return (coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2]),
-          coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3]))
+  return (coef[4] - 0.5 * jnp.square((x - coef[0]) * coef[2]), coef[5] - 0.5 * jnp.square((x - coef[1]) * coef[3]))
 
 
 def _two_component_responsibilities(x, coef):

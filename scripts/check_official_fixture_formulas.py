@@ -8,6 +8,7 @@ torch, for example:
   /tmp/torchenv/bin/python scripts/check_official_fixture_formulas.py
 The library's own tests do not need torch.
 """
+
 import glob
 import json
 import math
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-D = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'tests', 'fixtures', 'official')
+D = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "official")
 F64 = torch.float64
 
 
@@ -61,19 +62,19 @@ def nnce(z, y, min_prob, a, pmax=1.0):
 
 def nfl(z, y, gamma, scale=1.0):
   lp = F.log_softmax(z, 1)
-  norm = (-(1 - lp.detach().exp()) ** gamma * lp).sum(1)  # prefactor detached, lp not
+  norm = (-((1 - lp.detach().exp()) ** gamma) * lp).sum(1)  # prefactor detached, lp not
   lpy = take(lp, y)
-  return scale * (-(1 - lpy.detach().exp()) ** gamma * lpy) / norm
+  return scale * (-((1 - lpy.detach().exp()) ** gamma) * lpy) / norm
 
 
 def nnfl(z, y, gamma, min_prob):
   logmp = torch.tensor(min_prob).log()  # float32
-  a_t = -(1 - min_prob) ** gamma * logmp  # float32 tensor
+  a_t = -((1 - min_prob) ** gamma) * logmp  # float32 tensor
   k = z.shape[1]
   lp = F.log_softmax(z, 1).clamp(min=float(logmp))
-  norm = (-(1 - lp.detach().exp()) ** gamma * lp).sum(1)
+  norm = (-((1 - lp.detach().exp()) ** gamma) * lp).sum(1)
   lpy = take(lp, y)
-  fl = -(1 - lpy.detach().exp()) ** gamma * lpy
+  fl = -((1 - lpy.detach().exp()) ** gamma) * lpy
   return 1 - (float(a_t) - fl) / (float(k * a_t) - norm)  # K*A is rounded to float32
 
 
@@ -104,99 +105,100 @@ def js(zs, y, weights):
 
   def kl(d):
     return torch.where(d > 0, d * (d.clamp(min=1e-7).log() - lm), torch.zeros_like(d)).sum(1)
+
   scale = -1 / ((1 - weights[0]) * np.log(1 - weights[0]))
   return scale * sum(w * kl(d) for w, d in zip(weights, ds))
 
 
 def per_example(name, hp, z, y):
   k = z.shape[1]
-  if name == 'anl_nnce':
+  if name == "anl_nnce":
     return nnce(z, y, 1e-7, A_1E7)
-  if name == 'anl_nnfl':
+  if name == "anl_nnfl":
     return nnfl(z, y, 0.5, 1e-7)
-  if name == 'anl_ce':
-    return hp['alpha'] * nce(z, y) + hp['beta'] * nnce(z, y, 1e-7, A_1E7)
-  if name == 'anl_fl':
-    return hp['alpha'] * nfl(z, y, hp['gamma']) + hp['beta'] * nnfl(z, y, hp['gamma'], 1e-7)
-  if name in ('alfs_agce', 'alfs_nce_agce'):
-    a, q = hp['a'], hp['q']
+  if name == "anl_ce":
+    return hp["alpha"] * nce(z, y) + hp["beta"] * nnce(z, y, 1e-7, A_1E7)
+  if name == "anl_fl":
+    return hp["alpha"] * nfl(z, y, hp["gamma"]) + hp["beta"] * nnfl(z, y, hp["gamma"], 1e-7)
+  if name in ("alfs_agce", "alfs_nce_agce"):
+    a, q = hp["a"], hp["q"]
     base = ((a + 1) ** q - (a + p_y(z, y)) ** q) / q
-  elif name in ('alfs_aul', 'alfs_nce_aul'):
-    a, q = hp['a'], hp['q']
+  elif name in ("alfs_aul", "alfs_nce_aul"):
+    a, q = hp["a"], hp["q"]
     base = ((a - p_y(z, y)) ** q - (a - 1) ** q) / q
-  elif name in ('alfs_ael', 'alfs_nce_ael'):
-    base = torch.exp(-p_y(z, y) / hp['a'])
+  elif name in ("alfs_ael", "alfs_nce_ael"):
+    base = torch.exp(-p_y(z, y) / hp["a"])
   else:
     base = None
   if base is not None:
-    return base if 'nce' not in name else hp['alpha'] * nce(z, y) + hp['beta'] * base
-  if name == 'alfs_anorm':
+    return base if "nce" not in name else hp["alpha"] * nce(z, y) + hp["beta"] * base
+  if name == "alfs_anorm":
     p = F.softmax(z, 1).clamp(1e-5, 1)
-    a, pp = hp['a'], hp['p']
+    a, pp = hp["a"], hp["p"]
     return (((a * onehot(y, k) - p).abs() ** pp).sum(1) - (a - 1) ** pp) / pp
-  if name == 'jal_amse':
-    return hp['scale'] * amse(z, y, hp['a'])
-  if name == 'jal_nce_amse':
-    return hp['alpha'] * nce(z, y) + hp['beta'] * amse(z, y, hp['a'])
-  if name == 'jal_nfl_amse':
-    return hp['alpha'] * nfl(z, y, hp['gamma']) + hp['beta'] * amse(z, y, hp['a'])
-  if name == 'jal_nce_nnce':
-    return hp['alpha'] * nce(z, y) + hp['beta'] * nnce(z, y, 1e-8, A_1E8)
-  if name in ('jal_ldr', 'ldr_kl'):
-    return ldr(z, y, hp['threshold'], hp['Lambda'])
-  if name == 'jal_ce_lc':
-    delta = hp['delta']
+  if name == "jal_amse":
+    return hp["scale"] * amse(z, y, hp["a"])
+  if name == "jal_nce_amse":
+    return hp["alpha"] * nce(z, y) + hp["beta"] * amse(z, y, hp["a"])
+  if name == "jal_nfl_amse":
+    return hp["alpha"] * nfl(z, y, hp["gamma"]) + hp["beta"] * amse(z, y, hp["a"])
+  if name == "jal_nce_nnce":
+    return hp["alpha"] * nce(z, y) + hp["beta"] * nnce(z, y, 1e-8, A_1E8)
+  if name in ("jal_ldr", "ldr_kl"):
+    return ldr(z, y, hp["threshold"], hp["Lambda"])
+  if name == "jal_ce_lc":
+    delta = hp["delta"]
     n = z.norm(dim=1, keepdim=True) + 1e-8
     zz = torch.where(n > 1 / delta, z / n * delta, z)
     return -take(F.softmax(zz, 1).clamp(min=1e-8).log(), y)
-  if name == 'logitclip':
-    t = hp['temp']
+  if name == "logitclip":
+    t = hp["temp"]
     n = z.norm(dim=1, keepdim=True) + 1e-7
     return ce(torch.where(n > t, z / n / t, z), y)
-  if name in ('eps_ece', 'eps_ece_mae'):
-    m = hp['m']
+  if name in ("eps_ece", "eps_ece_mae"):
+    m = hp["m"]
     p = F.softmax(z, 1)
     q = ((p + m * F.one_hot(p.argmax(1), k)) / (m + 1)).clamp(min=1e-8)
     e = -take(q.log(), y)
-    return e if name == 'eps_ece' else hp['alpha'] * e + hp['beta'] * 2 * (1 - p_y(z, y))
-  if name == 'gjs_js':
-    return js([z], y, [float(v) for v in hp['js_weights'].split()])
-  if name == 'taylor_ce':
+    return e if name == "eps_ece" else hp["alpha"] * e + hp["beta"] * 2 * (1 - p_y(z, y))
+  if name == "gjs_js":
+    return js([z], y, [float(v) for v in hp["js_weights"].split()])
+  if name == "taylor_ce":
     e = 1 - p_y(z, y)
-    return e if hp['t'] == 1 else e + e * e / 2
-  if name == 'nls_gls':
-    r = hp['smooth_rate']
+    return e if hp["t"] == 1 else e + e * e / 2
+  if name == "nls_gls":
+    r = hp["smooth_rate"]
     lp = F.log_softmax(z, 1)
     return (1 - r) * (-take(lp, y)) + r * (-lp.mean(1))
-  if name == 'apl_fl':
+  if name == "apl_fl":
     lpy = take(F.log_softmax(z, 1), y)
-    return -(1 - lpy.detach().exp()) ** hp['gamma'] * lpy
-  if name == 'apl_nfl':
-    return nfl(z, y, hp['gamma'], hp['scale'])
-  if name == 'apl_nce_rce':
-    return hp['alpha'] * nce(z, y) + hp['beta'] * rce(z, y)
-  if name == 'apl_sce':
-    return hp['alpha'] * ce(z, y) + hp['beta'] * rce(z, y)
-  if name == 'apl_nfl_rce':
-    return hp['alpha'] * nfl(z, y, hp['gamma']) + hp['beta'] * rce(z, y)
-  if name == 'phuber_ce':
-    t, p = hp['tau'], p_y(z, y)
+    return -((1 - lpy.detach().exp()) ** hp["gamma"]) * lpy
+  if name == "apl_nfl":
+    return nfl(z, y, hp["gamma"], hp["scale"])
+  if name == "apl_nce_rce":
+    return hp["alpha"] * nce(z, y) + hp["beta"] * rce(z, y)
+  if name == "apl_sce":
+    return hp["alpha"] * ce(z, y) + hp["beta"] * rce(z, y)
+  if name == "apl_nfl_rce":
+    return hp["alpha"] * nfl(z, y, hp["gamma"]) + hp["beta"] * rce(z, y)
+  if name == "phuber_ce":
+    t, p = hp["tau"], p_y(z, y)
     return torch.where(p <= 1 / t, -t * p + math.log(t) + 1, -torch.log(p))
-  if name == 'phuber_gce':
-    t, q, p = hp['tau'], hp['q'], p_y(z, y)
+  if name == "phuber_gce":
+    t, q, p = hp["tau"], hp["q"], p_y(z, y)
     th = t ** (1 / (q - 1))
-    return torch.where(p <= th, -t * p + t * th + (1 - th ** q) / q, (1 - p ** q) / q)
-  if name == 'sr':
-    u = z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) / hp['tau']
-    reg = (F.softmax(u, 1).clamp(1e-7, 1) ** hp['p']).sum(1)
-    if hp['loss'] == 'CE':
+    return torch.where(p <= th, -t * p + t * th + (1 - th**q) / q, (1 - p**q) / q)
+  if name == "sr":
+    u = z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) / hp["tau"]
+    reg = (F.softmax(u, 1).clamp(1e-7, 1) ** hp["p"]).sum(1)
+    if hp["loss"] == "CE":
       base = ce(u, y)
-    elif hp['loss'] == 'GCE':
-      base = (1 - take(F.softmax(u, 1).clamp(1e-7, 1), y) ** hp['gce_q']) / hp['gce_q']
+    elif hp["loss"] == "GCE":
+      base = (1 - take(F.softmax(u, 1).clamp(1e-7, 1), y) ** hp["gce_q"]) / hp["gce_q"]
     else:  # FL, gamma 0.5, pt detached
       lpy = take(F.log_softmax(u, 1), y)
-      base = -(1 - lpy.detach().exp()) ** 0.5 * lpy
-    return base + hp['lamb'] * reg
+      base = -((1 - lpy.detach().exp()) ** 0.5) * lpy
+    return base + hp["lamb"] * reg
   raise KeyError(name)
 
 
@@ -211,59 +213,66 @@ def leaf(x):
 
 def check_er(d):
   worst = 0.0
-  for c in d['cases']:
-    hp = c['hparams']
-    z, y = leaf(c['logits']), torch.tensor(c['labels'])
+  for c in d["cases"]:
+    hp = c["hparams"]
+    z, y = leaf(c["logits"]), torch.tensor(c["labels"])
     k = z.shape[1]
     n_ce = nce(z, y).mean()
     n_nce = nnce(z, y, 1e-7, A_1E7, pmax=1 - 1e-7).mean()
     pp = F.softmax(z, 1).clamp(1e-7, 1 - 1e-7)
     pbar = (pp.sum(0) / pp.sum()).clamp(1e-7, 1 - 1e-7)
     ent = math.log(k) + (pbar * pbar.log()).sum()
-    loss = hp['alpha'] * n_ce + hp['beta'] * n_nce + hp['lamb'] * ent
+    loss = hp["alpha"] * n_ce + hp["beta"] * n_nce + hp["lamb"] * ent
     (g,) = torch.autograd.grad(loss, z)
-    comp = [c['components'][n] for n in ('nce_mean', 'nnce_mean', 'entropy_reg')]
-    worst = max(worst, rel(loss.item(), c['mean']), rel(g, c['grad_mean']),
-                rel([n_ce.item(), n_nce.item(), ent.item()], comp))
+    comp = [c["components"][n] for n in ("nce_mean", "nnce_mean", "entropy_reg")]
+    worst = max(
+      worst, rel(loss.item(), c["mean"]), rel(g, c["grad_mean"]), rel([n_ce.item(), n_nce.item(), ent.item()], comp)
+    )
   return worst
 
 
 def check_gjs(d):
   worst = 0.0
-  for c in d['cases']:
-    w = [float(v) for v in c['hparams']['js_weights'].split()]
-    z1, z2, y = leaf(c['logits']), leaf(c['logits_view2']), torch.tensor(c['labels'])
+  for c in d["cases"]:
+    w = [float(v) for v in c["hparams"]["js_weights"].split()]
+    z1, z2, y = leaf(c["logits"]), leaf(c["logits_view2"]), torch.tensor(c["labels"])
     pe = js([z1, z2], y, w)
     loss = pe.mean()
     g1, g2 = torch.autograd.grad(loss, [z1, z2])
-    worst = max(worst, rel(pe.detach(), c['per_example']), rel(loss.item(), c['mean']),
-                rel(g1, c['grad_mean']), rel(g2, c['grad_mean_view2']))
+    worst = max(
+      worst,
+      rel(pe.detach(), c["per_example"]),
+      rel(loss.item(), c["mean"]),
+      rel(g1, c["grad_mean"]),
+      rel(g2, c["grad_mean_view2"]),
+    )
   return worst
 
 
 def check_elr(d):
   worst = 0.0
-  for c in d['cases']:
-    hp = c['hparams']
-    mem = np.zeros((hp['num_examp'], hp['K']))
-    for call in c['calls']:
-      idx = call['indices']
-      z, y = leaf(call['logits']), torch.tensor(call['labels'])
+  for c in d["cases"]:
+    hp = c["hparams"]
+    mem = np.zeros((hp["num_examp"], hp["K"]))
+    for call in c["calls"]:
+      idx = call["indices"]
+      z, y = leaf(call["logits"]), torch.tensor(call["labels"])
       p = F.softmax(z, 1).clamp(1e-4, 1 - 1e-4)
       pd = p.detach().numpy()
-      mem[idx] = hp['beta'] * mem[idx] + (1 - hp['beta']) * pd / pd.sum(1, keepdims=True)
+      mem[idx] = hp["beta"] * mem[idx] + (1 - hp["beta"]) * pd / pd.sum(1, keepdims=True)
       t = torch.tensor(mem[idx])  # the updated memory is used in this call's loss
-      loss = F.cross_entropy(z, y) + hp['lambda'] * torch.log(1 - (t * p).sum(1)).mean()
+      loss = F.cross_entropy(z, y) + hp["lambda"] * torch.log(1 - (t * p).sum(1)).mean()
       (g,) = torch.autograd.grad(loss, z)
-      worst = max(worst, rel(loss.item(), call['loss']), rel(g, call['grad_mean']),
-                  rel(mem, call['target_memory_after']))
+      worst = max(
+        worst, rel(loss.item(), call["loss"]), rel(g, call["grad_mean"]), rel(mem, call["target_memory_after"])
+      )
   return worst
 
 
 def main():
-  special = {'anl_ce_er': check_er, 'gjs_gjs': check_gjs, 'elr': check_elr}
+  special = {"anl_ce_er": check_er, "gjs_gjs": check_gjs, "elr": check_elr}
   bad = []
-  for f in sorted(glob.glob(os.path.join(D, '*.json'))):
+  for f in sorted(glob.glob(os.path.join(D, "*.json"))):
     name = os.path.basename(f)[:-5]
     with open(f) as fh:
       d = json.load(fh)
@@ -271,19 +280,18 @@ def main():
       worst = special[name](d)
     else:
       worst = 0.0
-      for c in d['cases']:
-        z, y = leaf(c['logits']), torch.tensor(c['labels'])
-        pe = per_example(name, c['hparams'], z, y)
+      for c in d["cases"]:
+        z, y = leaf(c["logits"]), torch.tensor(c["labels"])
+        pe = per_example(name, c["hparams"], z, y)
         loss = pe.mean()
         (g,) = torch.autograd.grad(loss, z)
-        worst = max(worst, rel(pe.detach(), c['per_example']), rel(loss.item(), c['mean']),
-                    rel(g, c['grad_mean']))
-    print(f'{name:16s} max relative error {worst:.1e}')
+        worst = max(worst, rel(pe.detach(), c["per_example"]), rel(loss.item(), c["mean"]), rel(g, c["grad_mean"]))
+    print(f"{name:16s} max relative error {worst:.1e}")
     if worst > 1e-12:
       bad.append(name)
-  print('MISMATCH: ' + ', '.join(bad) if bad else 'all fixtures reproduced')
+  print("MISMATCH: " + ", ".join(bad) if bad else "all fixtures reproduced")
   return 1 if bad else 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   sys.exit(main())

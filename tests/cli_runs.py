@@ -1,4 +1,5 @@
 """Helpers for tests that run the training CLI as real subprocesses (signals, several processes)."""
+
 import json
 import os
 import socket
@@ -11,10 +12,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cli(workdir, *flags, devices=1, extra_env=None):
   """Starts `python -m experiments.train` on configs/digits.py with `flags`, on `devices` CPU devices."""
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"), **(extra_env or {}))
-  cmd = [sys.executable, "-m", "experiments.train", "--config=configs/digits.py", f"--workdir={workdir}",
-         "--config.progress=False", *flags]
+  env.update(
+    JAX_PLATFORMS="cpu",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"),
+    **(extra_env or {}),
+  )
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.train",
+    "--config=configs/digits.py",
+    f"--workdir={workdir}",
+    "--config.progress=False",
+    *flags,
+  ]
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -45,5 +57,8 @@ def free_port():
 
 
 def coordinator_env(port, process_id, num_processes=2):
-  return {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": str(num_processes),
-          "JAX_PROCESS_ID": str(process_id)}
+  return {
+    "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
+    "JAX_NUM_PROCESSES": str(num_processes),
+    "JAX_PROCESS_ID": str(process_id),
+  }

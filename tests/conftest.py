@@ -3,11 +3,11 @@
 This must run before JAX initialises its backends, which is why it lives at the top of conftest.
 Single-device tests build their mesh from ``jax.devices()[:1]``.
 """
+
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip()
 
 import contextlib  # noqa: E402
 
@@ -16,8 +16,9 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 4)
 # Tests build the same small programs many times; XLA:CPU takes seconds for RNG-heavy ones.
-jax.config.update("jax_compilation_cache_dir",
-                  os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".pytest_cache", "jax"))
+jax.config.update(
+  "jax_compilation_cache_dir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".pytest_cache", "jax")
+)
 
 
 @pytest.fixture
@@ -30,13 +31,14 @@ def tfds_mock(monkeypatch):
   """
   import tensorflow_datasets as tfds
   from tensorflow_datasets.testing import mocking
-  monkeypatch.setattr(mocking, "_getitems",
-                      lambda keys, generator, serialized=False: [generator[k] for k in keys])
+
+  monkeypatch.setattr(mocking, "_getitems", lambda keys, generator, serialized=False: [generator[k] for k in keys])
 
   @contextlib.contextmanager
   def mock(num_examples):
     with tfds.testing.mock_data(num_examples=num_examples, policy=tfds.testing.MockPolicy.USE_CODE):
       yield
+
   return mock
 
 

@@ -2,6 +2,7 @@
 
 Each runs in a fresh process without the 4-device XLA_FLAGS of conftest, as a user would run it.
 """
+
 import json
 import os
 import subprocess
@@ -42,6 +43,7 @@ def test_quick_mode(tmp_path, name, extra, section):
 
 def test_docs_section_is_replaced_not_duplicated(tmp_path):
   from benchmarks import _timing
+
   path = str(tmp_path / "doc.md")
   _timing.update_docs(path, "x", "first")
   _timing.update_docs(path, "y", "other")

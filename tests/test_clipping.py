@@ -1,4 +1,5 @@
 """Dynamic clipping: thresholds vs NumPy, gradients, masking, and global-batch statistics on 4 devices."""
+
 import functools
 
 import chex
@@ -21,18 +22,28 @@ WHERE[[3, 7]] = False
 WHERE[5, 1] = False
 LOSSES_WITH_PADDING = np.where(WHERE, LOSSES, np.nan).astype(np.float32)
 
-STAT_CASES = [("mean", {}), ("median", {}), ("quantile", {"quantile": 0.9}),
-              ("quantile", {"quantile": 0.25}), ("mean_std", {"num_std": 1.0}),
-              ("mean_std", {"num_std": 0.5}), ("mad", {"num_std": 2.0})]
+STAT_CASES = [
+  ("mean", {}),
+  ("median", {}),
+  ("quantile", {"quantile": 0.9}),
+  ("quantile", {"quantile": 0.25}),
+  ("mean_std", {"num_std": 1.0}),
+  ("mean_std", {"num_std": 0.5}),
+  ("mad", {"num_std": 2.0}),
+]
 STAT_IDS = [f"{s}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" if kw else s for s, kw in STAT_CASES]
 
 
 def np_threshold(values, statistic, quantile=0.9, num_std=1.0):
   values = np.asarray(values, np.float64).ravel()
   median = np.median(values)
-  return {"mean": values.mean(), "median": median, "quantile": np.quantile(values, quantile),
-          "mean_std": values.mean() + num_std * values.std(),
-          "mad": median + num_std * 1.4826 * np.median(np.abs(values - median))}[statistic]
+  return {
+    "mean": values.mean(),
+    "median": median,
+    "quantile": np.quantile(values, quantile),
+    "mean_std": values.mean() + num_std * values.std(),
+    "mad": median + num_std * 1.4826 * np.median(np.abs(values - median)),
+  }[statistic]
 
 
 @pytest.mark.parametrize("statistic,kwargs", STAT_CASES, ids=STAT_IDS)
@@ -47,8 +58,9 @@ def test_threshold_and_clipping_match_numpy(statistic, kwargs):
 
 @pytest.mark.parametrize("statistic,kwargs", STAT_CASES, ids=STAT_IDS)
 def test_where_excludes_padding_from_threshold(statistic, kwargs):
-  clipped, tau = rl.dynamic_clipping(LOSSES_WITH_PADDING, statistic=statistic, where=WHERE,
-                                     return_threshold=True, **kwargs)
+  clipped, tau = rl.dynamic_clipping(
+    LOSSES_WITH_PADDING, statistic=statistic, where=WHERE, return_threshold=True, **kwargs
+  )
   expected_tau = np_threshold(LOSSES[WHERE], statistic, **kwargs)
   np.testing.assert_allclose(tau, expected_tau, rtol=1e-6)
   np.testing.assert_allclose(clipped, np.where(WHERE, np.minimum(LOSSES, expected_tau), 0.0), rtol=1e-6)
@@ -61,7 +73,9 @@ def test_gradient_is_indicator_of_unclipped_samples():
     grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic=statistic, num_std=1.0).sum())(jnp.asarray(LOSSES))
     tau = np_threshold(LOSSES, statistic)
     np.testing.assert_array_equal(grad, (LOSSES <= tau).astype(np.float32))
-  grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic="mean", where=WHERE).sum())(jnp.asarray(LOSSES_WITH_PADDING))
+  grad = jax.grad(lambda l: rl.dynamic_clipping(l, statistic="mean", where=WHERE).sum())(
+    jnp.asarray(LOSSES_WITH_PADDING)
+  )
   np.testing.assert_array_equal(grad, (WHERE & (LOSSES <= LOSSES[WHERE].mean())).astype(np.float32))
 
 
@@ -79,8 +93,7 @@ def test_clipped_samples_get_zero_gradient_wrt_logits():
 
 def test_all_masked_gives_zero_threshold_and_losses():
   for statistic in ("mean", "median", "mean_std"):
-    clipped, tau = rl.dynamic_clipping(LOSSES, statistic=statistic, where=np.zeros_like(WHERE),
-                                       return_threshold=True)
+    clipped, tau = rl.dynamic_clipping(LOSSES, statistic=statistic, where=np.zeros_like(WHERE), return_threshold=True)
     assert float(tau) == 0.0
     np.testing.assert_array_equal(clipped, 0.0)
 
@@ -98,13 +111,16 @@ def test_call_with_aux_reports_clipped_and_unclipped():
   np.testing.assert_array_equal(aux["clipped"], (where & (ce > tau)).astype(np.float32))
   np.testing.assert_allclose(losses, np.where(where, np.minimum(ce, tau), 0.0), rtol=1e-6)
   # Per-element BCE clipping reports the fraction of each example's classes that were clipped.
-  _, aux = rl.get("binary_cross_entropy_dynamic_clipping", per_element=True, statistic="mean").call_with_aux(logits, labels)
+  _, aux = rl.get("binary_cross_entropy_dynamic_clipping", per_element=True, statistic="mean").call_with_aux(
+    logits, labels
+  )
   s = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
   elements = -np.asarray(labels) * np.log(s) - (1 - np.asarray(labels)) * np.log(1 - s)
   np.testing.assert_allclose(aux["clipped"], (elements > elements.mean()).mean(-1), rtol=1e-6)
 
 
 # --- data parallelism: statistics over the global batch --------------------------------------------
+
 
 def _mesh(axis_type):
   return jax.make_mesh((4,), ("batch",), axis_types=None if axis_type is None else (axis_type,))
@@ -119,8 +135,7 @@ DP_IDS = [f"{i}-{'masked' if m else 'full'}" for i in STAT_IDS + ["otsu", "gmm"]
 def _single_device(statistic, kwargs, masked):
   losses = LOSSES_WITH_PADDING if masked else LOSSES
   where = WHERE if masked else None
-  return losses, where, rl.dynamic_clipping(losses, statistic=statistic, where=where,
-                                            return_threshold=True, **kwargs)
+  return losses, where, rl.dynamic_clipping(losses, statistic=statistic, where=where, return_threshold=True, **kwargs)
 
 
 @pytest.mark.parametrize("statistic,kwargs,masked", DP_CASES, ids=DP_IDS)
@@ -130,11 +145,11 @@ def test_shard_map_equals_single_device(statistic, kwargs, masked):
   # With Explicit axes shard_map wants its inputs already laid out as in_specs says.
   losses = jax.device_put(losses, NamedSharding(mesh, P("batch")))
   where = None if where is None else jax.device_put(where, NamedSharding(mesh, P("batch")))
-  clip = functools.partial(rl.dynamic_clipping, statistic=statistic, axis_name="batch",
-                           return_threshold=True, **kwargs)
+  clip = functools.partial(rl.dynamic_clipping, statistic=statistic, axis_name="batch", return_threshold=True, **kwargs)
   if masked:
-    fn = jax.shard_map(lambda l, w: clip(l, where=w), mesh=mesh, in_specs=(P("batch"), P("batch")),
-                       out_specs=(P("batch"), P()))
+    fn = jax.shard_map(
+      lambda l, w: clip(l, where=w), mesh=mesh, in_specs=(P("batch"), P("batch")), out_specs=(P("batch"), P())
+    )
     clipped, tau = jax.jit(fn)(losses, where)
   else:
     fn = jax.shard_map(clip, mesh=mesh, in_specs=P("batch"), out_specs=(P("batch"), P()))
@@ -144,24 +159,29 @@ def test_shard_map_equals_single_device(statistic, kwargs, masked):
 
 
 @pytest.mark.parametrize("axis_type", [None, jax.sharding.AxisType.Auto], ids=["explicit", "auto"])
-@pytest.mark.parametrize("statistic,kwargs,masked", [DP_CASES[i] for i in (0, 3, 5, 9)],
-                         ids=[DP_IDS[i] for i in (0, 3, 5, 9)])
+@pytest.mark.parametrize(
+  "statistic,kwargs,masked", [DP_CASES[i] for i in (0, 3, 5, 9)], ids=[DP_IDS[i] for i in (0, 3, 5, 9)]
+)
 def test_jit_with_sharded_inputs_equals_single_device(statistic, kwargs, masked, axis_type):
   losses, where, (expected, expected_tau) = _single_device(statistic, kwargs, masked)
   sharding = NamedSharding(_mesh(axis_type), P("batch"))
   losses = jax.device_put(losses, sharding)
   where = None if where is None else jax.device_put(where, sharding)
-  clipped, tau = jax.jit(functools.partial(rl.dynamic_clipping, statistic=statistic,
-                                           return_threshold=True, **kwargs))(losses, where=where)
+  clipped, tau = jax.jit(functools.partial(rl.dynamic_clipping, statistic=statistic, return_threshold=True, **kwargs))(
+    losses, where=where
+  )
   np.testing.assert_allclose(tau, expected_tau, rtol=1e-6)
   np.testing.assert_allclose(clipped, expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name,hparams", [
+@pytest.mark.parametrize(
+  "name,hparams",
+  [
     ("clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.75}),
     ("binary_cross_entropy_dynamic_clipping", {"statistic": "median", "per_element": True}),
     ("clipped_focal_loss", {"statistic": "mean_std"}),
-])
+  ],
+)
 def test_registry_losses_in_shard_map_with_vmapped_replicas(name, hparams):
   # The training loop's layout: shard_map over devices, vmap over independent replicas (seeds) inside,
   # call_with_aux with axis_name; per-replica statistics over that replica's global batch.
@@ -195,8 +215,9 @@ def test_bad_clipping_hyperparameters():
 
 def _bimodal(n_clean, n_noisy, seed=0):
   rng = np.random.default_rng(seed)
-  return np.concatenate([np.exp(rng.normal(-3.0, 0.7, n_clean)),
-                         np.exp(rng.normal(1.0, 0.4, n_noisy))]).astype(np.float32)
+  return np.concatenate([np.exp(rng.normal(-3.0, 0.7, n_clean)), np.exp(rng.normal(1.0, 0.4, n_noisy))]).astype(
+    np.float32
+  )
 
 
 @pytest.mark.parametrize("noisy_share", [0.1, 0.25, 0.4])
@@ -226,9 +247,10 @@ def test_cpu_quantile_without_sort_is_numpy_quantile_exactly():
   # signs and wide ranges must give exactly what a sort gives.
   # Batches of 1-199 valid entries are padded to one length (masked out), so the trials share compilations.
   rng = np.random.default_rng(3)
-  threshold = {q: jax.jit(lambda x, valid, q=q: rl.batch_threshold(x, statistic="quantile", quantile=q,
-                                                                    where=valid))
-               for q in (0.1, 0.5, 0.9, 0.37)}
+  threshold = {
+    q: jax.jit(lambda x, valid, q=q: rl.batch_threshold(x, statistic="quantile", quantile=q, where=valid))
+    for q in (0.1, 0.5, 0.9, 0.37)
+  }
   for trial in range(50):
     n = int(rng.integers(1, 200))
     x = (rng.normal(size=n) * rng.choice([1e-3, 1.0, 1e3])).astype(np.float32)
@@ -241,8 +263,9 @@ def test_cpu_quantile_without_sort_is_numpy_quantile_exactly():
     valid[0] = True
     q = float(rng.choice(list(threshold)))
     padding = 200 - n
-    tau = threshold[q](np.pad(x, (0, padding), constant_values=np.float32(rng.normal() * 1e3)),
-                       np.pad(valid, (0, padding)))
+    tau = threshold[q](
+      np.pad(x, (0, padding), constant_values=np.float32(rng.normal() * 1e3)), np.pad(valid, (0, padding))
+    )
     ordered = np.sort(x[valid])
     pos = q * (len(ordered) - 1)
     lo = int(np.floor(pos))

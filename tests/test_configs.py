@@ -9,6 +9,7 @@ optimizer, schedule type, noise kind and compute dtype are kept; only sizes and 
 `small_overrides`). Nearly all the time is XLA:CPU compiling each config's init, train step and eval
 (10-30 s per ResNet config when the compilation cache is cold).
 """
+
 import importlib
 import json
 import math
@@ -27,8 +28,7 @@ MOCK_EXAMPLES = 16
 
 
 def _modules(folder, package):
-  names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, folder))
-                 if f.endswith(".py") and not f.startswith("_"))
+  names = sorted(f[:-3] for f in os.listdir(os.path.join(REPO, folder)) if f.endswith(".py") and not f.startswith("_"))
   return [f"{package}.{n}" for n in names]
 
 
@@ -52,17 +52,17 @@ def small_overrides(config) -> dict:
   """Keys that make `config` one cheap epoch; everything that defines *what* is trained stays."""
   ndev = jax.device_count()
   out = {
-      "num_epochs": 1,
-      "batch_size": 2 * ndev,        # 8: two global batches of the mocked data
-      "eval_batch_size": 4,          # per device
-      "train_eval_max_examples": 16,
-      "progress": False,
-      "checkpoint_every_epochs": 1,
-      "keep_checkpoints": 1,
-      "num_devices": 1 if config.model in ONE_DEVICE_MODELS else 0,
+    "num_epochs": 1,
+    "batch_size": 2 * ndev,  # 8: two global batches of the mocked data
+    "eval_batch_size": 4,  # per device
+    "train_eval_max_examples": 16,
+    "progress": False,
+    "checkpoint_every_epochs": 1,
+    "keep_checkpoints": 1,
+    "num_devices": 1 if config.model in ONE_DEVICE_MODELS else 0,
   }
   if config.val_size:
-    out["val_size"] = 8              # keep the hold-out path (tce_paper), at a size the mock data has
+    out["val_size"] = 8  # keep the hold-out path (tce_paper), at a size the mock data has
   if config.schedule == "step":
     # Boundaries must lie inside (0, num_epochs); one mid-epoch boundary keeps the step schedule.
     out["lr_boundaries"] = (0.5,)
@@ -100,6 +100,7 @@ def mock_image_files(config, root):
   """Writes MOCK_EXAMPLES random PNGs per split and `path label` lists for an image-file config, and
   points the config at them (labels cycle through the config's classes)."""
   from PIL import Image
+
   rng = np.random.default_rng(0)
   num_classes = config.num_classes or 3
   for split in ("train", "test"):
@@ -134,8 +135,20 @@ def assert_one_good_epoch(summary, workdir, model):
 
 def test_all_configs_are_discovered():
   # README lists these; a file that stops defining get_config() would fail the tests below.
-  for name in ("default", "digits", "mnist", "fashion_mnist", "cifar10", "cifar100", "svhn", "cifar10n",
-               "cifar100n", "imagewoof", "tce_paper", "gce_paper"):
+  for name in (
+    "default",
+    "digits",
+    "mnist",
+    "fashion_mnist",
+    "cifar10",
+    "cifar100",
+    "svhn",
+    "cifar10n",
+    "cifar100n",
+    "imagewoof",
+    "tce_paper",
+    "gce_paper",
+  ):
     assert f"configs.{name}" in TRAIN_CONFIGS, name
   for name in ("digits", "clipping_ablation", "tce_table1", "tce_table2", "gce_cifar", "bce_clipping", "cifar_n"):
     assert f"configs.sweeps.{name}" in SWEEP_CONFIGS, name

@@ -1,4 +1,5 @@
 """experiments/finetune.py: loading pretrained weights (msgpack, orbax), merging, freezing the backbone."""
+
 import types
 
 import flax
@@ -14,6 +15,7 @@ from experiments import checkpoints, finetune, optimizers, train_lib
 
 class Net(nn.Module):
   """Small stand-in for the project's models: a backbone (Dense_0 + BatchNorm) and a Dense 'head'."""
+
   num_classes: int = 3
   width: int = 4
 
@@ -56,9 +58,12 @@ def save_train_state(workdir, trees, step=7):
   stack = lambda t: jax.tree.map(lambda a: np.stack([a, a + 1]), t)
   mesh = train_lib.make_mesh(jax.devices()[:2])
   state = train_lib.TrainState(
-      step=np.full(2, step, np.int32), params=stack(trees["params"]), batch_stats=stack(trees["batch_stats"]),
-      opt_state=jax.vmap(optax.sgd(0.1, momentum=0.9).init)(stack(trees["params"])),
-      loss_state={"weights": np.ones((2, 6), np.float32)})
+    step=np.full(2, step, np.int32),
+    params=stack(trees["params"]),
+    batch_stats=stack(trees["batch_stats"]),
+    opt_state=jax.vmap(optax.sgd(0.1, momentum=0.9).init)(stack(trees["params"])),
+    loss_state={"weights": np.ones((2, 6), np.float32)},
+  )
   ckpt = checkpoints.Checkpointer(str(workdir), keep=2)
   ckpt.save(step, train_lib.replicate(mesh, state), {"step": step})
   ckpt.wait()
@@ -92,14 +97,21 @@ def test_merge_casts_to_the_model_dtype():
   assert {a.dtype for a in jax.tree.leaves(merged)} == {np.dtype(np.float32)}
 
 
-@pytest.mark.parametrize("change, message", [
+@pytest.mark.parametrize(
+  "change, message",
+  [
     (lambda v: variables(1, width=6), "params/Dense_0/kernel: model (5, 4) vs pretrained (5, 6)"),
     (lambda v: {**v, "batch_stats": {}}, "batch_stats/BatchNorm_0/mean: model (4,), missing"),
-    (lambda v: {**v, "params": {**v["params"], "Dense_9": {"bias": np.zeros(2)}}},
-     "params/Dense_9/bias: pretrained (2,), not in the model"),
-    (lambda v: {**v, "params": {**v["params"], "head": {"kernel": v["params"]["head"]["kernel"]}}},
-     "params/head/bias: model (3,), missing"),
-])
+    (
+      lambda v: {**v, "params": {**v["params"], "Dense_9": {"bias": np.zeros(2)}}},
+      "params/Dense_9/bias: pretrained (2,), not in the model",
+    ),
+    (
+      lambda v: {**v, "params": {**v["params"], "head": {"kernel": v["params"]["head"]["kernel"]}}},
+      "params/head/bias: model (3,), missing",
+    ),
+  ],
+)
 def test_merge_rejects_another_architecture(change, message):
   with pytest.raises(ValueError, match="do not fit the model") as e:
     finetune.merge(variables(0), change(variables(1)))
@@ -121,8 +133,11 @@ def test_load_errors(tmp_path):
 
 def test_corrupt_msgpack(tmp_path):
   good = flax.serialization.to_bytes(variables(1))
-  for name, data in (("truncated", good[:len(good) // 2]), ("noise", np.random.default_rng(0).bytes(300)),
-                     ("zip", b"PK\x03\x04" + good[4:])):
+  for name, data in (
+    ("truncated", good[: len(good) // 2]),
+    ("noise", np.random.default_rng(0).bytes(300)),
+    ("zip", b"PK\x03\x04" + good[4:]),
+  ):
     (tmp_path / name).write_bytes(data)
     with pytest.raises(ValueError, match="not a readable flax msgpack file"):
       finetune.load_pretrained(str(tmp_path / name))
@@ -130,9 +145,11 @@ def test_corrupt_msgpack(tmp_path):
 
 def test_freeze_backbone_moves_only_the_head():
   params = variables(0)["params"]
-  assert finetune.trainable_mask(params) == {"Dense_0": {"kernel": False, "bias": False},
-                                            "BatchNorm_0": {"scale": False, "bias": False},
-                                            "head": {"kernel": True, "bias": True}}
+  assert finetune.trainable_mask(params) == {
+    "Dense_0": {"kernel": False, "bias": False},
+    "BatchNorm_0": {"scale": False, "bias": False},
+    "head": {"kernel": True, "bias": True},
+  }
   tx = finetune.freeze_backbone(optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.5, momentum=0.9)))
   x, y = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32), np.arange(8) % 3
   bs = variables(0)["batch_stats"]
@@ -159,6 +176,7 @@ def test_trainable_mask_needs_a_head():
 def test_optimizer_states_do_not_depend_on_param_values(optimizer):
   # Why initialize() keeps the optimizer state of the random init after loading other parameters.
   from configs import default
+
   config = default.get_config()
   config.optimizer, config.l1_weight_decay, config.grad_clip_norm = optimizer, 1e-4, 1.0
   tx = finetune.freeze_backbone(optimizers.create(config, steps_per_epoch=10))
@@ -171,9 +189,16 @@ def test_initialize_broadcasts_to_every_replica(tmp_path, capsys):
   mesh = train_lib.make_mesh(jax.devices()[:2])
   inits = [variables(s, num_classes=5) for s in (10, 11)]  # each replica (seed) has its own init
   stack = lambda k: jax.tree.map(lambda *a: np.stack(a), *[v[k] for v in inits])
-  state = train_lib.replicate(mesh, train_lib.TrainState(
-      step=np.zeros(R, np.int32), params=stack("params"), batch_stats=stack("batch_stats"),
-      opt_state=jax.vmap(optax.sgd(0.1).init)(stack("params")), loss_state={}))
+  state = train_lib.replicate(
+    mesh,
+    train_lib.TrainState(
+      step=np.zeros(R, np.int32),
+      params=stack("params"),
+      batch_stats=stack("batch_stats"),
+      opt_state=jax.vmap(optax.sgd(0.1).init)(stack("params")),
+      loss_state={},
+    ),
+  )
   pre = variables(1, num_classes=3)
   config = types.SimpleNamespace(init_from=write_msgpack(tmp_path / "w.msgpack", pre))
   new = finetune.initialize(config, state, R)
@@ -194,11 +219,17 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
   checkpoint with the backbone frozen, and from a msgpack export with everything training."""
   from configs import digits
   from experiments import input_pipeline, train
+
   d = input_pipeline.load("digits")
   keep_train, keep_test = d.y_train < 5, d.y_test < 5
   npz = tmp_path / "digits04.npz"
-  np.savez(npz, x_train=d.x_train[keep_train], y_train=d.y_train[keep_train], x_test=d.x_test[keep_test],
-           y_test=d.y_test[keep_test])
+  np.savez(
+    npz,
+    x_train=d.x_train[keep_train],
+    y_train=d.y_train[keep_train],
+    x_test=d.x_test[keep_test],
+    y_test=d.y_test[keep_test],
+  )
 
   def config(**overrides):
     c = digits.get_config()
@@ -212,13 +243,14 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
   pretrained = finetune.load_pretrained(str(tmp_path / "pre"))
   assert pretrained["params"]["head"]["kernel"].shape[-1] == 5
 
-  frozen = train.train_and_evaluate(config(init_from=str(tmp_path / "pre"), freeze_backbone=True),
-                                    str(tmp_path / "frozen"))
+  frozen = train.train_and_evaluate(
+    config(init_from=str(tmp_path / "pre"), freeze_backbone=True), str(tmp_path / "frozen")
+  )
   assert frozen["status"] == "completed"
   tuned = finetune.load_pretrained(str(tmp_path / "frozen"))
   assert tuned["params"]["head"]["kernel"].shape[-1] == 10
   backbone = lambda v: {k: t for k, t in v["params"].items() if k != "head"}
-  assert_trees_equal(backbone(tuned), backbone(pretrained))          # frozen: not a bit moved
+  assert_trees_equal(backbone(tuned), backbone(pretrained))  # frozen: not a bit moved
   assert_trees_equal(tuned["batch_stats"], pretrained["batch_stats"])  # eval-mode BatchNorm
   # The head learnt all 10 classes on the pretrained features (chance: 0.1).
   assert frozen["test_accuracy_last"] > 0.5
@@ -228,13 +260,15 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
   full = train.train_and_evaluate(config(init_from=str(path), num_epochs=1), str(tmp_path / "full"))
   assert full["status"] == "completed"
   moved = finetune.load_pretrained(str(tmp_path / "full"))
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(backbone(moved)),
-                                                      jax.tree.leaves(backbone(pretrained))))
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(backbone(moved)), jax.tree.leaves(backbone(pretrained)))
+  )
 
 
 def test_freeze_backbone_needs_init_from_and_a_missing_file_is_named():
   from configs import digits
   from experiments import train
+
   c = digits.get_config()
   c.freeze_backbone = True
   with pytest.raises(ValueError, match="init_from"):

@@ -1,5 +1,6 @@
 """experiments/image_files.py on small real image files written to tmp_path: folder scans, list files,
 decoding (crop, resize, colour conversion), corrupt files and parallel loading."""
+
 import os
 
 import numpy as np
@@ -38,23 +39,32 @@ def _tree(root, layout):
 
 # -------------------------------------------------------------------------------- folder scan
 def test_scan_sorts_classes_and_files_and_ignores_hidden_and_non_images(tmp_path):
-  root = _tree(tmp_path, {
+  root = _tree(
+    tmp_path,
+    {
       "train/dog": ["b.png", "a.PNG", "c.jpeg", ".hidden.png", "notes.txt", ".DS_Store"],
       "train/cat": ["z.png", "sub/y.png"],
-      "train/.ipynb_checkpoints": ["x.png"],   # a hidden folder is not a class
+      "train/.ipynb_checkpoints": ["x.png"],  # a hidden folder is not a class
       "train/ant": ["1.Jpg"],
       "test/cat": ["t.png"],
       "test/ant": ["u.png"],
       "test/dog": ["v.png"],
-  })
+    },
+  )
   (tmp_path / "train" / "readme.txt").write_text("a stray file is not a class")
   splits = imf.scan_image_folder(root)
   assert set(splits) == {"train", "test"}
   train = splits["train"]
   assert train.class_names == ("ant", "cat", "dog")
   rel = [os.path.relpath(p, root) for p in train.paths]
-  assert rel == ["train/ant/1.Jpg", "train/cat/z.png", "train/cat/sub/y.png",   # torchvision's order
-                 "train/dog/a.PNG", "train/dog/b.png", "train/dog/c.jpeg"]
+  assert rel == [
+    "train/ant/1.Jpg",
+    "train/cat/z.png",
+    "train/cat/sub/y.png",  # torchvision's order
+    "train/dog/a.PNG",
+    "train/dog/b.png",
+    "train/dog/c.jpeg",
+  ]
   assert train.labels.dtype == np.int32 and train.labels.tolist() == [0, 1, 1, 2, 2, 2]
   assert all(os.path.isabs(p) for p in train.paths)
   assert train.source == os.path.join(root, "train") and len(train) == 6
@@ -63,24 +73,35 @@ def test_scan_sorts_classes_and_files_and_ignores_hidden_and_non_images(tmp_path
 
 
 def test_scan_val_is_optional_and_missing_test_classes_keep_train_ids(tmp_path, capsys):
-  root = _tree(tmp_path, {"train/a": ["1.png"], "train/b": ["1.png"], "train/c": ["1.png"],
-                          "test/c": ["1.png"], "val/b": ["1.png", "2.png"]})
+  root = _tree(
+    tmp_path,
+    {
+      "train/a": ["1.png"],
+      "train/b": ["1.png"],
+      "train/c": ["1.png"],
+      "test/c": ["1.png"],
+      "val/b": ["1.png", "2.png"],
+    },
+  )
   splits = imf.scan_image_folder(root)
   assert set(splits) == {"train", "test", "val"}
-  assert splits["test"].labels.tolist() == [2]   # c is train class 2, though test's only folder
+  assert splits["test"].labels.tolist() == [2]  # c is train class 2, though test's only folder
   assert splits["val"].labels.tolist() == [1, 1]
   assert splits["val"].class_names == ("a", "b", "c")
   out = capsys.readouterr().out
   assert "2 of 3 train classes have no test images" in out and "'a'" in out
 
 
-@pytest.mark.parametrize("layout, match", [
+@pytest.mark.parametrize(
+  "layout, match",
+  [
     ({"test/a": ["1.png"]}, r"no train/ folder.*contains 'test/'"),
     ({"train/a": ["1.png"]}, r"no test/ folder.*contains 'train/'"),
     ({"train/a": ["1.png"], "test": []}, r"test: no class folders.*it is empty"),
     ({"train/a": ["1.png"], "test/a": ["x.txt", "y.heic"]}, r"test/a: class folder has no images.*'x.txt'"),
     ({"train/a": [".h.png"], "test/a": ["1.png"]}, r"train/a: class folder has no images"),
-])
+  ],
+)
 def test_scan_layout_errors_say_what_is_there(tmp_path, layout, match):
   root = _tree(tmp_path, layout)
   with pytest.raises(imf.ImageFileError, match=match):
@@ -97,16 +118,22 @@ def test_scan_root_missing_or_a_file(tmp_path):
 
 @pytest.mark.parametrize("split", ["test", "val"])
 def test_scan_rejects_classes_that_train_lacks(tmp_path, split):
-  root = _tree(tmp_path, {"train/a": ["1.png"], "test/a": ["1.png"], f"{split}/a": ["2.png"],
-                          f"{split}/zebra": ["1.png"]})
+  root = _tree(
+    tmp_path, {"train/a": ["1.png"], "test/a": ["1.png"], f"{split}/a": ["2.png"], f"{split}/zebra": ["1.png"]}
+  )
   with pytest.raises(imf.ImageFileError, match=rf"{split} has class folder\(s\) 'zebra' that train"):
     imf.scan_image_folder(root)
 
 
 def test_check_class_names_with_unknown_names_checks_the_label_range():
   def fl(labels, k):
-    return imf.FileList(paths=np.array([f"/x/{i}" for i in range(len(labels))], dtype=object),
-                        labels=np.array(labels, np.int32), class_names=("",) * k, source="list.txt")
+    return imf.FileList(
+      paths=np.array([f"/x/{i}" for i in range(len(labels))], dtype=object),
+      labels=np.array(labels, np.int32),
+      class_names=("",) * k,
+      source="list.txt",
+    )
+
   imf.check_class_names(fl([0, 2], 3), fl([2], 5), "val")
   with pytest.raises(imf.ImageFileError, match=r"val label 3 .*valid range is \[0, 2\]"):
     imf.check_class_names(fl([0, 2], 3), fl([1, 3], 5), "val")
@@ -123,11 +150,7 @@ def test_read_list_file_parses_spaces_comments_absolute_paths(tmp_path):
   a = _write(tmp_path / "images" / "0" / "a.jpg", fmt="JPEG")
   b = _write(tmp_path / "images" / "my dir" / "b c.png")
   absolute = _write(tmp_path / "elsewhere" / "d.png")
-  text = ("# path label\n\n"
-          "images/0/a.jpg 3\r\n"
-          "  images/my dir/b c.png\t0  \n"
-          "   # indented comment\n"
-          f"{absolute} 1\n")
+  text = f"# path label\n\nimages/0/a.jpg 3\r\n  images/my dir/b c.png\t0  \n   # indented comment\n{absolute} 1\n"
   files = imf.read_list_file(_list(tmp_path, text), str(tmp_path))
   assert files.paths.tolist() == [a, b, absolute]
   assert files.labels.dtype == np.int32 and files.labels.tolist() == [3, 0, 1]
@@ -137,20 +160,25 @@ def test_read_list_file_parses_spaces_comments_absolute_paths(tmp_path):
 
 
 def test_read_list_file_check_exists_false_does_not_stat(tmp_path):
-  files = imf.read_list_file(_list(tmp_path, "x/1.jpg 0\nx/2.jpg 1\n"), str(tmp_path / "r"),
-                             check_exists=False)
+  files = imf.read_list_file(_list(tmp_path, "x/1.jpg 0\nx/2.jpg 1\n"), str(tmp_path / "r"), check_exists=False)
   assert files.paths.tolist() == [str(tmp_path / "r" / "x" / "1.jpg"), str(tmp_path / "r" / "x" / "2.jpg")]
 
 
-@pytest.mark.parametrize("text, match", [
+@pytest.mark.parametrize(
+  "text, match",
+  [
     ("a.png 0\nonlyonefield\n", r"list.txt:2: expected `path label`.*'onlyonefield'"),
     ("# c\na.png cat\n", r"list.txt:2: label 'cat' is not an integer"),
     ("a.png 1.0\n", r"list.txt:1: label '1.0' is not an integer"),
     ("a.png 0\n\na.png -1\n", r"list.txt:3: label -1 is negative"),
-    ("a.png 0\na.png 10\n", r"list.txt:2: label 10 is out of range for num_classes=10; "
-                            r"valid range is \[0, 9\]"),
+    (
+      "a.png 0\na.png 10\n",
+      r"list.txt:2: label 10 is out of range for num_classes=10; "
+      r"valid range is \[0, 9\]",
+    ),
     ("# only a comment\n\n", r"list.txt: list file has no entries"),
-])
+  ],
+)
 def test_read_list_file_errors_name_file_and_line(tmp_path, text, match):
   _write(tmp_path / "a.png")
   with pytest.raises(imf.ImageFileError, match=match):
@@ -162,8 +190,9 @@ def test_read_list_file_missing_list_and_missing_images(tmp_path):
     imf.read_list_file(str(tmp_path / "nope.txt"), str(tmp_path))
   _write(tmp_path / "ok.png")
   lines = ["ok.png 0"] + [f"gone{i}.png 1" for i in range(7)]
-  with pytest.raises(imf.ImageFileError,
-                     match=r"7 of 8 listed images do not exist.*line 2: .*gone0.png.*line 6: .*gone4.png$"):
+  with pytest.raises(
+    imf.ImageFileError, match=r"7 of 8 listed images do not exist.*line 2: .*gone0.png.*line 6: .*gone4.png$"
+  ):
     imf.read_list_file(_list(tmp_path, "\n".join(lines)), str(tmp_path))
   with pytest.raises(imf.ImageFileError, match=r"root .*nowhere does not exist"):
     imf.read_list_file(_list(tmp_path, "ok.png 0\n"), str(tmp_path / "nowhere"))
@@ -198,7 +227,7 @@ def test_decode_crops_the_centre_square_then_resizes(tmp_path, transpose):
   if transpose:
     bands = bands.transpose(1, 0, 2).copy()
   path = _write(tmp_path / "bands.png", bands)
-  assert (imf.decode(path, 10) == [0, 255, 0]).all()   # crop only: exact
+  assert (imf.decode(path, 10) == [0, 255, 0]).all()  # crop only: exact
   small = imf.decode(path, 5).astype(int)
   # Bicubic samples a little across the crop edge (Pillow's box resize), so allow slight bleed there.
   assert (small[..., 1] >= 230).all() and (small[..., [0, 2]] <= 25).all()
@@ -212,7 +241,7 @@ def test_decode_converts_grey_and_rgba(tmp_path):
   rgba = _write(tmp_path / "rgba.png", _solid([10, 20, 30, 0], (12, 10, 4)))
   assert (imf.decode(rgba, 4) == [10, 20, 30]).all()
   rgb = _write(tmp_path / "rgb.png", _solid([0, 255, 0]))
-  assert (imf.decode(rgb, 4, channels=1) == 150).all()   # ITU-R 601 luma of pure green: 149.7
+  assert (imf.decode(rgb, 4, channels=1) == 150).all()  # ITU-R 601 luma of pure green: 149.7
 
 
 def _corrupt_files(tmp_path):
@@ -224,13 +253,19 @@ def _corrupt_files(tmp_path):
     full = _write(tmp_path / f"full.{ext}", RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8), fmt)
     data = open(full, "rb").read()
     paths[f"cut_{ext}"] = tmp_path / f"cut.{ext}"
-    paths[f"cut_{ext}"].write_bytes(data[:len(data) // 2])
+    paths[f"cut_{ext}"].write_bytes(data[: len(data) // 2])
   return {k: str(v) for k, v in paths.items()}
 
 
-@pytest.mark.parametrize("kind, reason", [
-    ("zero", "zero-byte file"), ("text", "cannot identify image"),
-    ("cut_png", "(?i)truncated"), ("cut_jpg", "(?i)truncated")])
+@pytest.mark.parametrize(
+  "kind, reason",
+  [
+    ("zero", "zero-byte file"),
+    ("text", "cannot identify image"),
+    ("cut_png", "(?i)truncated"),
+    ("cut_jpg", "(?i)truncated"),
+  ],
+)
 def test_decode_corrupt_files_raise_naming_path_and_reason(tmp_path, kind, reason):
   path = _corrupt_files(tmp_path)[kind]
   with pytest.raises(imf.CorruptImageError, match=reason) as e:
@@ -253,8 +288,9 @@ def test_decode_refuses_load_truncated_images(tmp_path, monkeypatch):
 
 # -------------------------------------------------------------------------------- load_images
 def _files(paths):
-  return imf.FileList(paths=np.array(paths, dtype=object), labels=np.zeros(len(paths), np.int32),
-                      class_names=("",), source="test-list")
+  return imf.FileList(
+    paths=np.array(paths, dtype=object), labels=np.zeros(len(paths), np.int32), class_names=("",), source="test-list"
+  )
 
 
 def _solids(tmp_path, n):
@@ -263,7 +299,7 @@ def _solids(tmp_path, n):
 
 
 def test_load_images_keeps_order_and_threads_agree(tmp_path, monkeypatch):
-  monkeypatch.setattr(imf, "_CHUNK", 3)   # several chunks per thread on a small list
+  monkeypatch.setattr(imf, "_CHUNK", 3)  # several chunks per thread on a small list
   paths = _solids(tmp_path, 10) + [_write(tmp_path / "rand.png"), _write(tmp_path / "g.png", _solid(5, (7, 9)))]
   files = _files(paths)
   one, kept, skipped = imf.load_images(files, 6, num_threads=1)
@@ -298,7 +334,7 @@ def test_load_images_skips_corrupt_files_when_asked(tmp_path, monkeypatch, capsy
   assert kept.tolist() == [0, 2, 3, 6, 7, 8]
   assert skipped == [bad["zero"], bad["cut_jpg"], bad["text"]]
   assert images.shape == (6, 4, 4, 3)
-  assert images[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 40, 50]   # rows follow kept, compacted
+  assert images[:, 0, 0, 0].tolist() == [0, 10, 20, 30, 40, 50]  # rows follow kept, compacted
   assert "skipped 3 of 9 corrupt images: 'zero.jpg', 'cut.jpg', 'text.jpg'" in capsys.readouterr().out
 
 

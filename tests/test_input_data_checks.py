@@ -2,6 +2,7 @@
 
 Non-finite pixels, constant channels (std 0) and label sets whose class count cannot be inferred safely.
 """
+
 import warnings
 
 import jax
@@ -21,10 +22,12 @@ def _save(tmp_path, name="data.npz", **arrays):
 def _arrays(n_train=20, n_test=10, shape=(6, 6, 3), classes=5, dtype=np.uint8):
   """Random images; labels cycle through 0..classes-1, so every class trains."""
   rng = np.random.default_rng(0)
-  return dict(x_train=rng.integers(0, 256, (n_train, *shape)).astype(dtype),
-              y_train=np.arange(n_train) % classes,
-              x_test=rng.integers(0, 256, (n_test, *shape)).astype(dtype),
-              y_test=np.arange(n_test) % classes)
+  return dict(
+    x_train=rng.integers(0, 256, (n_train, *shape)).astype(dtype),
+    y_train=np.arange(n_train) % classes,
+    x_test=rng.integers(0, 256, (n_test, *shape)).astype(dtype),
+    y_test=np.arange(n_test) % classes,
+  )
 
 
 # -------------------------------------------------------------------------------- non-finite pixels
@@ -89,8 +92,7 @@ def test_constant_channel_normalize_is_finite(tmp_path):
   assert np.abs(np.asarray(test)).max() <= 255  # at most 255 grey levels from the mean, over one
   # Augmented batches too: the crop's zero padding differs from the constant value.
   augmented = ip.augment(jax.random.key(0), jnp.asarray(ds.x_train), crop_pad=2, flip=True)
-  assert np.isfinite(np.asarray(ip.normalize(augmented, ds.mean, ds.std, dtype=jnp.bfloat16),
-                                np.float32)).all()
+  assert np.isfinite(np.asarray(ip.normalize(augmented, ds.mean, ds.std, dtype=jnp.bfloat16), np.float32)).all()
 
 
 def test_blank_grayscale_dataset(tmp_path, capsys):
@@ -124,8 +126,9 @@ def test_inferred_classes_printed_once(tmp_path, capsys):
   ds = ip.load("npz", data_path=_save(tmp_path, **_arrays(classes=10)))
   assert ds.num_classes == 10
   out = capsys.readouterr().out
-  assert out.count("npz: 10 classes inferred from y_train/y_test (labels 0..9; rarest in y_train: "
-                   "class 0, 2 examples)") == 1
+  assert (
+    out.count("npz: 10 classes inferred from y_train/y_test (labels 0..9; rarest in y_train: class 0, 2 examples)") == 1
+  )
 
 
 def test_inferred_classes_silent_off_process_zero(tmp_path, capsys, monkeypatch):
@@ -140,8 +143,10 @@ def test_stray_training_label_shows_in_the_printed_line(tmp_path, capsys):
   arrays["y_train"][20] = 10  # (was class 0, which keeps two examples)
   ds = ip.load("npz", data_path=_save(tmp_path, **arrays))
   assert ds.num_classes == 11
-  assert "npz: 11 classes inferred from y_train/y_test (labels 0..10; rarest in y_train: class 10, " \
-         "1 example)" in capsys.readouterr().out
+  assert (
+    "npz: 11 classes inferred from y_train/y_test (labels 0..10; rarest in y_train: class 10, "
+    "1 example)" in capsys.readouterr().out
+  )
 
 
 def test_gap_in_training_labels_is_an_error(tmp_path):
@@ -149,9 +154,12 @@ def test_gap_in_training_labels_is_an_error(tmp_path):
   arrays["y_train"][arrays["y_train"] == 2] = 1
   arrays["y_test"][arrays["y_test"] == 2] = 0
   path = _save(tmp_path, **arrays)
-  with pytest.raises(ValueError, match=r"cannot infer the number of classes: y_train has no example of "
-                     r"classes \[2\] \(labels span 0..4\)\. .*set num_classes in the config to "
-                     "allow it") as info:
+  with pytest.raises(
+    ValueError,
+    match=r"cannot infer the number of classes: y_train has no example of "
+    r"classes \[2\] \(labels span 0..4\)\. .*set num_classes in the config to "
+    "allow it",
+  ) as info:
     ip.load("npz", data_path=path)
   assert path in str(info.value) and "y_test" not in str(info.value)
 
@@ -160,8 +168,11 @@ def test_test_class_unseen_in_training_is_an_error(tmp_path, capsys):
   arrays = _arrays(classes=10)
   arrays["y_test"][4] = 10  # a stray label in the test set
   path = _save(tmp_path, **arrays)
-  with pytest.raises(ValueError, match=r"y_test has classes \[10\] that never occur in y_train\. .*"
-                     "set num_classes in the config to allow it") as info:
+  with pytest.raises(
+    ValueError,
+    match=r"y_test has classes \[10\] that never occur in y_train\. .*"
+    "set num_classes in the config to allow it",
+  ) as info:
     ip.load("npz", data_path=path)
   assert path in str(info.value)
   assert "inferred" not in capsys.readouterr().out
@@ -172,8 +183,11 @@ def test_gap_and_unseen_reported_together(tmp_path):
   arrays = _arrays(classes=4)
   arrays["y_train"][arrays["y_train"] == 1] = 0
   arrays["y_test"][:2] = [6, 1]
-  with pytest.raises(ValueError, match=r"y_train has no example of classes \[4, 5\] \(labels span 0..6\); "
-                     r"y_test has classes \[1, 6\] that never occur in y_train\."):
+  with pytest.raises(
+    ValueError,
+    match=r"y_train has no example of classes \[4, 5\] \(labels span 0..6\); "
+    r"y_test has classes \[1, 6\] that never occur in y_train\.",
+  ):
     ip.load("npz", data_path=_save(tmp_path, **arrays))
 
 
@@ -197,7 +211,7 @@ def test_single_class_is_an_error(tmp_path):
 def test_given_num_classes_allows_gaps_and_unseen_test_classes(tmp_path, capsys):
   arrays = _arrays(classes=5)
   arrays["y_train"][arrays["y_train"] == 2] = 1  # gap
-  arrays["y_test"][0] = 7                        # unseen in training
+  arrays["y_test"][0] = 7  # unseen in training
   ds = ip.load("npz", data_path=_save(tmp_path, **arrays), num_classes=12)
   assert ds.num_classes == 12
   assert "inferred" not in capsys.readouterr().out
@@ -209,8 +223,11 @@ def test_given_num_classes_rejects_larger_labels(tmp_path, key, index, value):
   arrays[key][index] = value
   arrays[key][index + 1] = value  # a later one: the first index is reported, the count covers both
   path = _save(tmp_path, **arrays)
-  with pytest.raises(ValueError, match=rf"{key}\[{index}\] = {value} is out of range for num_classes=10; "
-                     rf"valid range is \[0, 9\] \(labels of {key} outside it: 2\)") as info:
+  with pytest.raises(
+    ValueError,
+    match=rf"{key}\[{index}\] = {value} is out of range for num_classes=10; "
+    rf"valid range is \[0, 9\] \(labels of {key} outside it: 2\)",
+  ) as info:
     ip.load("npz", data_path=path, num_classes=10)
   assert path in str(info.value)
 
@@ -224,7 +241,9 @@ def test_given_num_classes_checked_before_the_hold_out(tmp_path):
 
 
 # -------------------------------------------------------------------------------- validate num_classes
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(name="digits", num_classes=1), r"num_classes=1 is out of range; valid range is >= 2"),
     (dict(name="digits", num_classes=0), r"num_classes=0 is out of range; valid range is >= 2"),
     (dict(name="digits", num_classes=-3), r"num_classes=-3 is out of range"),
@@ -233,7 +252,8 @@ def test_given_num_classes_checked_before_the_hold_out(tmp_path):
     (dict(name="digits", num_classes=5), r"num_classes=5 does not match 'digits', which has 10 classes"),
     (dict(name="cifar10", num_classes=100), "num_classes=100 does not match 'cifar10', which has 10 classes"),
     (dict(name="cifar100_n", num_classes=10), "num_classes=10 does not match 'cifar100_n', which has 100"),
-])
+  ],
+)
 def test_validate_num_classes(kwargs, match):
   with pytest.raises(ValueError, match=match):
     ip.validate(**kwargs)

@@ -1,4 +1,5 @@
 """Tests for experiments/input_pipeline.py. Offline: TFDS datasets are mocked or built locally."""
+
 import functools
 import io
 
@@ -41,9 +42,12 @@ def test_mean_std_match_numpy():
 def _arrays(n_train=12, n_test=6, shape=(5, 5), dtype=np.uint8):
   # Every class 0..4 occurs in y_train: inferring the class count requires it (test_input_data_checks.py).
   rng = np.random.default_rng(0)
-  return dict(x_train=rng.integers(0, 256, (n_train, *shape)).astype(dtype),
-              y_train=np.arange(n_train) % 5, x_test=rng.integers(0, 256, (n_test, *shape)).astype(dtype),
-              y_test=np.arange(n_test) % 5)
+  return dict(
+    x_train=rng.integers(0, 256, (n_train, *shape)).astype(dtype),
+    y_train=np.arange(n_train) % 5,
+    x_test=rng.integers(0, 256, (n_test, *shape)).astype(dtype),
+    y_test=np.arange(n_test) % 5,
+  )
 
 
 def _save(tmp_path, **arrays):
@@ -78,7 +82,9 @@ def _bad(tmp_path, **changes):
   return _save(tmp_path, **arrays)
 
 
-@pytest.mark.parametrize("make, match", [
+@pytest.mark.parametrize(
+  "make, match",
+  [
     (lambda p: str(p / "absent.npz"), "absent.npz.*no such file"),
     (lambda p: _bad(p, y_test=None), r"missing arrays \['y_test'\]"),
     (lambda p: _bad(p, y_train=-np.ones(12, np.int64)), "y_train has negative labels"),
@@ -87,7 +93,8 @@ def _bad(tmp_path, **changes):
     (lambda p: _bad(p, x_train=np.zeros((12, 5), np.uint8)), r"x_train has shape \(12, 5\)"),
     (lambda p: _bad(p, x_test=np.zeros((6, 4, 4), np.uint8)), "x_train images are .* but x_test"),
     (lambda p: _bad(p, x_train=np.full((12, 5, 5), 300.0)), r"x_train values span \[300.0, 300.0\]"),
-])
+  ],
+)
 def test_npz_errors(tmp_path, make, match):
   path = make(tmp_path)
   with pytest.raises(ValueError, match=match) as info:
@@ -107,7 +114,9 @@ def test_npz_garbage_and_npy(tmp_path):
 
 
 # -------------------------------------------------------------------------------- validate
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(name="imagenet"), "dataset='imagenet' is unknown; valid choices: .*'digits'"),
     (dict(name="npz"), "needs data_path"),
     (dict(name="cifar10_n", real_label_key="noise_label"), r"valid choices: \['aggre_label', 'worse_label'"),
@@ -117,7 +126,8 @@ def test_npz_garbage_and_npy(tmp_path):
     (dict(name="controlled_noisy_web_labels", train_split="train_99"), "valid choices: .*'train_80'"),
     (dict(name="mnist", image_size=32), "has a fixed image size"),
     (dict(name="digits", val_size=-1), "val_size=-1 is out of range"),
-])
+  ],
+)
 def test_validate_errors(kwargs, match):
   with pytest.raises(ValueError, match=match):
     ip.validate(**kwargs)
@@ -152,9 +162,15 @@ def mock_tfds(tfds_mock):
     yield
 
 
-@pytest.mark.parametrize("name, shape, flip, pad", [
-    ("mnist", (28, 28, 1), False, 2), ("fashion_mnist", (28, 28, 1), True, 2),
-    ("cifar10", (32, 32, 3), True, 4), ("svhn_cropped", (32, 32, 3), False, 4)])
+@pytest.mark.parametrize(
+  "name, shape, flip, pad",
+  [
+    ("mnist", (28, 28, 1), False, 2),
+    ("fashion_mnist", (28, 28, 1), True, 2),
+    ("cifar10", (32, 32, 3), True, 4),
+    ("svhn_cropped", (32, 32, 3), False, 4),
+  ],
+)
 def test_tfds_mocked(mock_tfds, name, shape, flip, pad):
   ds = ip.load(name)
   assert ds.x_train.shape == (24, *shape) and ds.x_test.shape == (24, *shape)
@@ -167,9 +183,15 @@ def test_tfds_mocked(mock_tfds, name, shape, flip, pad):
   np.testing.assert_array_equal(ds.x_train[5], train[5]["image"])
 
 
-@pytest.mark.parametrize("name, key, num_classes", [
-    ("cifar10_n", None, 10), ("cifar10_n", "worse_label", 10), ("cifar10_n", "random_label3", 10),
-    ("cifar100_n", None, 100)])
+@pytest.mark.parametrize(
+  "name, key, num_classes",
+  [
+    ("cifar10_n", None, 10),
+    ("cifar10_n", "worse_label", 10),
+    ("cifar10_n", "random_label3", 10),
+    ("cifar100_n", None, 100),
+  ],
+)
 def test_cifar_n_mocked(mock_tfds, name, key, num_classes):
   ds = ip.load(name, real_label_key=key, val_size=4)
   key = key or {"cifar10_n": "aggre_label", "cifar100_n": "noise_label"}[name]
@@ -213,12 +235,20 @@ def _png(array):
 
 class InputPipelineTestTiny(tfds.core.GeneratorBasedBuilder):
   """A real ArrayRecord dataset built offline. Images are passed PNG-encoded: encoding arrays needs TF."""
+
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": tfds.features.Image(shape=(4, 4, 3)), "label": tfds.features.ClassLabel(num_classes=3),
-        "noisy": tfds.features.ClassLabel(num_classes=3)}))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Image(shape=(4, 4, 3)),
+          "label": tfds.features.ClassLabel(num_classes=3),
+          "noisy": tfds.features.ClassLabel(num_classes=3),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     return {"train": self._generate_examples(30)}
@@ -231,20 +261,26 @@ class InputPipelineTestTiny(tfds.core.GeneratorBasedBuilder):
 def test_tfds_reads_array_record(tmp_path):
   builder = InputPipelineTestTiny(data_dir=str(tmp_path), file_format="array_record")
   builder.download_and_prepare()
-  (x, y, noisy), num_classes = ip._load_tfds(builder.name, "train", str(tmp_path), image_size=None,
-                                             noisy_key="noisy")
+  (x, y, noisy), num_classes = ip._load_tfds(builder.name, "train", str(tmp_path), image_size=None, noisy_key="noisy")
   ids = x[:, 0, 0, 0].astype(np.int32)
   assert x.shape == (30, 4, 4, 3) and num_classes == 3 and sorted(ids) == list(range(30))
   np.testing.assert_array_equal(y, ids % 3)
   np.testing.assert_array_equal(noisy, (ids + 1) % 3)
 
 
-@pytest.mark.parametrize("name, kwargs, command", [
+@pytest.mark.parametrize(
+  "name, kwargs, command",
+  [
     ("mnist", {}, "tfds build mnist --file_format=array_record --data_dir="),
     ("cifar10_n", {}, "tfds build cifar10_n --file_format=array_record --data_dir="),
-    ("controlled_noisy_web_labels", {},
-     "tfds build controlled_noisy_web_labels/mini_imagenet_red --file_format=array_record"),
-    ("imagewang", dict(tfds_config="320px"), "tfds build imagewang/320px --file_format=array_record")])
+    (
+      "controlled_noisy_web_labels",
+      {},
+      "tfds build controlled_noisy_web_labels/mini_imagenet_red --file_format=array_record",
+    ),
+    ("imagewang", dict(tfds_config="320px"), "tfds build imagewang/320px --file_format=array_record"),
+  ],
+)
 def test_not_prepared(tmp_path, name, kwargs, command):
   with pytest.raises(ip.DatasetNotPreparedError) as info:
     ip.load(name, data_dir=str(tmp_path), **kwargs)
@@ -282,7 +318,7 @@ def test_crop_is_a_window_of_the_padded_image_per_example():
   image = _batch(n=1, size=6)[0]
   out = np.asarray(ip.random_crop(jax.random.key(1), jnp.stack([image] * 16), pad=2))
   padded = np.pad(np.asarray(image), ((2, 2), (2, 2), (0, 0)))
-  windows = {(dy, dx): padded[dy:dy + 6, dx:dx + 6] for dy in range(5) for dx in range(5)}
+  windows = {(dy, dx): padded[dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)}
   offsets = [next(o for o, w in windows.items() if np.array_equal(w, crop)) for crop in out]
   assert len(set(offsets)) > 4  # identical inputs, independent offsets
 
@@ -297,6 +333,7 @@ def test_normalize():
   images = _batch()
   mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 0.2)
   expected = (np.asarray(images) / 255 - np.array(mean)) / np.array(std)
-  np.testing.assert_allclose(jax.jit(ip.normalize, static_argnums=(1, 2))(images, mean, std), expected,
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    jax.jit(ip.normalize, static_argnums=(1, 2))(images, mean, std), expected, rtol=1e-5, atol=1e-5
+  )
   assert ip.normalize(images, mean, std, dtype=jnp.bfloat16).dtype == jnp.bfloat16

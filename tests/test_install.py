@@ -1,13 +1,25 @@
 """The library installs on its own: `pip install .` in a clean virtual environment brings only JAX-side
 requirements and puts no generic top-level package (experiments, configs, benchmarks) in site-packages."""
+
 import os
 import shutil
 import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENT_STACK = ("flax", "tensorflow-datasets", "orbax-checkpoint", "ml-collections", "scikit-learn",
-                    "matplotlib", "tensorboardx", "tqdm", "pillow", "array-record", "chex")
+EXPERIMENT_STACK = (
+  "flax",
+  "tensorflow-datasets",
+  "orbax-checkpoint",
+  "ml-collections",
+  "scikit-learn",
+  "matplotlib",
+  "tensorboardx",
+  "tqdm",
+  "pillow",
+  "array-record",
+  "chex",
+)
 
 SCRIPT = """
 import jax, jax.numpy as jnp, numpy as np
@@ -26,23 +38,32 @@ def test_library_installs_alone_in_a_clean_venv(tmp_path):
   src.mkdir()
   for name in ("setup.py", "README.md"):
     shutil.copy(os.path.join(REPO, name), src / name)
-  shutil.copytree(os.path.join(REPO, "robust_losses"), src / "robust_losses",
-                  ignore=shutil.ignore_patterns("__pycache__"))
+  shutil.copytree(
+    os.path.join(REPO, "robust_losses"), src / "robust_losses", ignore=shutil.ignore_patterns("__pycache__")
+  )
   venv = tmp_path / "venv"
   subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
   py = str(venv / "bin" / "python")
   out = subprocess.run([py, "-m", "pip", "install", "-q", str(src)], capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
-  installed = subprocess.run([py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True,
-                             check=True).stdout.lower()
+  installed = subprocess.run(
+    [py, "-m", "pip", "list", "--format=freeze"], capture_output=True, text=True, check=True
+  ).stdout.lower()
   names = {line.split("==")[0].replace("_", "-") for line in installed.split()}
   assert {"jax", "jaxlib", "optax", "numpy", "robust-losses"} <= names
   assert not names & set(EXPERIMENT_STACK), sorted(names & set(EXPERIMENT_STACK))
-  site = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                        capture_output=True, text=True, check=True).stdout.strip()
+  site = subprocess.run(
+    [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+  ).stdout.strip()
   top_level = set(os.listdir(site))
   assert "robust_losses" in top_level
   assert not top_level & {"experiments", "configs", "benchmarks", "tests"}, top_level
-  run = subprocess.run([py, "-c", SCRIPT], capture_output=True, text=True, cwd=tmp_path,
-                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, timeout=300)
+  run = subprocess.run(
+    [py, "-c", SCRIPT],
+    capture_output=True,
+    text=True,
+    cwd=tmp_path,
+    env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    timeout=300,
+  )
   assert run.returncode == 0 and run.stdout.startswith("ok"), run.stdout + run.stderr

@@ -1,5 +1,6 @@
 """Integer class ids and one-hot labels give the same losses and gradients, for every registered loss; the
 label rule is shape-based; forward correction builds no [B, K, K] array."""
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -48,20 +49,27 @@ def test_label_forms_are_told_apart_by_shape():
   logits = jnp.zeros((2, K))
   with pytest.raises(ValueError, match=r"class ids and must have an integer dtype; got float32"):
     rl.softmax_cross_entropy(logits, jnp.array([0.0, 1.0]))
-  with pytest.raises(ValueError, match=r"integer class ids of shape logits.shape\[:-1\] = \(2,\) or one-hot/soft "
-                                       r"labels of shape logits.shape = \(2, 5\); got \(3,\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"integer class ids of shape logits.shape\[:-1\] = \(2,\) or one-hot/soft "
+    r"labels of shape logits.shape = \(2, 5\); got \(3,\)",
+  ):
     rl.softmax_cross_entropy(logits, jnp.array([0, 1, 2]))
   # Integer one-hot arrays with the shape of logits are one-hot labels.
-  np.testing.assert_allclose(rl.softmax_cross_entropy(logits, jnp.eye(K, dtype=jnp.int32)[:2]),
-                             rl.softmax_cross_entropy(logits, jnp.array([0, 1])))
+  np.testing.assert_allclose(
+    rl.softmax_cross_entropy(logits, jnp.eye(K, dtype=jnp.int32)[:2]),
+    rl.softmax_cross_entropy(logits, jnp.array([0, 1])),
+  )
 
 
 def test_integer_labels_are_optax_integer_cross_entropy_for_tce_at_alpha_zero():
   import optax
+
   logits = 4.0 * jax.random.normal(jax.random.key(2), (64, 10))
   ids = jax.random.randint(jax.random.key(3), (64,), 0, 10)
-  np.testing.assert_array_equal(rl.tamed_cross_entropy(logits, ids, alpha=0.0),
-                                optax.losses.softmax_cross_entropy_with_integer_labels(logits, ids))
+  np.testing.assert_array_equal(
+    rl.tamed_cross_entropy(logits, ids, alpha=0.0), optax.losses.softmax_cross_entropy_with_integer_labels(logits, ids)
+  )
 
 
 def _largest_intermediate(fn, *args):
@@ -73,6 +81,7 @@ def _largest_intermediate(fn, *args):
       sizes.extend(int(np.prod(v.aval.shape)) for v in eqn.outvars if hasattr(v.aval, "shape"))
       for sub in jax.extend.core.jaxprs_in_params(eqn.params):
         walk(sub)
+
   walk(jaxpr.jaxpr)
   return max(sizes)
 

@@ -1,5 +1,6 @@
 """The ANL/JAL L1 parameter penalty as an optax transformation: its update is the gradient of
 weight * sum|theta| added to the loss gradient, before gradient clipping."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np

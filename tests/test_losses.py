@@ -1,5 +1,6 @@
 """Properties every registered loss must have: jit == eager, leading batch dims, `where` masking, finite
 values and gradients at extreme logits and for bfloat16 logits, and registry == direct call."""
+
 import functools
 
 import chex
@@ -20,59 +21,58 @@ T4 = (1 - ETA) * np.eye(K) + ETA / (K - 1) * (1 - np.eye(K))
 # second configuration to cover other code paths (another APL pair, per-element clipping). Defaults are
 # covered in test_losses_values.py.
 CASES = [
-    ("softmax_cross_entropy", "softmax_cross_entropy", {}),
-    ("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy", {}),
-    ("mean_absolute_error", "mean_absolute_error", {}),
-    ("mean_squared_error", "mean_squared_error", {}),
-    ("focal_loss", "focal_loss", {}),
-    ("bootstrapped_cross_entropy", "bootstrapped_cross_entropy", {"beta": 0.8, "mode": "hard"}),
-    ("tamed_cross_entropy", "tamed_cross_entropy", {}),
-    ("generalized_cross_entropy", "generalized_cross_entropy", {}),
-    ("truncated_generalized_cross_entropy", "truncated_generalized_cross_entropy", {"k": 0.3}),
-    ("reverse_cross_entropy", "reverse_cross_entropy", {}),
-    ("symmetric_cross_entropy", "symmetric_cross_entropy", {"alpha": 6.0, "beta": 0.1}),
-    ("normalized_cross_entropy", "normalized_cross_entropy", {}),
-    ("normalized_focal_loss", "normalized_focal_loss", {}),
-    ("normalized_generalized_cross_entropy", "normalized_generalized_cross_entropy", {}),
-    ("active_passive_loss", "active_passive_loss", {}),
-    ("apl_nfl_mae", "active_passive_loss", {"active": "nfl", "passive": "nmae", "alpha": 10.0, "beta": 0.1}),
-    ("forward_corrected_cross_entropy", "forward_corrected_cross_entropy", {"transition_matrix": T4}),
-    ("backward_corrected_cross_entropy", "backward_corrected_cross_entropy", {"transition_matrix": T4}),
-    ("bi_tempered_logistic_loss", "bi_tempered_logistic_loss", {"t1": 0.8, "t2": 1.2}),
-    ("binary_cross_entropy_dynamic_clipping", "binary_cross_entropy_dynamic_clipping", {}),
-    ("bce_clip_per_element", "binary_cross_entropy_dynamic_clipping",
-     {"per_element": True, "statistic": "median"}),
-    ("clipped_cross_entropy", "clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.7}),
-    ("clipped_focal_loss", "clipped_focal_loss", {"statistic": "mean_std"}),
-    ("oracle_small_loss_selection", "oracle_small_loss_selection", {"noise_rate": 0.3}),
-    ("clip_gmm", "binary_cross_entropy_dynamic_clipping", {"statistic": "gmm", "num_std": 1.0}),
-    ("clip_mad", "clipped_cross_entropy", {"statistic": "mad", "num_std": 2.0}),
-    ("clip_otsu", "clipped_cross_entropy", {"statistic": "otsu"}),
-    ("normalized_negative_cross_entropy", "normalized_negative_cross_entropy", {}),
-    ("normalized_negative_focal_loss", "normalized_negative_focal_loss", {}),
-    ("active_negative_loss", "active_negative_loss", {}),
-    ("anl_fl_detached", "active_negative_loss", {"active": "nfl", "detach_modulator": True}),
-    ("asymmetric_generalized_cross_entropy", "asymmetric_generalized_cross_entropy", {}),
-    ("asymmetric_unhinged_loss", "asymmetric_unhinged_loss", {}),
-    ("asymmetric_exponential_loss", "asymmetric_exponential_loss", {}),
-    ("nce_asymmetric_loss", "nce_asymmetric_loss", {}),
-    ("nce_aul", "nce_asymmetric_loss", {"passive": "aul", "a": 6.3}),
-    ("nce_ael", "nce_asymmetric_loss", {"passive": "ael", "a": 5.0}),
-    ("asymmetric_mean_squared_error", "asymmetric_mean_squared_error", {}),
-    ("joint_asymmetric_loss", "joint_asymmetric_loss", {}),
-    ("jal_fl", "joint_asymmetric_loss", {"active": "nfl"}),
-    ("epsilon_softmax_cross_entropy", "epsilon_softmax_cross_entropy", {}),
-    ("eps_ce_no_floor", "epsilon_softmax_cross_entropy", {"min_prob": 0.0, "m": 0.0}),
-    ("epsilon_softmax_cross_entropy_mae", "epsilon_softmax_cross_entropy_mae", {}),
-    ("ldr_kl_loss", "ldr_kl_loss", {}),
-    ("ldr_kl_lam1", "ldr_kl_loss", {"lam": 1.0}),
-    ("jensen_shannon_divergence", "jensen_shannon_divergence", {}),
-    ("taylor_cross_entropy", "taylor_cross_entropy", {"order": 3}),
-    ("logit_clipping", "logit_clipping", {"tau": 1.5}),
-    ("logit_clipping_official", "logit_clipping", {"tau": 1.5, "official_threshold": True}),
-    ("partially_huberised_cross_entropy", "partially_huberised_cross_entropy", {}),
-    ("early_learning_regularization", "early_learning_regularization", {}),
-    ("sparse_regularization", "sparse_regularization", {}),
+  ("softmax_cross_entropy", "softmax_cross_entropy", {}),
+  ("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy", {}),
+  ("mean_absolute_error", "mean_absolute_error", {}),
+  ("mean_squared_error", "mean_squared_error", {}),
+  ("focal_loss", "focal_loss", {}),
+  ("bootstrapped_cross_entropy", "bootstrapped_cross_entropy", {"beta": 0.8, "mode": "hard"}),
+  ("tamed_cross_entropy", "tamed_cross_entropy", {}),
+  ("generalized_cross_entropy", "generalized_cross_entropy", {}),
+  ("truncated_generalized_cross_entropy", "truncated_generalized_cross_entropy", {"k": 0.3}),
+  ("reverse_cross_entropy", "reverse_cross_entropy", {}),
+  ("symmetric_cross_entropy", "symmetric_cross_entropy", {"alpha": 6.0, "beta": 0.1}),
+  ("normalized_cross_entropy", "normalized_cross_entropy", {}),
+  ("normalized_focal_loss", "normalized_focal_loss", {}),
+  ("normalized_generalized_cross_entropy", "normalized_generalized_cross_entropy", {}),
+  ("active_passive_loss", "active_passive_loss", {}),
+  ("apl_nfl_mae", "active_passive_loss", {"active": "nfl", "passive": "nmae", "alpha": 10.0, "beta": 0.1}),
+  ("forward_corrected_cross_entropy", "forward_corrected_cross_entropy", {"transition_matrix": T4}),
+  ("backward_corrected_cross_entropy", "backward_corrected_cross_entropy", {"transition_matrix": T4}),
+  ("bi_tempered_logistic_loss", "bi_tempered_logistic_loss", {"t1": 0.8, "t2": 1.2}),
+  ("binary_cross_entropy_dynamic_clipping", "binary_cross_entropy_dynamic_clipping", {}),
+  ("bce_clip_per_element", "binary_cross_entropy_dynamic_clipping", {"per_element": True, "statistic": "median"}),
+  ("clipped_cross_entropy", "clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.7}),
+  ("clipped_focal_loss", "clipped_focal_loss", {"statistic": "mean_std"}),
+  ("oracle_small_loss_selection", "oracle_small_loss_selection", {"noise_rate": 0.3}),
+  ("clip_gmm", "binary_cross_entropy_dynamic_clipping", {"statistic": "gmm", "num_std": 1.0}),
+  ("clip_mad", "clipped_cross_entropy", {"statistic": "mad", "num_std": 2.0}),
+  ("clip_otsu", "clipped_cross_entropy", {"statistic": "otsu"}),
+  ("normalized_negative_cross_entropy", "normalized_negative_cross_entropy", {}),
+  ("normalized_negative_focal_loss", "normalized_negative_focal_loss", {}),
+  ("active_negative_loss", "active_negative_loss", {}),
+  ("anl_fl_detached", "active_negative_loss", {"active": "nfl", "detach_modulator": True}),
+  ("asymmetric_generalized_cross_entropy", "asymmetric_generalized_cross_entropy", {}),
+  ("asymmetric_unhinged_loss", "asymmetric_unhinged_loss", {}),
+  ("asymmetric_exponential_loss", "asymmetric_exponential_loss", {}),
+  ("nce_asymmetric_loss", "nce_asymmetric_loss", {}),
+  ("nce_aul", "nce_asymmetric_loss", {"passive": "aul", "a": 6.3}),
+  ("nce_ael", "nce_asymmetric_loss", {"passive": "ael", "a": 5.0}),
+  ("asymmetric_mean_squared_error", "asymmetric_mean_squared_error", {}),
+  ("joint_asymmetric_loss", "joint_asymmetric_loss", {}),
+  ("jal_fl", "joint_asymmetric_loss", {"active": "nfl"}),
+  ("epsilon_softmax_cross_entropy", "epsilon_softmax_cross_entropy", {}),
+  ("eps_ce_no_floor", "epsilon_softmax_cross_entropy", {"min_prob": 0.0, "m": 0.0}),
+  ("epsilon_softmax_cross_entropy_mae", "epsilon_softmax_cross_entropy_mae", {}),
+  ("ldr_kl_loss", "ldr_kl_loss", {}),
+  ("ldr_kl_lam1", "ldr_kl_loss", {"lam": 1.0}),
+  ("jensen_shannon_divergence", "jensen_shannon_divergence", {}),
+  ("taylor_cross_entropy", "taylor_cross_entropy", {"order": 3}),
+  ("logit_clipping", "logit_clipping", {"tau": 1.5}),
+  ("logit_clipping_official", "logit_clipping", {"tau": 1.5, "official_threshold": True}),
+  ("partially_huberised_cross_entropy", "partially_huberised_cross_entropy", {}),
+  ("early_learning_regularization", "early_learning_regularization", {}),
+  ("sparse_regularization", "sparse_regularization", {}),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
@@ -99,7 +99,6 @@ def _eager(case_id):
 
 
 class VariantsTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(case_id, case_id) for case_id in CASE_IDS])
   def test_jit_and_eager_agree(self, case_id):
@@ -117,8 +116,9 @@ WHERE = np.array([[True, False, True], [True, True, False]])
 BIG = 1e4
 # Confidently right, confidently wrong (label on a -1e4 class), a tie, and all-equal logits; given in
 # bfloat16 (1e4 rounds to 9984), which also checks that half-precision logits are upcast.
-EXTREME = jnp.array([[BIG, -BIG, -BIG, -BIG], [BIG, -BIG, -BIG, -BIG], [BIG, BIG, -BIG, -BIG],
-                     [-BIG, -BIG, -BIG, -BIG]], jnp.bfloat16)
+EXTREME = jnp.array(
+  [[BIG, -BIG, -BIG, -BIG], [BIG, -BIG, -BIG, -BIG], [BIG, BIG, -BIG, -BIG], [-BIG, -BIG, -BIG, -BIG]], jnp.bfloat16
+)
 EXTREME_LABELS = np.eye(K, dtype=np.float32)[[0, 2, 1, 3]]
 
 
@@ -129,16 +129,17 @@ def _properties(case_id):
   loss = robust_losses.get(name, **hparams)
 
   def value_and_grad(x, y, **kwargs):
-    (_, losses), grads = jax.value_and_grad(lambda x: (lambda l: (l.sum(), l))(fn(x, y, **kwargs)),
-                                            has_aux=True)(x)
+    (_, losses), grads = jax.value_and_grad(lambda x: (lambda l: (l.sum(), l))(fn(x, y, **kwargs)), has_aux=True)(x)
     return losses, grads
 
   logits, labels = _data()
   # Padding may hold garbage: NaN logits in masked rows must not reach outputs or gradients.
   masked_logits = jnp.where(WHERE[..., None], logits, jnp.nan)
-  masked, extreme = jax.jit(lambda x, e: (value_and_grad(x, labels, where=WHERE),
-                                          value_and_grad(e, EXTREME_LABELS)))(masked_logits, EXTREME)
-  return jax.device_get({
+  masked, extreme = jax.jit(lambda x, e: (value_and_grad(x, labels, where=WHERE), value_and_grad(e, EXTREME_LABELS)))(
+    masked_logits, EXTREME
+  )
+  return jax.device_get(
+    {
       "batched": _eager(case_id),
       "flat": fn(logits.reshape(-1, K), labels.reshape(-1, K)).reshape(2, 3),
       "masked": masked,
@@ -148,7 +149,8 @@ def _properties(case_id):
       "registry": loss(logits, labels),
       "registry_aux": loss.call_with_aux(logits, labels),
       "registry_where": loss(masked_logits, labels, where=WHERE),
-  }), loss
+    }
+  ), loss
 
 
 @pytest.mark.parametrize("case_id", CASE_IDS)

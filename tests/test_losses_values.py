@@ -1,4 +1,5 @@
 """Loss values against independent NumPy (float64) formulas, and the identities between losses."""
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,19 +11,14 @@ import robust_losses as rl
 
 # Four examples, K = 4: confident and right, unsure, confident and wrong, right. (Shapes [4, 4] and
 # [6, 4] are shared with test_losses.py: eager JAX caches each operation per shape.)
-LOGITS = np.array([[3.0, 0.5, -1.0, 0.2],
-                   [0.3, 0.1, -0.2, 0.4],
-                   [2.5, -1.5, 0.0, -0.5],
-                   [0.0, 1.0, 0.5, -2.0]], np.float32)
+LOGITS = np.array(
+  [[3.0, 0.5, -1.0, 0.2], [0.3, 0.1, -0.2, 0.4], [2.5, -1.5, 0.0, -0.5], [0.0, 1.0, 0.5, -2.0]], np.float32
+)
 Y = np.eye(4, dtype=np.float32)[[0, 2, 3, 1]]
-SOFT = np.array([[0.7, 0.1, 0.1, 0.1],
-                 [0.0, 0.5, 0.5, 0.0],
-                 [0.25, 0.25, 0.25, 0.25],
-                 [0.1, 0.6, 0.3, 0.0]], np.float32)
-T = np.array([[0.7, 0.1, 0.1, 0.1],
-              [0.2, 0.6, 0.1, 0.1],
-              [0.0, 0.1, 0.8, 0.1],
-              [0.1, 0.0, 0.3, 0.6]])
+SOFT = np.array(
+  [[0.7, 0.1, 0.1, 0.1], [0.0, 0.5, 0.5, 0.0], [0.25, 0.25, 0.25, 0.25], [0.1, 0.6, 0.3, 0.0]], np.float32
+)
+T = np.array([[0.7, 0.1, 0.1, 0.1], [0.2, 0.6, 0.1, 0.1], [0.0, 0.1, 0.8, 0.1], [0.1, 0.0, 0.3, 0.6]])
 TOL = dict(rtol=1e-5, atol=1e-6)
 
 
@@ -52,11 +48,11 @@ def np_rce(z, y, A=-4.0):
 
 def np_focal_terms(z, gamma):
   p = np_softmax(z)
-  return -(1 - p) ** gamma * np.log(p)
+  return -((1 - p) ** gamma) * np.log(p)
 
 
 def np_lq(p, q):
-  return (1 - p ** q) / q
+  return (1 - p**q) / q
 
 
 def close(actual, expected, **tol):
@@ -65,13 +61,13 @@ def close(actual, expected, **tol):
 
 # --- hand-computed values -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_simple_losses(labels):
   p = np_softmax(LOGITS)
   close(rl.softmax_cross_entropy(LOGITS, labels), np_ce(LOGITS, labels))
   s = 1 / (1 + np.exp(-LOGITS.astype(np.float64)))
-  close(rl.sigmoid_binary_cross_entropy(LOGITS, labels),
-        (-labels * np.log(s) - (1 - labels) * np.log(1 - s)).mean(-1))
+  close(rl.sigmoid_binary_cross_entropy(LOGITS, labels), (-labels * np.log(s) - (1 - labels) * np.log(1 - s)).mean(-1))
   close(rl.mean_absolute_error(LOGITS, labels), np.abs(labels - p).sum(-1))
   close(rl.mean_squared_error(LOGITS, labels), ((labels - p) ** 2).sum(-1))
   close(rl.focal_loss(LOGITS, labels, gamma=2.0), (labels * np_focal_terms(LOGITS, 2.0)).sum(-1))
@@ -118,8 +114,7 @@ def test_tamed_cross_entropy_value(alpha):
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_generalized_cross_entropy_value(labels):
   close(rl.generalized_cross_entropy(LOGITS, labels), (labels * np_lq(np_softmax(LOGITS), 0.7)).sum(-1))
-  close(rl.generalized_cross_entropy(LOGITS, labels, q=0.3),
-        (labels * np_lq(np_softmax(LOGITS), 0.3)).sum(-1))
+  close(rl.generalized_cross_entropy(LOGITS, labels, q=0.3), (labels * np_lq(np_softmax(LOGITS), 0.3)).sum(-1))
 
 
 def test_truncated_lq_value_weights_and_gradient():
@@ -129,8 +124,7 @@ def test_truncated_lq_value_weights_and_gradient():
   expected = np.where(p_y > k, np_lq(p_y, q), np_lq(k, q))
   close(rl.truncated_generalized_cross_entropy(LOGITS, Y), expected)
   w = np.array([1.0, 0.0, 0.25, 0.5], np.float32)
-  close(rl.truncated_generalized_cross_entropy(LOGITS, Y, weights=w),
-        w * np_lq(p_y, q) + (1 - w) * np_lq(k, q))
+  close(rl.truncated_generalized_cross_entropy(LOGITS, Y, weights=w), w * np_lq(p_y, q) + (1 - w) * np_lq(k, q))
   np.testing.assert_array_equal(rl.truncated_lq_prune_weights(LOGITS, Y, q=q, k=k), (p_y > k))
   chex.assert_type(rl.truncated_lq_prune_weights(LOGITS, Y, q=q, k=k), jnp.float32)
   # Truncated samples (p_y <= k) contribute a constant: zero gradient; kept ones get the GCE gradient.
@@ -143,44 +137,51 @@ def test_truncated_lq_value_weights_and_gradient():
 
 def test_symmetric_and_normalized_values():
   log_p = np_log_softmax(LOGITS)
-  close(rl.symmetric_cross_entropy(LOGITS, Y, alpha=6.0, beta=0.1), 6.0 * np_ce(LOGITS, Y)
-        + 0.1 * np_rce(LOGITS, Y))
+  close(rl.symmetric_cross_entropy(LOGITS, Y, alpha=6.0, beta=0.1), 6.0 * np_ce(LOGITS, Y) + 0.1 * np_rce(LOGITS, Y))
   close(rl.normalized_cross_entropy(LOGITS, SOFT), (SOFT * log_p).sum(-1) / log_p.sum(-1))
   fl = np_focal_terms(LOGITS, 0.5)
   close(rl.normalized_focal_loss(LOGITS, Y), (Y * fl).sum(-1) / fl.sum(-1))
   p = np_softmax(LOGITS)
   # APL reference code: (1 - p_y^q) / (K - sum_j p_j^q).
-  close(rl.normalized_generalized_cross_entropy(LOGITS, Y, q=0.7),
-        (1 - np_py(LOGITS, Y) ** 0.7) / (4 - (p ** 0.7).sum(-1)))
+  close(
+    rl.normalized_generalized_cross_entropy(LOGITS, Y, q=0.7), (1 - np_py(LOGITS, Y) ** 0.7) / (4 - (p**0.7).sum(-1))
+  )
 
 
-@pytest.mark.parametrize("active,passive", [("nce", "rce"), ("nfl", "mae"), ("ngce", "nmae"),
-                                            ("ce", "nrce"), ("fl", "rce")])
+@pytest.mark.parametrize(
+  "active,passive", [("nce", "rce"), ("nfl", "mae"), ("ngce", "nmae"), ("ce", "nrce"), ("fl", "rce")]
+)
 def test_active_passive_loss_value(active, passive):
   log_p, p = np_log_softmax(LOGITS), np_softmax(LOGITS)
   fl = np_focal_terms(LOGITS, 0.5)
   lq = np_lq(p, 0.7)
-  act = {"ce": -(Y * log_p).sum(-1), "fl": (Y * fl).sum(-1),
-         "nce": (Y * log_p).sum(-1) / log_p.sum(-1), "nfl": (Y * fl).sum(-1) / fl.sum(-1),
-         "ngce": (Y * lq).sum(-1) / lq.sum(-1)}[active]
+  act = {
+    "ce": -(Y * log_p).sum(-1),
+    "fl": (Y * fl).sum(-1),
+    "nce": (Y * log_p).sum(-1) / log_p.sum(-1),
+    "nfl": (Y * fl).sum(-1) / fl.sum(-1),
+    "ngce": (Y * lq).sum(-1) / lq.sum(-1),
+  }[active]
   mae = np.abs(Y - p).sum(-1)
-  pas = {"rce": np_rce(LOGITS, Y), "nrce": np_rce(LOGITS, Y) / (4.0 * 3), "mae": mae,
-         "nmae": mae / 6}[passive]
-  close(rl.active_passive_loss(LOGITS, Y, active=active, passive=passive, alpha=10.0, beta=0.1),
-        10.0 * act + 0.1 * pas)
+  pas = {"rce": np_rce(LOGITS, Y), "nrce": np_rce(LOGITS, Y) / (4.0 * 3), "mae": mae, "nmae": mae / 6}[passive]
+  close(rl.active_passive_loss(LOGITS, Y, active=active, passive=passive, alpha=10.0, beta=0.1), 10.0 * act + 0.1 * pas)
 
 
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_loss_correction_values(labels):
   p = np_softmax(LOGITS)
-  close(rl.forward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T),
-        -(labels * np.log(p @ T)).sum(-1))
-  close(rl.backward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T),
-        -((labels @ np.linalg.inv(T)) * np.log(p)).sum(-1), rtol=1e-5, atol=1e-5)
+  close(rl.forward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T), -(labels * np.log(p @ T)).sum(-1))
+  close(
+    rl.backward_corrected_cross_entropy(LOGITS, labels, transition_matrix=T),
+    -((labels @ np.linalg.inv(T)) * np.log(p)).sum(-1),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 def np_bi_tempered(z, y, t1, t2):
   """Bi-tempered loss with the normaliser solved exactly by bisection (float64)."""
+
   def log_t(x, t):
     return np.log(x) if t == 1 else (x ** (1 - t) - 1) / (1 - t)
 
@@ -205,21 +206,26 @@ def np_bi_tempered(z, y, t1, t2):
 @pytest.mark.parametrize("labels", [Y, SOFT], ids=["onehot", "soft"])
 def test_bi_tempered_value(t1, t2, labels):
   # Enough fixed-point iterations to converge to the exact normaliser.
-  close(rl.bi_tempered_logistic_loss(LOGITS, labels, t1=t1, t2=t2, num_iters=40),
-        np_bi_tempered(LOGITS, labels, t1, t2), rtol=1e-4, atol=1e-5)
+  close(
+    rl.bi_tempered_logistic_loss(LOGITS, labels, t1=t1, t2=t2, num_iters=40),
+    np_bi_tempered(LOGITS, labels, t1, t2),
+    rtol=1e-4,
+    atol=1e-5,
+  )
 
 
 def test_bi_tempered_matches_reference_test_values():
   # Expected values from the unit tests of google/bi-tempered-loss (jax/loss_test.py), num_iters = 5.
   labels = np.array([[0.2, 0.3, 0.5], [0.6, 0.3, 0.1], [0.2, 0.8, 0.0]], np.float32)
   logits = np.array([[-0.5, 0.1, 2.0], [0.1, 1.5, -5.0], [4.0, -3.0, -6.0]], np.float32)
-  close(rl.bi_tempered_logistic_loss(logits, labels, t1=0.5, t2=1.5),
-        [0.02301914, 0.18972909, 0.93874922], atol=1e-4)
-  close(rl.bi_tempered_logistic_loss(logits, np.eye(3), t1=0.5, t2=1.5, label_smoothing=0.1),
-        [0.76652711, 0.08627685, 1.35443510], atol=1e-4)
+  close(rl.bi_tempered_logistic_loss(logits, labels, t1=0.5, t2=1.5), [0.02301914, 0.18972909, 0.93874922], atol=1e-4)
+  close(
+    rl.bi_tempered_logistic_loss(logits, np.eye(3), t1=0.5, t2=1.5, label_smoothing=0.1),
+    [0.76652711, 0.08627685, 1.35443510],
+    atol=1e-4,
+  )
   for t1, t2, expected in [(0.9, 1.1, 0.45677936), (0.8, 1.2, 0.34298314), (0.7, 1.3, 0.26295574)]:
-    close(rl.bi_tempered_logistic_loss(logits[:1], np.array([[0.2, 0.5, 0.3]]), t1=t1, t2=t2),
-          [expected], atol=1e-5)
+    close(rl.bi_tempered_logistic_loss(logits[:1], np.array([[0.2, 0.5, 0.3]]), t1=t1, t2=t2), [expected], atol=1e-5)
 
 
 def test_bi_tempered_gradient_is_gradient_of_the_loss():
@@ -243,18 +249,22 @@ def test_clipped_loss_values():
   close(rl.clipped_cross_entropy(LOGITS, Y, statistic="mean"), np.minimum(ce, ce.mean()))
   close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
   fl = (Y * np_focal_terms(LOGITS, 0.5)).sum(-1)
-  close(rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5),
-        np.minimum(fl, fl.mean() + 0.5 * fl.std()))
+  close(rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5), np.minimum(fl, fl.mean() + 0.5 * fl.std()))
   s = 1 / (1 + np.exp(-LOGITS.astype(np.float64)))
   elements = -Y * np.log(s) - (1 - Y) * np.log(1 - s)
   bce = elements.mean(-1)
-  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3),
-        np.minimum(bce, np.quantile(bce, 0.3)))
-  close(rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True, statistic="mean"),
-        np.minimum(elements, elements.mean()).mean(-1))
+  close(
+    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3),
+    np.minimum(bce, np.quantile(bce, 0.3)),
+  )
+  close(
+    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True, statistic="mean"),
+    np.minimum(elements, elements.mean()).mean(-1),
+  )
 
 
 # --- identities -----------------------------------------------------------------------------------
+
 
 def _value_and_grad(fn, logits, labels):
   """Per-example losses and d(sum)/d(logits) (= per-example gradients, examples being independent)."""
@@ -269,8 +279,11 @@ def _random_batch(seed=0, n=6, k=4, scale=3.0):
 def test_headline_tamed_cross_entropy_at_alpha_zero_is_cross_entropy():
   logits, labels = _random_batch()
   chex.assert_trees_all_close(
-      _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=0.0), logits, labels),
-      _value_and_grad(rl.softmax_cross_entropy, logits, labels), rtol=0, atol=0)
+    _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=0.0), logits, labels),
+    _value_and_grad(rl.softmax_cross_entropy, logits, labels),
+    rtol=0,
+    atol=0,
+  )
 
 
 @pytest.mark.parametrize("alpha", [0.5, 1.0, 1.5, 2.0])
@@ -285,8 +298,7 @@ def test_tamed_cross_entropy_alpha_one_is_log1p_ce_and_traced_alpha_matches():
   logits, labels = _random_batch(seed=2)
   ce = rl.softmax_cross_entropy(logits, labels)
   chex.assert_trees_all_close(rl.tamed_cross_entropy(logits, labels, alpha=1.0), jnp.log1p(ce))
-  traced = jax.jit(lambda a: _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=a),
-                                             logits, labels))
+  traced = jax.jit(lambda a: _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=a), logits, labels))
   for alpha in (0.0, 1.0, 1.5):
     concrete = _value_and_grad(lambda x, y: rl.tamed_cross_entropy(x, y, alpha=alpha), logits, labels)
     chex.assert_trees_all_close(traced(alpha), concrete, rtol=1e-6, atol=1e-7)
@@ -296,8 +308,11 @@ def test_generalized_cross_entropy_limits():
   logits, labels = _random_batch(seed=3)
   ce, ce_grad = _value_and_grad(rl.softmax_cross_entropy, logits, labels)
   chex.assert_trees_all_close(
-      _value_and_grad(lambda x, y: rl.generalized_cross_entropy(x, y, q=0.0), logits, labels),
-      (ce, ce_grad), rtol=0, atol=0)
+    _value_and_grad(lambda x, y: rl.generalized_cross_entropy(x, y, q=0.0), logits, labels),
+    (ce, ce_grad),
+    rtol=0,
+    atol=0,
+  )
   chex.assert_trees_all_close(rl.generalized_cross_entropy(logits, labels, q=1e-4), ce, rtol=1e-3)
   p_y = jnp.sum(labels * jax.nn.softmax(logits), -1)
   chex.assert_trees_all_close(rl.generalized_cross_entropy(logits, labels, q=1.0), 1 - p_y, atol=1e-6)
@@ -305,14 +320,14 @@ def test_generalized_cross_entropy_limits():
   _, gce_grad = _value_and_grad(rl.generalized_cross_entropy, logits, labels)
   chex.assert_trees_all_close(gce_grad, p_y[:, None] ** 0.7 * ce_grad, rtol=1e-4, atol=1e-6)
   # NGCE at q = 0 is NCE.
-  chex.assert_trees_all_close(rl.normalized_generalized_cross_entropy(logits, labels, q=0.0),
-                              rl.normalized_cross_entropy(logits, labels))
+  chex.assert_trees_all_close(
+    rl.normalized_generalized_cross_entropy(logits, labels, q=0.0), rl.normalized_cross_entropy(logits, labels)
+  )
 
 
 def test_mae_is_symmetric():
   logits, _ = _random_batch(seed=4)
-  total = sum(rl.mean_absolute_error(logits, jnp.broadcast_to(jax.nn.one_hot(j, 4), logits.shape))
-              for j in range(4))
+  total = sum(rl.mean_absolute_error(logits, jnp.broadcast_to(jax.nn.one_hot(j, 4), logits.shape)) for j in range(4))
   chex.assert_trees_all_close(total, jnp.full(logits.shape[0], 2 * 4 - 2.0), atol=1e-5)
 
 
@@ -321,24 +336,28 @@ def test_identity_transition_matrix_gives_cross_entropy():
   ce = _value_and_grad(rl.softmax_cross_entropy, logits, labels)
   for fn in (rl.forward_corrected_cross_entropy, rl.backward_corrected_cross_entropy):
     chex.assert_trees_all_close(
-        _value_and_grad(lambda x, y: fn(x, y, transition_matrix=np.eye(4)), logits, labels), ce,
-        rtol=1e-6, atol=1e-6)
+      _value_and_grad(lambda x, y: fn(x, y, transition_matrix=np.eye(4)), logits, labels), ce, rtol=1e-6, atol=1e-6
+    )
 
 
 def test_bi_tempered_at_unit_temperatures_is_cross_entropy():
   logits, labels = _random_batch(seed=6)
-  chex.assert_trees_all_close(_value_and_grad(rl.bi_tempered_logistic_loss, logits, labels),
-                              _value_and_grad(rl.softmax_cross_entropy, logits, labels),
-                              rtol=1e-6, atol=1e-6)
+  chex.assert_trees_all_close(
+    _value_and_grad(rl.bi_tempered_logistic_loss, logits, labels),
+    _value_and_grad(rl.softmax_cross_entropy, logits, labels),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 def test_symmetric_cross_entropy_is_weighted_ce_plus_rce():
   logits, labels = _random_batch(seed=7)
   for alpha, beta in ((0.1, 1.0), (6.0, 0.1)):
     chex.assert_trees_all_close(
-        rl.symmetric_cross_entropy(logits, labels, alpha=alpha, beta=beta),
-        alpha * rl.softmax_cross_entropy(logits, labels) + beta * rl.reverse_cross_entropy(logits, labels),
-        rtol=1e-6)
+      rl.symmetric_cross_entropy(logits, labels, alpha=alpha, beta=beta),
+      alpha * rl.softmax_cross_entropy(logits, labels) + beta * rl.reverse_cross_entropy(logits, labels),
+      rtol=1e-6,
+    )
 
 
 def test_normalized_losses_lie_in_unit_interval():
@@ -372,16 +391,21 @@ def test_function_level_bad_hyperparameters():
 
 def test_registry_label_smoothing_is_optax_smooth_labels():
   smoothed = optax.smooth_labels(jnp.asarray(Y), 0.1)
-  for name, hparams in [("generalized_cross_entropy", {}), ("forward_corrected_cross_entropy",
-                                                             {"transition_matrix": T})]:
+  for name, hparams in [
+    ("generalized_cross_entropy", {}),
+    ("forward_corrected_cross_entropy", {"transition_matrix": T}),
+  ]:
     fn = getattr(rl, name)
-    chex.assert_trees_all_close(rl.get(name, label_smoothing=0.1, **hparams)(LOGITS, Y),
-                                fn(LOGITS, smoothed, **hparams))
+    chex.assert_trees_all_close(
+      rl.get(name, label_smoothing=0.1, **hparams)(LOGITS, Y), fn(LOGITS, smoothed, **hparams)
+    )
   # Bi-tempered keeps the reference's own convention (mass 1 - s on the label, s / (K - 1) elsewhere).
   reference_smoothed = 0.9 * Y + 0.1 / 3 * (1 - Y)
   chex.assert_trees_all_close(
-      rl.get("bi_tempered_logistic_loss", t1=0.8, t2=1.2, label_smoothing=0.1)(LOGITS, Y),
-      rl.bi_tempered_logistic_loss(LOGITS, reference_smoothed, t1=0.8, t2=1.2), rtol=1e-6)
+    rl.get("bi_tempered_logistic_loss", t1=0.8, t2=1.2, label_smoothing=0.1)(LOGITS, Y),
+    rl.bi_tempered_logistic_loss(LOGITS, reference_smoothed, t1=0.8, t2=1.2),
+    rtol=1e-6,
+  )
 
 
 # --- written-out gradients of the class-id fast paths ---------------------------------------------
@@ -390,6 +414,7 @@ def test_registry_label_smoothing_is_optax_smooth_labels():
 # `classification._one_vs_all_softplus_sum`: one pass over the classes with a hand-written VJP
 # (jax.custom_vjp). It must be exactly the gradient of the formula: here against jax.grad of the formula
 # written directly in jax.numpy on one-hot labels (no fast path).
+
 
 def _f_nce(z, y):
   lp = jax.nn.log_softmax(z)
@@ -402,6 +427,7 @@ def _f_nfl(gamma, detach=False):
     modulator = (1 - p) ** gamma
     t = -(jax.lax.stop_gradient(modulator) if detach else modulator) * lp
     return (y * t).sum(-1) / t.sum(-1)
+
   return f
 
 
@@ -409,6 +435,7 @@ def _f_ngce(q):
   def f(z, y):
     t = 1 - jax.nn.softmax(z) ** q
     return (y * t).sum(-1) / t.sum(-1)
+
   return f
 
 
@@ -417,26 +444,39 @@ def _f_p_y(z, y):
 
 
 FUSED_GRADIENT_CASES = [
-    ("normalized_cross_entropy", {}, _f_nce),
-    ("normalized_focal_loss", {}, _f_nfl(0.5)),
-    ("normalized_focal_loss", {"gamma": 2.0}, _f_nfl(2.0)),
-    ("normalized_focal_loss", {"gamma": 1.0}, _f_nfl(1.0)),
-    ("normalized_focal_loss", {"gamma": 0.7}, _f_nfl(0.7)),
-    ("normalized_focal_loss", {"gamma": 0.5, "detach_modulator": True}, _f_nfl(0.5, detach=True)),
-    ("normalized_generalized_cross_entropy", {}, _f_ngce(0.7)),
-    ("normalized_generalized_cross_entropy", {"q": 1.0}, _f_ngce(1.0)),
-    ("normalized_generalized_cross_entropy", {"q": 0.1}, _f_ngce(0.1)),
-    ("normalized_generalized_cross_entropy", {"q": 0.0}, _f_nce),
-    ("active_passive_loss", {}, lambda z, y: _f_nce(z, y) + 4.0 * (1 - _f_p_y(z, y))),
-    ("active_passive_loss", {"active": "nfl", "passive": "mae", "alpha": 2.0, "beta": 0.5},
-     lambda z, y: 2.0 * _f_nfl(0.5)(z, y) + 0.5 * 2 * (1 - _f_p_y(z, y))),
-    ("active_passive_loss", {"active": "ngce", "passive": "nrce"},
-     lambda z, y: _f_ngce(0.7)(z, y) + (1 - _f_p_y(z, y)) / (z.shape[-1] - 1)),
-    ("bootstrapped_cross_entropy", {},
-     lambda z, y: -0.95 * (y * jax.nn.log_softmax(z)).sum(-1)
-     - 0.05 * (jax.nn.softmax(z) * jax.nn.log_softmax(z)).sum(-1)),
-    ("sigmoid_binary_cross_entropy", {},
-     lambda z, y: (-y * jax.nn.log_sigmoid(z) - (1 - y) * jax.nn.log_sigmoid(-z)).mean(-1)),
+  ("normalized_cross_entropy", {}, _f_nce),
+  ("normalized_focal_loss", {}, _f_nfl(0.5)),
+  ("normalized_focal_loss", {"gamma": 2.0}, _f_nfl(2.0)),
+  ("normalized_focal_loss", {"gamma": 1.0}, _f_nfl(1.0)),
+  ("normalized_focal_loss", {"gamma": 0.7}, _f_nfl(0.7)),
+  ("normalized_focal_loss", {"gamma": 0.5, "detach_modulator": True}, _f_nfl(0.5, detach=True)),
+  ("normalized_generalized_cross_entropy", {}, _f_ngce(0.7)),
+  ("normalized_generalized_cross_entropy", {"q": 1.0}, _f_ngce(1.0)),
+  ("normalized_generalized_cross_entropy", {"q": 0.1}, _f_ngce(0.1)),
+  ("normalized_generalized_cross_entropy", {"q": 0.0}, _f_nce),
+  ("active_passive_loss", {}, lambda z, y: _f_nce(z, y) + 4.0 * (1 - _f_p_y(z, y))),
+  (
+    "active_passive_loss",
+    {"active": "nfl", "passive": "mae", "alpha": 2.0, "beta": 0.5},
+    lambda z, y: 2.0 * _f_nfl(0.5)(z, y) + 0.5 * 2 * (1 - _f_p_y(z, y)),
+  ),
+  (
+    "active_passive_loss",
+    {"active": "ngce", "passive": "nrce"},
+    lambda z, y: _f_ngce(0.7)(z, y) + (1 - _f_p_y(z, y)) / (z.shape[-1] - 1),
+  ),
+  (
+    "bootstrapped_cross_entropy",
+    {},
+    lambda z, y: (
+      -0.95 * (y * jax.nn.log_softmax(z)).sum(-1) - 0.05 * (jax.nn.softmax(z) * jax.nn.log_softmax(z)).sum(-1)
+    ),
+  ),
+  (
+    "sigmoid_binary_cross_entropy",
+    {},
+    lambda z, y: (-y * jax.nn.log_sigmoid(z) - (1 - y) * jax.nn.log_sigmoid(-z)).mean(-1),
+  ),
 ]
 FUSED_GRADIENT_IDS = [f"{n}-{'-'.join(f'{k}{v}' for k, v in kw.items())}" for n, kw, _ in FUSED_GRADIENT_CASES]
 
@@ -470,13 +510,13 @@ def test_class_id_fast_path_gradient_is_the_gradient_of_the_formula(name, hparam
 def test_class_id_fast_path_is_finite_and_equals_one_hot_at_extreme_logits(name, hparams, formula):
   del formula
   big = 1e4  # confidently right, confidently wrong, a tie at the top, all equal
-  logits = jnp.array([[big, -big, -big, -big], [big, -big, -big, -big], [big, big, -big, -big],
-                      [-big, -big, -big, -big]])
+  logits = jnp.array(
+    [[big, -big, -big, -big], [big, -big, -big, -big], [big, big, -big, -big], [-big, -big, -big, -big]]
+  )
   ids = jnp.array([0, 2, 1, 3])
   fn = getattr(rl, name)
   value, grad = _value_and_grad(lambda x, y: fn(x, y, **hparams), logits, ids)
-  one_hot_value, one_hot_grad = _value_and_grad(lambda x, y: fn(x, y, **hparams), logits,
-                                                jax.nn.one_hot(ids, 4))
+  one_hot_value, one_hot_grad = _value_and_grad(lambda x, y: fn(x, y, **hparams), logits, jax.nn.one_hot(ids, 4))
   assert np.isfinite(np.asarray(value)).all() and np.isfinite(np.asarray(grad)).all()
   np.testing.assert_allclose(value, one_hot_value, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(grad, one_hot_grad, rtol=1e-6, atol=1e-6)
@@ -527,13 +567,15 @@ def _gmm_test_batch(rng, n):
   kind = rng.integers(4)
   noisy = (0, int(rng.integers(1, 6)), int(n * rng.uniform(0, 0.6)), int(n * rng.uniform(0.01, 0.3)))[kind]
   far, spread = (rng.uniform(3, 8), rng.uniform(0.02, 0.3)) if kind == 3 else (rng.uniform(-1, 4), rng.uniform(0.1, 1))
-  losses = np.concatenate([np.exp(rng.normal(rng.uniform(-6, 0), rng.uniform(0.05, 1.5), n - noisy)),
-                           np.exp(rng.normal(far, spread, noisy))])
+  losses = np.concatenate(
+    [np.exp(rng.normal(rng.uniform(-6, 0), rng.uniform(0.05, 1.5), n - noisy)), np.exp(rng.normal(far, spread, noisy))]
+  )
   return rng.permutation(losses).astype(np.float32), np.arange(n) < rng.integers(8, n + 1)
 
 
 def test_gmm_threshold_equals_the_two_pass_em():
   from robust_losses import thresholds
+
   rng = np.random.default_rng(0)
   fast, reference = jax.jit(thresholds.gmm), jax.jit(_two_pass_gmm)
   clipped = 0

@@ -14,6 +14,7 @@ by >= 1e-4 relative on these inputs). The absolute floor covers values and gradi
 official code computes in float32 (e.g. ANL's A = -log(float32(1e-7)), APL's log(float32(1e-4)), LDR's
 0.1 * one-hot) are float32 here too, so they add no error.
 """
+
 import functools
 import json
 import math
@@ -50,6 +51,7 @@ def _alfs(fn_name, *keys):
   def build(hp):
     fn = getattr(rl, fn_name)
     return _scaled(functools.partial(fn, **{k: hp[k] for k in keys}), hp.get("scale", 1.0))
+
   return build
 
 
@@ -76,69 +78,99 @@ def _sr(hp):
   if hp["loss"] != "CE":
     return f"SR with base loss {hp['loss']} is not implemented (sparse_regularization uses CE)"
   lam0 = 1.2 if hp["dataset"] == "CIFAR10" else hp["lamb"]  # epoch-50 lamb = 1.2 * 1.03**50 in the JSON
-  return _partial(rl.sparse_regularization, tau=hp["tau"], p=hp["p"], lam=lam0, rho=hp["rho"],
-                  freq=hp["freq"], epoch=hp["epoch"])
+  return _partial(
+    rl.sparse_regularization, tau=hp["tau"], p=hp["p"], lam=lam0, rho=hp["rho"], freq=hp["freq"], epoch=hp["epoch"]
+  )
 
 
 BUILDERS = {
-    "anl_nnce": lambda hp: _partial(rl.normalized_negative_cross_entropy, min_prob=hp["min_prob"]),
-    "anl_nnfl": lambda hp: _partial(rl.normalized_negative_focal_loss, gamma=hp["gamma"],
-                                    min_prob=hp["min_prob"], detach_modulator=True),
-    "anl_ce": lambda hp: _partial(rl.active_negative_loss, active="nce", alpha=hp["alpha"], beta=hp["beta"],
-                                  min_prob=hp["min_prob"]),
-    "anl_fl": lambda hp: _partial(rl.active_negative_loss, active="nfl", alpha=hp["alpha"], beta=hp["beta"],
-                                  gamma=hp["gamma"], min_prob=hp["min_prob"], detach_modulator=True),
-    "alfs_agce": _alfs("asymmetric_generalized_cross_entropy", "a", "q"),
-    "alfs_aul": _alfs("asymmetric_unhinged_loss", "a", "q"),
-    "alfs_ael": _alfs("asymmetric_exponential_loss", "a"),
-    "alfs_nce_agce": lambda hp: _partial(rl.nce_asymmetric_loss, passive="agce", alpha=hp["alpha"],
-                                         beta=hp["beta"], a=hp["a"], q=hp["q"]),
-    "alfs_nce_aul": lambda hp: _partial(rl.nce_asymmetric_loss, passive="aul", alpha=hp["alpha"],
-                                        beta=hp["beta"], a=hp["a"], q=hp["q"]),
-    "alfs_nce_ael": lambda hp: _partial(rl.nce_asymmetric_loss, passive="ael", alpha=hp["alpha"],
-                                        beta=hp["beta"], a=hp["a"]),
-    "apl_fl": lambda hp: _partial(rl.focal_loss, gamma=hp["gamma"], detach_modulator=True),
-    "apl_nfl": lambda hp: _scaled(_partial(rl.normalized_focal_loss, gamma=hp["gamma"], detach_modulator=True),
-                                  hp["scale"]),
-    "apl_nce_rce": lambda hp: _with_apl_rce_clamp(
-        _partial(rl.active_passive_loss, active="nce", passive="rce", alpha=hp["alpha"], beta=hp["beta"],
-                 A=APL_LOG_1E4), hp["beta"]),
-    "apl_sce": lambda hp: _with_apl_rce_clamp(
-        _partial(rl.symmetric_cross_entropy, alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4), hp["beta"]),
-    # APL's NFL detaches the modulator; active_passive_loss('nfl') has the exact gradient, so the official
-    # convention is composed from the two functions that offer it.
-    "apl_nfl_rce": lambda hp: _with_apl_rce_clamp(lambda z, y: (
-        hp["alpha"] * rl.normalized_focal_loss(z, y, gamma=hp["gamma"], detach_modulator=True)
-        + hp["beta"] * rl.reverse_cross_entropy(z, y, A=APL_LOG_1E4)), hp["beta"]),
-    "eps_ece": lambda hp: _partial(rl.epsilon_softmax_cross_entropy, m=hp["m"]),
-    "eps_ece_mae": lambda hp: _partial(rl.epsilon_softmax_cross_entropy_mae, alpha=hp["alpha"],
-                                       beta=hp["beta"], m=hp["m"]),
-    "gjs_js": lambda hp: _partial(rl.jensen_shannon_divergence, pi=float(hp["js_weights"].split()[0])),
-    "jal_amse": lambda hp: _scaled(_partial(rl.asymmetric_mean_squared_error, a=hp["a"]), hp["scale"]),
-    "jal_nce_amse": lambda hp: _partial(rl.joint_asymmetric_loss, active="nce", alpha=hp["alpha"],
-                                        beta=hp["beta"], a=hp["a"]),
-    "jal_nfl_amse": lambda hp: _partial(rl.joint_asymmetric_loss, active="nfl", alpha=hp["alpha"],
-                                        beta=hp["beta"], a=hp["a"], gamma=hp["gamma"], detach_modulator=True),
-    "jal_nce_nnce": lambda hp: _partial(rl.active_negative_loss, active="nce", alpha=hp["alpha"],
-                                        beta=hp["beta"], min_prob=hp["min_prob"]),
-    # JAL's CEandLC(δ) clips at norm 1/δ to norm δ: LogitClip's official convention with τ = 1/δ (its norm
-    # offset is 1e-8 instead of 1e-7 and it floors p at 1e-8, which clipped logits never reach).
-    "jal_ce_lc": lambda hp: _partial(rl.logit_clipping, tau=1.0 / hp["delta"], official_threshold=True),
-    "jal_ldr": lambda hp: _partial(rl.ldr_kl_loss, lam=hp["Lambda"], margin=hp["threshold"]),
-    "ldr_kl": lambda hp: _partial(rl.ldr_kl_loss, lam=hp["Lambda"], margin=hp["threshold"]),
-    "logitclip": lambda hp: _partial(rl.logit_clipping, tau=hp["temp"], official_threshold=True),
-    "nls_gls": lambda hp: rl.get("softmax_cross_entropy", label_smoothing=hp["smooth_rate"]),
-    "phuber_ce": lambda hp: _partial(rl.partially_huberised_cross_entropy, tau=hp["tau"]),
-    "sr": _sr,
-    "taylor_ce": lambda hp: _partial(rl.taylor_cross_entropy, order=hp["t"]),
+  "anl_nnce": lambda hp: _partial(rl.normalized_negative_cross_entropy, min_prob=hp["min_prob"]),
+  "anl_nnfl": lambda hp: _partial(
+    rl.normalized_negative_focal_loss, gamma=hp["gamma"], min_prob=hp["min_prob"], detach_modulator=True
+  ),
+  "anl_ce": lambda hp: _partial(
+    rl.active_negative_loss, active="nce", alpha=hp["alpha"], beta=hp["beta"], min_prob=hp["min_prob"]
+  ),
+  "anl_fl": lambda hp: _partial(
+    rl.active_negative_loss,
+    active="nfl",
+    alpha=hp["alpha"],
+    beta=hp["beta"],
+    gamma=hp["gamma"],
+    min_prob=hp["min_prob"],
+    detach_modulator=True,
+  ),
+  "alfs_agce": _alfs("asymmetric_generalized_cross_entropy", "a", "q"),
+  "alfs_aul": _alfs("asymmetric_unhinged_loss", "a", "q"),
+  "alfs_ael": _alfs("asymmetric_exponential_loss", "a"),
+  "alfs_nce_agce": lambda hp: _partial(
+    rl.nce_asymmetric_loss, passive="agce", alpha=hp["alpha"], beta=hp["beta"], a=hp["a"], q=hp["q"]
+  ),
+  "alfs_nce_aul": lambda hp: _partial(
+    rl.nce_asymmetric_loss, passive="aul", alpha=hp["alpha"], beta=hp["beta"], a=hp["a"], q=hp["q"]
+  ),
+  "alfs_nce_ael": lambda hp: _partial(
+    rl.nce_asymmetric_loss, passive="ael", alpha=hp["alpha"], beta=hp["beta"], a=hp["a"]
+  ),
+  "apl_fl": lambda hp: _partial(rl.focal_loss, gamma=hp["gamma"], detach_modulator=True),
+  "apl_nfl": lambda hp: _scaled(
+    _partial(rl.normalized_focal_loss, gamma=hp["gamma"], detach_modulator=True), hp["scale"]
+  ),
+  "apl_nce_rce": lambda hp: _with_apl_rce_clamp(
+    _partial(rl.active_passive_loss, active="nce", passive="rce", alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4),
+    hp["beta"],
+  ),
+  "apl_sce": lambda hp: _with_apl_rce_clamp(
+    _partial(rl.symmetric_cross_entropy, alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4), hp["beta"]
+  ),
+  # APL's NFL detaches the modulator; active_passive_loss('nfl') has the exact gradient, so the official
+  # convention is composed from the two functions that offer it.
+  "apl_nfl_rce": lambda hp: _with_apl_rce_clamp(
+    lambda z, y: (
+      hp["alpha"] * rl.normalized_focal_loss(z, y, gamma=hp["gamma"], detach_modulator=True)
+      + hp["beta"] * rl.reverse_cross_entropy(z, y, A=APL_LOG_1E4)
+    ),
+    hp["beta"],
+  ),
+  "eps_ece": lambda hp: _partial(rl.epsilon_softmax_cross_entropy, m=hp["m"]),
+  "eps_ece_mae": lambda hp: _partial(
+    rl.epsilon_softmax_cross_entropy_mae, alpha=hp["alpha"], beta=hp["beta"], m=hp["m"]
+  ),
+  "gjs_js": lambda hp: _partial(rl.jensen_shannon_divergence, pi=float(hp["js_weights"].split()[0])),
+  "jal_amse": lambda hp: _scaled(_partial(rl.asymmetric_mean_squared_error, a=hp["a"]), hp["scale"]),
+  "jal_nce_amse": lambda hp: _partial(
+    rl.joint_asymmetric_loss, active="nce", alpha=hp["alpha"], beta=hp["beta"], a=hp["a"]
+  ),
+  "jal_nfl_amse": lambda hp: _partial(
+    rl.joint_asymmetric_loss,
+    active="nfl",
+    alpha=hp["alpha"],
+    beta=hp["beta"],
+    a=hp["a"],
+    gamma=hp["gamma"],
+    detach_modulator=True,
+  ),
+  "jal_nce_nnce": lambda hp: _partial(
+    rl.active_negative_loss, active="nce", alpha=hp["alpha"], beta=hp["beta"], min_prob=hp["min_prob"]
+  ),
+  # JAL's CEandLC(δ) clips at norm 1/δ to norm δ: LogitClip's official convention with τ = 1/δ (its norm
+  # offset is 1e-8 instead of 1e-7 and it floors p at 1e-8, which clipped logits never reach).
+  "jal_ce_lc": lambda hp: _partial(rl.logit_clipping, tau=1.0 / hp["delta"], official_threshold=True),
+  "jal_ldr": lambda hp: _partial(rl.ldr_kl_loss, lam=hp["Lambda"], margin=hp["threshold"]),
+  "ldr_kl": lambda hp: _partial(rl.ldr_kl_loss, lam=hp["Lambda"], margin=hp["threshold"]),
+  "logitclip": lambda hp: _partial(rl.logit_clipping, tau=hp["temp"], official_threshold=True),
+  "nls_gls": lambda hp: rl.get("softmax_cross_entropy", label_smoothing=hp["smooth_rate"]),
+  "phuber_ce": lambda hp: _partial(rl.partially_huberised_cross_entropy, tau=hp["tau"]),
+  "sr": _sr,
+  "taylor_ce": lambda hp: _partial(rl.taylor_cross_entropy, order=hp["t"]),
 }
 # Fixtures of losses not implemented here; every JSON must be covered or listed (checked below).
 NOT_COVERED = {
-    "alfs_anorm": "ANormLoss is not implemented (no config of the authors uses it)",
-    "anl_ce_er": "ANL-CE-ER (batch entropy regulariser) is not implemented",
-    "gjs_gjs": "GJS needs several augmented views per example; only the one-view JS is implemented",
-    "phuber_gce": "PHuber-GCE is not implemented",
-    "elr": None,  # stateful: tested by test_elr_matches_official_call_sequence
+  "alfs_anorm": "ANormLoss is not implemented (no config of the authors uses it)",
+  "anl_ce_er": "ANL-CE-ER (batch entropy regulariser) is not implemented",
+  "gjs_gjs": "GJS needs several augmented views per example; only the one-view JS is implemented",
+  "phuber_gce": "PHuber-GCE is not implemented",
+  "elr": None,  # stateful: tested by test_elr_matches_official_call_sequence
 }
 
 
@@ -172,6 +204,7 @@ def _value_and_grad(fn, logits, labels):
   def mean(z):
     losses = fn(z, labels)
     return jnp.mean(losses), losses
+
   (value, losses), grad = jax.jit(jax.value_and_grad(mean, has_aux=True))(logits)
   return np.asarray(losses), float(value), np.asarray(grad)
 
@@ -204,10 +237,12 @@ def test_apl_rce_probability_clamp_is_the_only_difference():
   # Without the clamp term, our RCE-based losses differ from APL's by that term and nothing else: the
   # fixture minus ours equals it to float32 rounding, it is within [0, beta * 9.21 * (K - 1) * 1e-7],
   # and it vanishes when no probability is below 1e-7 (the K = 10 "normal" inputs).
-  builders = {"apl_nce_rce": lambda hp: _partial(rl.active_passive_loss, active="nce", passive="rce",
-                                                 alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4),
-              "apl_sce": lambda hp: _partial(rl.symmetric_cross_entropy, alpha=hp["alpha"], beta=hp["beta"],
-                                             A=APL_LOG_1E4)}
+  builders = {
+    "apl_nce_rce": lambda hp: _partial(
+      rl.active_passive_loss, active="nce", passive="rce", alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4
+    ),
+    "apl_sce": lambda hp: _partial(rl.symmetric_cross_entropy, alpha=hp["alpha"], beta=hp["beta"], A=APL_LOG_1E4),
+  }
   for name, build in builders.items():
     for case in _load(name)["cases"]:
       beta = case["hparams"]["beta"]
@@ -224,8 +259,11 @@ def test_apl_rce_probability_clamp_is_the_only_difference():
 
 def _elr_params():
   d = _load("elr")
-  return [pytest.param(i, form, id=f"elr[{_source(d)}]-{case['name']}-{form}")
-          for i, case in enumerate(d["cases"]) for form in ("ids", "onehot")]
+  return [
+    pytest.param(i, form, id=f"elr[{_source(d)}]-{case['name']}-{form}")
+    for i, case in enumerate(d["cases"])
+    for form in ("ids", "onehot")
+  ]
 
 
 @pytest.mark.parametrize("index,form", _elr_params())
@@ -246,6 +284,7 @@ def test_elr_matches_official_call_sequence(index, form):
     def mean(z):
       losses, aux = loss.call_with_aux(z, labels, example_state={"targets": rows})
       return jnp.mean(losses), aux
+
     (value, aux), grad = jax.jit(jax.value_and_grad(mean, has_aux=True))(logits)
     memory = memory.copy()
     memory[idx] = np.asarray(aux["example_state"]["targets"])
@@ -261,8 +300,9 @@ def test_elr_state_is_optional_and_masked_rows_are_kept():
   ids = np.asarray(call["labels"], np.int32)
   # Without state: zeros, and nothing to return.
   zeros = np.zeros_like(logits)
-  np.testing.assert_array_equal(rl.early_learning_regularization(logits, ids),
-                                rl.early_learning_regularization(logits, ids, targets=zeros))
+  np.testing.assert_array_equal(
+    rl.early_learning_regularization(logits, ids), rl.early_learning_regularization(logits, ids, targets=zeros)
+  )
   assert rl.early_learning_regularization(logits, ids, return_aux=True)[1] == {}
   where = np.arange(len(ids)) % 2 == 0
   old = np.full_like(logits, 0.05)

@@ -1,4 +1,5 @@
 """The loss registry: names, hyperparameter resolution and validation, the Loss object's interface."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,24 +9,52 @@ import robust_losses as rl
 
 K = 4
 T = 0.7 * np.eye(K) + 0.1 * (1 - np.eye(K))
-LOGITS = np.array([[3.0, 0.5, -1.0, 0.2], [0.3, 0.1, -0.2, 0.4], [2.5, -1.5, 0.0, -0.5],
-                   [0.0, 1.0, 0.5, -2.0]], np.float32)
+LOGITS = np.array(
+  [[3.0, 0.5, -1.0, 0.2], [0.3, 0.1, -0.2, 0.4], [2.5, -1.5, 0.0, -0.5], [0.0, 1.0, 0.5, -2.0]], np.float32
+)
 Y = np.eye(K, dtype=np.float32)[[0, 2, 3, 1]]
 
 EXPECTED_NAMES = [
-    "active_negative_loss", "active_passive_loss", "asymmetric_exponential_loss",
-    "asymmetric_generalized_cross_entropy", "asymmetric_mean_squared_error", "asymmetric_unhinged_loss",
-    "backward_corrected_cross_entropy", "bi_tempered_logistic_loss", "binary_cross_entropy_dynamic_clipping",
-    "bootstrapped_cross_entropy", "clipped_cross_entropy", "clipped_focal_loss",
-    "early_learning_regularization", "epsilon_softmax_cross_entropy", "epsilon_softmax_cross_entropy_mae",
-    "focal_loss", "forward_corrected_cross_entropy", "generalized_cross_entropy", "jensen_shannon_divergence",
-    "joint_asymmetric_loss", "ldr_kl_loss", "logit_clipping", "mean_absolute_error", "mean_squared_error",
-    "nce_asymmetric_loss", "normalized_cross_entropy", "normalized_focal_loss",
-    "normalized_generalized_cross_entropy", "normalized_negative_cross_entropy",
-    "normalized_negative_focal_loss", "oracle_small_loss_selection", "partially_huberised_cross_entropy",
-    "reverse_cross_entropy", "sigmoid_binary_cross_entropy", "softmax_cross_entropy", "sparse_regularization",
-    "symmetric_cross_entropy", "tamed_cross_entropy", "taylor_cross_entropy",
-    "truncated_generalized_cross_entropy",
+  "active_negative_loss",
+  "active_passive_loss",
+  "asymmetric_exponential_loss",
+  "asymmetric_generalized_cross_entropy",
+  "asymmetric_mean_squared_error",
+  "asymmetric_unhinged_loss",
+  "backward_corrected_cross_entropy",
+  "bi_tempered_logistic_loss",
+  "binary_cross_entropy_dynamic_clipping",
+  "bootstrapped_cross_entropy",
+  "clipped_cross_entropy",
+  "clipped_focal_loss",
+  "early_learning_regularization",
+  "epsilon_softmax_cross_entropy",
+  "epsilon_softmax_cross_entropy_mae",
+  "focal_loss",
+  "forward_corrected_cross_entropy",
+  "generalized_cross_entropy",
+  "jensen_shannon_divergence",
+  "joint_asymmetric_loss",
+  "ldr_kl_loss",
+  "logit_clipping",
+  "mean_absolute_error",
+  "mean_squared_error",
+  "nce_asymmetric_loss",
+  "normalized_cross_entropy",
+  "normalized_focal_loss",
+  "normalized_generalized_cross_entropy",
+  "normalized_negative_cross_entropy",
+  "normalized_negative_focal_loss",
+  "oracle_small_loss_selection",
+  "partially_huberised_cross_entropy",
+  "reverse_cross_entropy",
+  "sigmoid_binary_cross_entropy",
+  "softmax_cross_entropy",
+  "sparse_regularization",
+  "symmetric_cross_entropy",
+  "tamed_cross_entropy",
+  "taylor_cross_entropy",
+  "truncated_generalized_cross_entropy",
 ]
 
 
@@ -40,31 +69,60 @@ def test_hparams_are_resolved_defaults_plus_overrides():
   assert loss.name == "tamed_cross_entropy"
   assert loss.hparams == {"alpha": 1.5, "label_smoothing": 0.0}
   assert rl.get("symmetric_cross_entropy", alpha=6.0, beta=0.1).hparams == {
-      "alpha": 6.0, "beta": 0.1, "A": -4.0, "label_smoothing": 0.0}
+    "alpha": 6.0,
+    "beta": 0.1,
+    "A": -4.0,
+    "label_smoothing": 0.0,
+  }
   assert rl.get("bi_tempered_logistic_loss", t1=0.8).hparams == {
-      "t1": 0.8, "t2": 1.0, "num_iters": 5, "label_smoothing": 0.0}
+    "t1": 0.8,
+    "t2": 1.0,
+    "num_iters": 5,
+    "label_smoothing": 0.0,
+  }
   assert rl.get("binary_cross_entropy_dynamic_clipping").hparams == {
-      "statistic": "gmm", "quantile": 0.9, "num_std": 4.0, "per_element": False, "warmup_epochs": 0,
-      "label_smoothing": 0.0}
+    "statistic": "gmm",
+    "quantile": 0.9,
+    "num_std": 4.0,
+    "per_element": False,
+    "warmup_epochs": 0,
+    "label_smoothing": 0.0,
+  }
   # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
   for name in ("clipped_cross_entropy", "clipped_focal_loss"):
     assert rl.get(name).hparams["num_std"] == 3.0 and rl.get(name).hparams["statistic"] == "gmm"
   assert rl.get("truncated_generalized_cross_entropy").hparams == {
-      "q": 0.7, "k": 0.5, "prune_start_epoch": 40, "prune_every_epochs": 10, "label_smoothing": 0.0}
+    "q": 0.7,
+    "k": 0.5,
+    "prune_start_epoch": 40,
+    "prune_every_epochs": 10,
+    "label_smoothing": 0.0,
+  }
 
 
 def test_capability_flags():
   weighted = {n for n in rl.names() if rl.get(n, **_required(n)).uses_example_weights}
   batch_stats = {n for n in rl.names() if rl.get(n, **_required(n)).uses_batch_statistics}
   assert weighted == {"truncated_generalized_cross_entropy"}
-  assert batch_stats == {"binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy",
-                         "clipped_focal_loss", "oracle_small_loss_selection"}
+  assert batch_stats == {
+    "binary_cross_entropy_dynamic_clipping",
+    "clipped_cross_entropy",
+    "clipped_focal_loss",
+    "oracle_small_loss_selection",
+  }
   stateful = {n: rl.get(n, **_required(n)).example_state_keys for n in rl.names()}
-  assert {n: k for n, k in stateful.items() if k} == {"truncated_generalized_cross_entropy": ("weights",),
-                                                      "early_learning_regularization": ("targets",)}
+  assert {n: k for n, k in stateful.items() if k} == {
+    "truncated_generalized_cross_entropy": ("weights",),
+    "early_learning_regularization": ("targets",),
+  }
   scheduled = {n for n in rl.names() if rl.get(n, **_required(n)).uses_epoch}
-  assert scheduled == {"binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy", "clipped_focal_loss",
-                       "oracle_small_loss_selection", "sparse_regularization"}
+  assert scheduled == {
+    "binary_cross_entropy_dynamic_clipping",
+    "clipped_cross_entropy",
+    "clipped_focal_loss",
+    "oracle_small_loss_selection",
+    "sparse_regularization",
+  }
 
 
 def _required(name):
@@ -79,86 +137,121 @@ def test_hparam_types_cover_every_hyperparameter():
   assert types["per_element"] is bool and types["transition_matrix"] is tuple
   # A transition matrix given as nested tuples (as a config holds it) works.
   as_tuple = tuple(map(tuple, T.tolist()))
-  np.testing.assert_allclose(rl.get("forward_corrected_cross_entropy", transition_matrix=as_tuple)(LOGITS, Y),
-                             rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=T), rtol=1e-6)
+  np.testing.assert_allclose(
+    rl.get("forward_corrected_cross_entropy", transition_matrix=as_tuple)(LOGITS, Y),
+    rl.forward_corrected_cross_entropy(LOGITS, Y, transition_matrix=T),
+    rtol=1e-6,
+  )
 
 
 def test_unknown_name():
-  with pytest.raises(ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_negative_loss', 'active_passive"):
+  with pytest.raises(
+    ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_negative_loss', 'active_passive"
+  ):
     rl.get("cross_entropy")
 
 
 def test_unknown_and_missing_hyperparameters():
-  with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['beta'\] for loss "
-                     r"'tamed_cross_entropy'; valid hyperparameters are \['alpha', 'label_smoothing'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"unknown hyperparameter\(s\) \['beta'\] for loss "
+    r"'tamed_cross_entropy'; valid hyperparameters are \['alpha', 'label_smoothing'\]",
+  ):
     rl.get("tamed_cross_entropy", beta=0.5)
   with pytest.raises(ValueError, match=r"needs hyperparameter\(s\) \['transition_matrix'\]"):
     rl.get("backward_corrected_cross_entropy")
 
 
 BAD = [
-    ("tamed_cross_entropy", {"alpha": -0.1}, r"alpha=-0.1 is out of range; valid range is \[0, inf\)"),
-    ("generalized_cross_entropy", {"q": 1.5}, r"q=1.5 is out of range; valid range is \[0, 1\]"),
-    ("generalized_cross_entropy", {"q": -0.2}, r"q=-0.2 is out of range"),
-    ("normalized_generalized_cross_entropy", {"q": 2.0}, r"q=2.0 is out of range"),
-    ("truncated_generalized_cross_entropy", {"k": 0.0}, r"k=0.0 is out of range; valid range is \(0, 1\)"),
-    ("truncated_generalized_cross_entropy", {"k": 1.0}, r"k=1.0 is out of range; valid range is \(0, 1\)"),
-    ("focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range; valid range is \[0, inf\)"),
-    ("normalized_focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range"),
-    ("bootstrapped_cross_entropy", {"beta": 1.2}, r"beta=1.2 is out of range; valid range is \[0, 1\]"),
-    ("bootstrapped_cross_entropy", {"mode": "medium"},
-     r"mode='medium' is not a valid choice; valid choices are \['hard', 'soft'\]"),
-    ("reverse_cross_entropy", {"A": 0.0}, r"A=0.0 is out of range; valid range is \(-inf, 0\)"),
-    ("symmetric_cross_entropy", {"alpha": -1.0}, r"alpha=-1.0 is out of range"),
-    ("active_passive_loss", {"active": "mae"},
-     r"active='mae' is not a valid choice; valid choices are \['ce', 'fl', 'nce', 'nfl', 'ngce'\]"),
-    ("active_passive_loss", {"passive": "ce"},
-     r"passive='ce' is not a valid choice; valid choices are \['mae', 'nmae', 'nrce', 'rce'\]"),
-    ("active_passive_loss", {"beta": -1.0}, r"beta=-1.0 is out of range"),
-    ("forward_corrected_cross_entropy", {"transition_matrix": T + 0.01 * np.eye(K)},
-     r"transition_matrix row 0 sums to 1.01.*must sum to 1 within 1e-05"),
-    ("forward_corrected_cross_entropy", {"transition_matrix": np.array([[1.2, -0.2], [0.0, 1.0]])},
-     r"transition_matrix\[0, 1\]=-0.2 is out of range"),
-    ("forward_corrected_cross_entropy", {"transition_matrix": np.ones((2, 3)) / 3},
-     r"must be a square K x K matrix; got shape \(2, 3\)"),
-    ("backward_corrected_cross_entropy", {"transition_matrix": np.full((K, K), 1 / K)},
-     r"transition_matrix is singular or ill-conditioned"),
-    ("bi_tempered_logistic_loss", {"t1": 0.0}, r"t1=0.0 is out of range; valid range is \(0, 1\]"),
-    ("bi_tempered_logistic_loss", {"t1": 1.5}, r"t1=1.5 is out of range"),
-    ("bi_tempered_logistic_loss", {"t2": 0.8}, r"t2=0.8 is out of range; valid range is \[1, inf\)"),
-    ("bi_tempered_logistic_loss", {"num_iters": 0}, r"num_iters=0 is out of range; valid range is"),
-    ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
-    ("clipped_cross_entropy", {"statistic": "max"},
-     r"statistic='max' is not a valid choice; valid choices are "
-     r"\['gmm', 'mad', 'mean', 'mean_std', 'median', 'otsu', 'quantile'\]"),
-    ("clipped_focal_loss", {"quantile": 0.0}, r"quantile=0.0 is out of range; valid range is \(0, 1\)"),
-    ("binary_cross_entropy_dynamic_clipping", {"num_std": -0.5}, r"num_std=-0.5 is out of range"),
-    ("softmax_cross_entropy", {"label_smoothing": 1.0},
-     r"label_smoothing=1.0 is out of range; valid range is \(-inf, 1\)"),
-    ("generalized_cross_entropy", {"label_smoothing": float("nan")}, r"label_smoothing=nan is out of range"),
-    ("normalized_negative_cross_entropy", {"min_prob": 0.0},
-     r"min_prob=0.0 is out of range; valid range is \(0, 1\)"),
-    ("active_negative_loss", {"active": "ce"},
-     r"active='ce' is not a valid choice; valid choices are \['nce', 'nfl'\]"),
-    ("asymmetric_unhinged_loss", {"a": 1.0}, r"a=1.0 is out of range; valid range is \(1, inf\)"),
-    ("nce_asymmetric_loss", {"passive": "rce"},
-     r"passive='rce' is not a valid choice; valid choices are \['ael', 'agce', 'aul'\]"),
-    ("asymmetric_mean_squared_error", {"a": 0.5}, r"a=0.5 is out of range; valid range is \[1, inf\)"),
-    ("epsilon_softmax_cross_entropy", {"m": -1.0}, r"m=-1.0 is out of range; valid range is \[0, inf\)"),
-    ("ldr_kl_loss", {"lam": 0.0}, r"lam=0.0 is out of range; valid range is \(0, inf\)"),
-    ("jensen_shannon_divergence", {"pi": 1.0}, r"pi=1.0 is out of range; valid range is \(0, 1\)"),
-    ("taylor_cross_entropy", {"order": 0}, r"order=0 is out of range; valid range is integers >= 1"),
-    ("logit_clipping", {"tau": 0.0}, r"tau=0.0 is out of range; valid range is \(0, inf\)"),
-    ("partially_huberised_cross_entropy", {"tau": 1.0}, r"tau=1.0 is out of range; valid range is \(1, inf\)"),
-    ("early_learning_regularization", {"beta": 1.0}, r"beta=1.0 is out of range; valid range is \[0, 1\)"),
-    ("sparse_regularization", {"freq": 0}, r"freq=0 is out of range; valid range is integers >= 1"),
-    ("sparse_regularization", {"rho": 0.9}, r"rho=0.9 is out of range; valid range is \[1, inf\)"),
-    ("bi_tempered_logistic_loss", {"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
+  ("tamed_cross_entropy", {"alpha": -0.1}, r"alpha=-0.1 is out of range; valid range is \[0, inf\)"),
+  ("generalized_cross_entropy", {"q": 1.5}, r"q=1.5 is out of range; valid range is \[0, 1\]"),
+  ("generalized_cross_entropy", {"q": -0.2}, r"q=-0.2 is out of range"),
+  ("normalized_generalized_cross_entropy", {"q": 2.0}, r"q=2.0 is out of range"),
+  ("truncated_generalized_cross_entropy", {"k": 0.0}, r"k=0.0 is out of range; valid range is \(0, 1\)"),
+  ("truncated_generalized_cross_entropy", {"k": 1.0}, r"k=1.0 is out of range; valid range is \(0, 1\)"),
+  ("focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range; valid range is \[0, inf\)"),
+  ("normalized_focal_loss", {"gamma": -1.0}, r"gamma=-1.0 is out of range"),
+  ("bootstrapped_cross_entropy", {"beta": 1.2}, r"beta=1.2 is out of range; valid range is \[0, 1\]"),
+  (
+    "bootstrapped_cross_entropy",
+    {"mode": "medium"},
+    r"mode='medium' is not a valid choice; valid choices are \['hard', 'soft'\]",
+  ),
+  ("reverse_cross_entropy", {"A": 0.0}, r"A=0.0 is out of range; valid range is \(-inf, 0\)"),
+  ("symmetric_cross_entropy", {"alpha": -1.0}, r"alpha=-1.0 is out of range"),
+  (
+    "active_passive_loss",
+    {"active": "mae"},
+    r"active='mae' is not a valid choice; valid choices are \['ce', 'fl', 'nce', 'nfl', 'ngce'\]",
+  ),
+  (
+    "active_passive_loss",
+    {"passive": "ce"},
+    r"passive='ce' is not a valid choice; valid choices are \['mae', 'nmae', 'nrce', 'rce'\]",
+  ),
+  ("active_passive_loss", {"beta": -1.0}, r"beta=-1.0 is out of range"),
+  (
+    "forward_corrected_cross_entropy",
+    {"transition_matrix": T + 0.01 * np.eye(K)},
+    r"transition_matrix row 0 sums to 1.01.*must sum to 1 within 1e-05",
+  ),
+  (
+    "forward_corrected_cross_entropy",
+    {"transition_matrix": np.array([[1.2, -0.2], [0.0, 1.0]])},
+    r"transition_matrix\[0, 1\]=-0.2 is out of range",
+  ),
+  (
+    "forward_corrected_cross_entropy",
+    {"transition_matrix": np.ones((2, 3)) / 3},
+    r"must be a square K x K matrix; got shape \(2, 3\)",
+  ),
+  (
+    "backward_corrected_cross_entropy",
+    {"transition_matrix": np.full((K, K), 1 / K)},
+    r"transition_matrix is singular or ill-conditioned",
+  ),
+  ("bi_tempered_logistic_loss", {"t1": 0.0}, r"t1=0.0 is out of range; valid range is \(0, 1\]"),
+  ("bi_tempered_logistic_loss", {"t1": 1.5}, r"t1=1.5 is out of range"),
+  ("bi_tempered_logistic_loss", {"t2": 0.8}, r"t2=0.8 is out of range; valid range is \[1, inf\)"),
+  ("bi_tempered_logistic_loss", {"num_iters": 0}, r"num_iters=0 is out of range; valid range is"),
+  ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
+  (
+    "clipped_cross_entropy",
+    {"statistic": "max"},
+    r"statistic='max' is not a valid choice; valid choices are "
+    r"\['gmm', 'mad', 'mean', 'mean_std', 'median', 'otsu', 'quantile'\]",
+  ),
+  ("clipped_focal_loss", {"quantile": 0.0}, r"quantile=0.0 is out of range; valid range is \(0, 1\)"),
+  ("binary_cross_entropy_dynamic_clipping", {"num_std": -0.5}, r"num_std=-0.5 is out of range"),
+  (
+    "softmax_cross_entropy",
+    {"label_smoothing": 1.0},
+    r"label_smoothing=1.0 is out of range; valid range is \(-inf, 1\)",
+  ),
+  ("generalized_cross_entropy", {"label_smoothing": float("nan")}, r"label_smoothing=nan is out of range"),
+  ("normalized_negative_cross_entropy", {"min_prob": 0.0}, r"min_prob=0.0 is out of range; valid range is \(0, 1\)"),
+  ("active_negative_loss", {"active": "ce"}, r"active='ce' is not a valid choice; valid choices are \['nce', 'nfl'\]"),
+  ("asymmetric_unhinged_loss", {"a": 1.0}, r"a=1.0 is out of range; valid range is \(1, inf\)"),
+  (
+    "nce_asymmetric_loss",
+    {"passive": "rce"},
+    r"passive='rce' is not a valid choice; valid choices are \['ael', 'agce', 'aul'\]",
+  ),
+  ("asymmetric_mean_squared_error", {"a": 0.5}, r"a=0.5 is out of range; valid range is \[1, inf\)"),
+  ("epsilon_softmax_cross_entropy", {"m": -1.0}, r"m=-1.0 is out of range; valid range is \[0, inf\)"),
+  ("ldr_kl_loss", {"lam": 0.0}, r"lam=0.0 is out of range; valid range is \(0, inf\)"),
+  ("jensen_shannon_divergence", {"pi": 1.0}, r"pi=1.0 is out of range; valid range is \(0, 1\)"),
+  ("taylor_cross_entropy", {"order": 0}, r"order=0 is out of range; valid range is integers >= 1"),
+  ("logit_clipping", {"tau": 0.0}, r"tau=0.0 is out of range; valid range is \(0, inf\)"),
+  ("partially_huberised_cross_entropy", {"tau": 1.0}, r"tau=1.0 is out of range; valid range is \(1, inf\)"),
+  ("early_learning_regularization", {"beta": 1.0}, r"beta=1.0 is out of range; valid range is \[0, 1\)"),
+  ("sparse_regularization", {"freq": 0}, r"freq=0 is out of range; valid range is integers >= 1"),
+  ("sparse_regularization", {"rho": 0.9}, r"rho=0.9 is out of range; valid range is \[1, inf\)"),
+  ("bi_tempered_logistic_loss", {"label_smoothing": 1.0}, r"label_smoothing=1.0 is out of range"),
 ]
 
 
-@pytest.mark.parametrize("name,hparams,match", BAD, ids=[f"{n}-{next(iter(h))}-{i}"
-                                                         for i, (n, h, _) in enumerate(BAD)])
+@pytest.mark.parametrize("name,hparams,match", BAD, ids=[f"{n}-{next(iter(h))}-{i}" for i, (n, h, _) in enumerate(BAD)])
 def test_out_of_range_hyperparameters_fail_at_construction(name, hparams, match):
   with pytest.raises(ValueError, match=match):
     rl.get(name, **hparams)
@@ -172,7 +265,7 @@ def test_weights_only_for_the_truncated_loss():
   losses, aux = loss.call_with_aux(LOGITS, Y, weights=w)
   assert aux == {}
   gce = rl.generalized_cross_entropy(LOGITS, Y)
-  lq_k = (1 - 0.5 ** 0.7) / 0.7
+  lq_k = (1 - 0.5**0.7) / 0.7
   np.testing.assert_allclose(losses, np.where(w > 0, gce, lq_k), rtol=1e-6)
 
 
@@ -183,7 +276,8 @@ def test_loss_object_works_under_jit_and_grad():
   np.testing.assert_allclose(value, loss(LOGITS, Y).mean(), rtol=1e-6)
   assert grad.shape == LOGITS.shape and np.all(np.isfinite(grad))
   assert repr(rl.get("tamed_cross_entropy", alpha=2.0)) == (
-      "Loss('tamed_cross_entropy', alpha=2.0, label_smoothing=0.0)")
+    "Loss('tamed_cross_entropy', alpha=2.0, label_smoothing=0.0)"
+  )
 
 
 def test_axis_name_is_ignored_by_per_example_losses():
@@ -220,6 +314,7 @@ def test_loss_object_is_a_static_jit_argument_compiled_once_per_value():
   def mean_loss(logits, labels, loss):
     traces.append(loss)
     return loss(logits, labels).mean()
+
   mean_loss = jax.jit(mean_loss.__wrapped__, static_argnums=2)
   for _ in range(3):
     mean_loss(LOGITS, Y, rl.get("generalized_cross_entropy", q=0.5))
@@ -229,8 +324,11 @@ def test_loss_object_is_a_static_jit_argument_compiled_once_per_value():
 
 
 def test_schedules_that_never_act_are_rejected():
-  with pytest.raises(ValueError, match=r"prune_start_epoch=40 is out of range for num_epochs=30; valid range "
-                     r"is \[0, 29\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"prune_start_epoch=40 is out of range for num_epochs=30; valid range "
+    r"is \[0, 29\]",
+  ):
     rl.get("truncated_generalized_cross_entropy").check_training(30)
   rl.get("truncated_generalized_cross_entropy", prune_start_epoch=29).check_training(30)
   with pytest.raises(ValueError, match=r"warmup_epochs=5 is out of range for num_epochs=5"):

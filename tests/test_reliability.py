@@ -1,4 +1,5 @@
 """Crash-resume and multi-process training, each run as real subprocesses of the CLI."""
+
 import json
 import os
 import signal
@@ -6,7 +7,6 @@ import socket
 import time
 
 import numpy as np
-
 from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 
 
@@ -43,8 +43,7 @@ def test_two_processes_equal_one_process(tmp_path):
   flags = ("--config.num_epochs=2",)
   single = cli(tmp_path / "one", *flags, devices=2)
   port = free_port()
-  procs = [cli(tmp_path / "two", *flags, devices=1,
-               extra_env=coordinator_env(port, i)) for i in range(2)]
+  procs = [cli(tmp_path / "two", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
   for p in procs:
     finish(p)
   finish(single)
@@ -63,8 +62,12 @@ def test_ctrl_c_at_several_moments_then_rerun_gives_the_uninterrupted_result(tmp
   # Batch 16 and steps_per_call=4: an epoch is 20 compiled calls (78 steps, ~85 ms) and one short evaluation,
   # so most interrupts land mid-epoch, between compiled calls. (At batch 64 an epoch was 5 calls in ~6 ms,
   # about half of it evaluation, and in one CI run all four signals landed between epochs.)
-  flags = ("--config.num_epochs=30", "--config.batch_size=16", "--config.steps_per_call=4",
-           "--config.checkpoint_every_epochs=5")
+  flags = (
+    "--config.num_epochs=30",
+    "--config.batch_size=16",
+    "--config.steps_per_call=4",
+    "--config.checkpoint_every_epochs=5",
+  )
   reference = cli(tmp_path / "ref", *flags)
   stopped_at = []
   # Signal once after each of these many finished epochs (plus a little into the next one).
@@ -97,10 +100,22 @@ def test_slurm_variables_start_multi_process_training(tmp_path):
   flags = ("--config.num_epochs=1",)
   port = _free_port_in(range(61440, 65536))
   job_id = port - 61440  # JAX's SlurmCluster derives the coordinator port from the job id
-  procs = [cli(tmp_path / "slurm", *flags, devices=1,
-               extra_env={"SLURM_JOB_ID": str(job_id), "SLURM_NTASKS": "2", "SLURM_PROCID": str(i),
-                          "SLURM_LOCALID": str(i), "SLURM_STEP_NODELIST": "127.0.0.1",
-                          "SLURM_STEP_NUM_NODES": "1"}) for i in range(2)]
+  procs = [
+    cli(
+      tmp_path / "slurm",
+      *flags,
+      devices=1,
+      extra_env={
+        "SLURM_JOB_ID": str(job_id),
+        "SLURM_NTASKS": "2",
+        "SLURM_PROCID": str(i),
+        "SLURM_LOCALID": str(i),
+        "SLURM_STEP_NODELIST": "127.0.0.1",
+        "SLURM_STEP_NUM_NODES": "1",
+      },
+    )
+    for i in range(2)
+  ]
   for p in procs:
     finish(p)
   with open(tmp_path / "slurm" / "summary.json") as f:

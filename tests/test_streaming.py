@@ -4,6 +4,7 @@ The data is sklearn's digits, written once as an image folder of PNGs (train/<cl
 file reading, decoding and grain threads all run; runs are real CLI subprocesses where processes, kill -9
 and Ctrl-C are involved.
 """
+
 import json
 import signal
 import time
@@ -11,9 +12,9 @@ import time
 import jax
 import numpy as np
 import pytest
+from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 from PIL import Image
 
-from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 from configs import digits as digits_config
 from experiments import input_pipeline, streaming, train, train_lib
 
@@ -39,7 +40,7 @@ def config_of(*flags):
   c = digits_config.get_config()
   c.steps_per_call = 8  # streaming needs >= 1 (0 would decode an epoch per call); memory runs don't care
   for flag in flags:
-    key, value = flag[len("--config."):].split("=", 1)
+    key, value = flag[len("--config.") :].split("=", 1)
     c[key] = type(c[key])(value) if not isinstance(c[key], bool) else value == "True"
   return c
 
@@ -59,13 +60,16 @@ def assert_same_training(a, b):
     np.testing.assert_allclose(x["train_memorised_noisy_subset"], y["train_memorised_noisy_subset"], atol=1e-6)
 
 
-@pytest.mark.parametrize("loss", [
+@pytest.mark.parametrize(
+  "loss",
+  [
     {"name": "softmax_cross_entropy"},
     # Per-example state refreshed by an evaluation pass over the whole (streamed) training set.
     {"name": "truncated_generalized_cross_entropy", "prune_start_epoch": 1, "prune_every_epochs": 1},
     # Per-example state updated in the step, at the streamed batch's ids, gathered from every device.
     {"name": "early_learning_regularization"},
-])
+  ],
+)
 def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path, loss):
   flags = ("--config.num_epochs=2", "--config.progress=False", "--config.batch_size=64")
   runs = {}
@@ -85,16 +89,32 @@ def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path, loss):
 def test_list_files_stream_what_the_folder_holds_in_memory(digits_folder, tmp_path):
   # The Clothing1M form of the same images: `path label` lines, paths relative to data_path.
   for split in ("train", "test"):
-    lines = [f"{split}/{c.name}/{f.name} {c.name}" for c in sorted((digits_folder / split).iterdir())
-             for f in sorted(c.iterdir())]
+    lines = [
+      f"{split}/{c.name}/{f.name} {c.name}"
+      for c in sorted((digits_folder / split).iterdir())
+      for f in sorted(c.iterdir())
+    ]
     (tmp_path / f"{split}.txt").write_text("\n".join(lines) + "\n")
-  flags = ("--config.num_epochs=1", "--config.progress=False", "--config.batch_size=64",
-           "--config.image_size=8", f"--config.data_path={digits_folder}")
-  folder = train.train_and_evaluate(config_of(*flags, "--config.dataset=image_folder", "--config.input=memory"),
-                                    str(tmp_path / "folder"))
-  listed = train.train_and_evaluate(config_of(*flags, "--config.dataset=image_list", "--config.input=stream",
-                                              f"--config.train_list={tmp_path / 'train.txt'}",
-                                              f"--config.test_list={tmp_path / 'test.txt'}"), str(tmp_path / "list"))
+  flags = (
+    "--config.num_epochs=1",
+    "--config.progress=False",
+    "--config.batch_size=64",
+    "--config.image_size=8",
+    f"--config.data_path={digits_folder}",
+  )
+  folder = train.train_and_evaluate(
+    config_of(*flags, "--config.dataset=image_folder", "--config.input=memory"), str(tmp_path / "folder")
+  )
+  listed = train.train_and_evaluate(
+    config_of(
+      *flags,
+      "--config.dataset=image_list",
+      "--config.input=stream",
+      f"--config.train_list={tmp_path / 'train.txt'}",
+      f"--config.test_list={tmp_path / 'test.txt'}",
+    ),
+    str(tmp_path / "list"),
+  )
   assert folder["status"] == listed["status"] == "completed"
   assert_same_training(history(tmp_path / "folder"), history(tmp_path / "list"))
 
@@ -120,12 +140,13 @@ def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
   order = train_lib.host_epoch_order(3, len(data.y_train))
   spe, batch = 5, 8
   whole = streaming.TrainStream(data.train_source, order, batch, spe, slice(0, batch), workers=2)
-  halves = [streaming.TrainStream(data.train_source, order, batch, spe, rows, workers=3)
-            for rows in (slice(0, 4), slice(4, 8))]
+  halves = [
+    streaming.TrainStream(data.train_source, order, batch, spe, rows, workers=3) for rows in (slice(0, 4), slice(4, 8))
+  ]
   perm = order(1)
   first, second = (list(h.epoch(1)) for h in halves)
   for t, (ids, images) in enumerate(whole.epoch(1)):
-    np.testing.assert_array_equal(ids, perm[t * batch:(t + 1) * batch])  # the in-memory path's batch t
+    np.testing.assert_array_equal(ids, perm[t * batch : (t + 1) * batch])  # the in-memory path's batch t
     np.testing.assert_array_equal(np.concatenate([first[t][0], second[t][0]]), ids)  # disjoint halves
     np.testing.assert_array_equal(np.concatenate([first[t][1], second[t][1]]), images)
   # The permutation the device computes for the in-memory path is the host's.
@@ -137,18 +158,18 @@ def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
   state = it.get_state()
   assert whole.state_at(2) == state  # the position is a function of the step
   rest = list(whole.epoch(1, state))
-  np.testing.assert_array_equal(rest[0][0], perm[2 * batch:3 * batch])
+  np.testing.assert_array_equal(rest[0][0], perm[2 * batch : 3 * batch])
   assert len(rest) == spe - 2
 
 
 def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
   import shutil
+
   root = tmp_path / "copy"
   shutil.copytree(digits_folder, root)
   bad = sorted((root / "train" / "3").iterdir())[0]
   bad.write_bytes(bad.read_bytes()[:20])  # a truncated PNG
-  config = config_of(*folder_flags(root), "--config.input=stream", "--config.num_epochs=1",
-                     "--config.progress=False")
+  config = config_of(*folder_flags(root), "--config.input=stream", "--config.num_epochs=1", "--config.progress=False")
   with pytest.raises(Exception, match=str(bad.name)):
     train.train_and_evaluate(config, str(tmp_path / "run"))
   config.skip_corrupt = True
@@ -160,12 +181,13 @@ def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
 
 # ------------------------------------------------------------------------------------------ subprocesses
 def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_path):
-  flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64",
-           "--config.steps_per_call=8")
+  flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64", "--config.steps_per_call=8")
   single = cli(tmp_path / "memory", *flags, "--config.input=memory", devices=2)
   port = free_port()
-  procs = [cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1,
-               extra_env=coordinator_env(port, i)) for i in range(2)]
+  procs = [
+    cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1, extra_env=coordinator_env(port, i))
+    for i in range(2)
+  ]
   for p in procs:
     finish(p)
   finish(single)
@@ -179,8 +201,14 @@ def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_
 def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_folder, tmp_path):
   # 1257 // 64 = 19 steps an epoch in calls of 4: a Ctrl-C lands between calls, mid-epoch, and saves the
   # grain iterator's position; kill -9 loses everything since the last checkpoint (an epoch end).
-  flags = (*folder_flags(digits_folder), "--config.input=stream", "--config.num_epochs=20",
-           "--config.batch_size=64", "--config.steps_per_call=4", "--config.loop_free=False")
+  flags = (
+    *folder_flags(digits_folder),
+    "--config.input=stream",
+    "--config.num_epochs=20",
+    "--config.batch_size=64",
+    "--config.steps_per_call=4",
+    "--config.loop_free=False",
+  )
   reference = cli(tmp_path / "ref", *flags)
   stopped = []
   # Interrupt after 2, 5, 8 finished epochs (and a little into the next) until one stop is mid-epoch.
@@ -225,9 +253,15 @@ def test_tfds_streams_the_examples_it_loads_in_memory(tfds_mock, tmp_path):
     np.testing.assert_array_equal(streamed.y_test, in_memory.y_test)
     np.testing.assert_array_equal(streaming.read(streamed.train_source, np.arange(40)), in_memory.x_train)
     np.testing.assert_allclose(streamed.mean, in_memory.mean, rtol=1e-12)
-    config = config_of("--config.dataset=cifar10", "--config.input=stream", "--config.num_epochs=1",
-                       "--config.batch_size=8", "--config.model=mlp", "--config.progress=False",
-                       "--config.eval_batch_size=4")
+    config = config_of(
+      "--config.dataset=cifar10",
+      "--config.input=stream",
+      "--config.num_epochs=1",
+      "--config.batch_size=8",
+      "--config.model=mlp",
+      "--config.progress=False",
+      "--config.eval_batch_size=4",
+    )
     config.noise.kind, config.noise.rate = "none", 0.0
     summary = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert summary["status"] == "completed" and summary["epochs_completed"] == 1
@@ -235,14 +269,21 @@ def test_tfds_streams_the_examples_it_loads_in_memory(tfds_mock, tmp_path):
 
 def test_a_corrupt_image_read_by_one_process_stops_both_promptly(digits_folder, tmp_path):
   import shutil
+
   root = tmp_path / "copy"
   shutil.copytree(digits_folder, root)
   # A training image outside the (10-image) statistics sample, so it is first read by one process's rows
   # of some batch in epoch 1; without the agreement the other process would wait in the next collective.
   bad = sorted((root / "train" / "7").iterdir())[-1]
   bad.write_bytes(bad.read_bytes()[:30])
-  flags = (*folder_flags(root), "--config.input=stream", "--config.num_epochs=1", "--config.batch_size=64",
-           "--config.steps_per_call=2", "--config.stats_max_examples=10")
+  flags = (
+    *folder_flags(root),
+    "--config.input=stream",
+    "--config.num_epochs=1",
+    "--config.batch_size=64",
+    "--config.steps_per_call=2",
+    "--config.stats_max_examples=10",
+  )
   port = free_port()
   procs = [cli(tmp_path / "run", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
   t0 = time.time()

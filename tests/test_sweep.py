@@ -1,4 +1,5 @@
 """Sweep runner: grid expansion, resume, and the table and plot files (tiny grid on digits)."""
+
 import csv
 import json
 import os
@@ -32,8 +33,14 @@ def test_grid_expansion():
   by_id = {r["id"]: r["config"] for r in full}
   assert all(checkpoints.config_differences(json.loads(by_id[r["id"]].to_json()), r["config"]) == [] for r in main)
   runs = sweep.expand(tiny_sweep(group_noise=False))
-  assert [r["id"] for r in runs] == ["ce__symmetric_0", "ce__symmetric_0.4", "bce_dyn._clip_q0.9_wu5__symmetric_0",
-                                     "bce_dyn._clip_q0.9_wu5__symmetric_0.4", "tce_2__symmetric_0", "tce_2__symmetric_0.4"]
+  assert [r["id"] for r in runs] == [
+    "ce__symmetric_0",
+    "ce__symmetric_0.4",
+    "bce_dyn._clip_q0.9_wu5__symmetric_0",
+    "bce_dyn._clip_q0.9_wu5__symmetric_0.4",
+    "tce_2__symmetric_0",
+    "tce_2__symmetric_0.4",
+  ]
   tce = runs[-1]["config"]
   assert tce.loss.name == "tamed_cross_entropy" and tce.loss.alpha == 2.0 and tce.num_seeds == 2
   assert runs[0]["config"].loss.alpha is None  # each run's config is its own copy
@@ -72,8 +79,14 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
   assert all(0 <= float(r["test_accuracy_last"]) <= 1 for r in rows)
   md = (tmp_path / "results.md").read_text()
   assert "| CE |" in md and "symmetric 0.4" in md and "**" in md and "± " in md
-  for name in ("accuracy_vs_noise.png", "test_accuracy_curves.png", "memorisation.png", "clipped_fraction.png",
-               "accuracy_heatmap.png", "clipping_diagnostics.png"):
+  for name in (
+    "accuracy_vs_noise.png",
+    "test_accuracy_curves.png",
+    "memorisation.png",
+    "clipped_fraction.png",
+    "accuracy_heatmap.png",
+    "clipping_diagnostics.png",
+  ):
     assert (tmp_path / "plots" / name).stat().st_size > 10_000, name
   # The warm-up row trains unclipped for 5 epochs, then clips about the top 10% of each batch.
   with open(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5" / "metrics.jsonl") as f:

@@ -1,11 +1,11 @@
 """End-to-end training on tiny configs (digits, 4 simulated CPU devices from conftest)."""
+
+import dataclasses
 import json
 import os
 import shutil
 import subprocess
 import sys
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -62,9 +62,14 @@ def assert_same_run(a, b, loss_rtol=0.0, acc_atol=0.0):
 GAMMA_64 = 64 * 2.0**-24
 
 
-@pytest.mark.parametrize("model, loss", [("small_cnn", "softmax_cross_entropy"),
-                                         ("mlp", "binary_cross_entropy_dynamic_clipping"),
-                                         ("mlp", "early_learning_regularization")])
+@pytest.mark.parametrize(
+  "model, loss",
+  [
+    ("small_cnn", "softmax_cross_entropy"),
+    ("mlp", "binary_cross_entropy_dynamic_clipping"),
+    ("mlp", "early_learning_regularization"),
+  ],
+)
 def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
   # BatchNorm (small_cnn) and a batch-statistics loss: both must see the global batch.
   data = input_pipeline.load("digits")
@@ -76,11 +81,17 @@ def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
     state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
     keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(keys)))
     labels = train_lib.replicate(prog.mesh, data.y_train[None])
-    new, m = train_lib.train_chunk_fn(prog)(state, keys, labels, jnp.zeros_like(labels, bool),
-                                            train_lib.replicate(prog.mesh, data.x_train),
-                                            jnp.arange(0, 1, dtype=jnp.int32))
-    outs.append((float(m["loss"][0, 0]), jax.tree.map(np.asarray, new.params),
-                 jax.tree.map(np.asarray, new.loss_state)))
+    new, m = train_lib.train_chunk_fn(prog)(
+      state,
+      keys,
+      labels,
+      jnp.zeros_like(labels, bool),
+      train_lib.replicate(prog.mesh, data.x_train),
+      jnp.arange(0, 1, dtype=jnp.int32),
+    )
+    outs.append(
+      (float(m["loss"][0, 0]), jax.tree.map(np.asarray, new.params), jax.tree.map(np.asarray, new.loss_state))
+    )
   (loss1, params1, state1), (loss4, params4, state4) = outs
   np.testing.assert_allclose(loss1, loss4, rtol=GAMMA_64)
   # Per-example loss state (ELR's targets): every device's rows reach the replicated state, written at the
@@ -96,8 +107,9 @@ def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=0.05 * GAMMA_64 * 5), params1, params4)
 
 
-@pytest.mark.parametrize("model, loss", [("small_cnn", "softmax_cross_entropy"),
-                                         ("mlp", "binary_cross_entropy_dynamic_clipping")])
+@pytest.mark.parametrize(
+  "model, loss", [("small_cnn", "softmax_cross_entropy"), ("mlp", "binary_cross_entropy_dynamic_clipping")]
+)
 def test_one_device_equals_four(tmp_path, model, loss):
   # The quantile statistic clips in every batch, so the global-batch path is exercised at every step.
   extra = {"loss.statistic": "quantile"} if "clipping" in loss else {}
@@ -129,8 +141,14 @@ def test_summary_contents(tmp_path):
   s = train.train_and_evaluate(tiny(), str(tmp_path))
   with open(tmp_path / "summary.json") as f:
     on_disk = json.load(f)
-  for key in ("test_accuracy_last", "test_accuracy_best", "best_epoch", "noise_rate_realised", "train_seconds",
-              "config"):
+  for key in (
+    "test_accuracy_last",
+    "test_accuracy_best",
+    "best_epoch",
+    "noise_rate_realised",
+    "train_seconds",
+    "config",
+  ):
     assert on_disk[key] is not None, key
   assert on_disk["status"] == "completed" and on_disk["epochs_completed"] == 2
   assert 0.35 < s["noise_rate_realised"] < 0.45  # symmetric 0.4: exact per-class counts, floors
@@ -146,8 +164,9 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
     ha, hb = history(tmp_path / "both"), history(tmp_path / str(seed))
     for ra, rb in zip(ha, hb):
       np.testing.assert_allclose(ra["test_accuracy"][r], rb["test_accuracy"][0], atol=1e-6)
-      np.testing.assert_allclose(ra["train_memorised_noisy_subset"][r], rb["train_memorised_noisy_subset"][0],
-                                 atol=1e-6)
+      np.testing.assert_allclose(
+        ra["train_memorised_noisy_subset"][r], rb["train_memorised_noisy_subset"][0], atol=1e-6
+      )
     assert together["per_seed"][r]["noise_rate_realised"] == alone["noise_rate_realised"]
   # Each seed gets its own noise draw.
   assert together["per_seed"][0]["noise"] != together["per_seed"][1]["noise"]
@@ -175,8 +194,9 @@ def _restore(workdir, config, step):
   keys = train_lib.replica_keys([config.seed])
   abstract = train_lib.init_state(prog, keys, data.x_train.shape[1:])
   ckpt = checkpoints.Checkpointer(str(workdir), 2)
-  out = ckpt._manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
-                                                            meta=ocp.args.JsonRestore()))
+  out = ckpt._manager.restore(
+    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
+  )
   ckpt.close()
   return out.state, out.meta, prog, data
 
@@ -201,8 +221,15 @@ def test_stateful_and_scheduled_losses_resume_exactly(tmp_path, loss):
 
 
 def test_truncated_lq_prunes_the_examples_whose_label_probability_is_at_most_k(tmp_path):
-  c = tiny(num_epochs=3, **{"loss.name": "truncated_generalized_cross_entropy", "loss.prune_start_epoch": 1,
-                            "loss.prune_every_epochs": 1, "noise.rate": 0.4})
+  c = tiny(
+    num_epochs=3,
+    **{
+      "loss.name": "truncated_generalized_cross_entropy",
+      "loss.prune_start_epoch": 1,
+      "loss.prune_every_epochs": 1,
+      "noise.rate": 0.4,
+    },
+  )
   train.train_and_evaluate(c, str(tmp_path))
   h = history(tmp_path)
   assert h[0]["loss_state_mean/weights"] == [1.0]  # nothing pruned before prune_start_epoch
@@ -212,8 +239,9 @@ def test_truncated_lq_prunes_the_examples_whose_label_probability_is_at_most_k(t
   after, _, _, _ = _restore(tmp_path, c, 3 * spe)
   images = input_pipeline.normalize(data.x_train, data.mean, data.std)
   params = jax.tree.map(lambda a: a[0], before.params)
-  logits = prog.model.apply({"params": params, "batch_stats": jax.tree.map(lambda a: a[0], before.batch_stats)},
-                            images, train=False)
+  logits = prog.model.apply(
+    {"params": params, "batch_stats": jax.tree.map(lambda a: a[0], before.batch_stats)}, images, train=False
+  )
   noisy = train.noisy_labels(c, data, [(train.noise_settings(c)[0], c.seed)])[0]
   p_y = np.take_along_axis(np.asarray(jax.nn.softmax(logits)), noisy.labels[:, None], axis=1)[:, 0]
   expected = (p_y > 0.5).astype(np.float32)
@@ -253,8 +281,11 @@ def test_all_finite_finds_one_bad_element_in_any_leaf_group_and_dtype():
 def test_nonfinite_stops_the_run_and_the_last_good_checkpoint_is_kept(tmp_path):
   c = tiny(**EXPLODE_IN_EPOCH_3)
   spe = len(input_pipeline.load("digits").y_train) // c.batch_size
-  with pytest.raises(train.NonFiniteError, match=r"non-finite loss, gradient or parameters at step (\d+) "
-                                                 r"\(epoch 3\)"):
+  with pytest.raises(
+    train.NonFiniteError,
+    match=r"non-finite loss, gradient or parameters at step (\d+) "
+    r"\(epoch 3\)",
+  ):
     train.train_and_evaluate(c, str(tmp_path))
   with open(tmp_path / "summary.json") as f:
     s = json.load(f)
@@ -285,17 +316,23 @@ def test_a_step_whose_parameters_overflow_is_not_taken():
   data = input_pipeline.load("digits")
   prog = train.make_program(c, data, train.build_loss(c, data.num_classes, train.noise_settings(c)))
   overflow = optax.GradientTransformation(
-      lambda params: optax.EmptyState(),
-      lambda grads, state, params=None: (jax.tree.map(lambda g: jnp.full_like(g, jnp.inf), grads), state))
+    lambda params: optax.EmptyState(),
+    lambda grads, state, params=None: (jax.tree.map(lambda g: jnp.full_like(g, jnp.inf), grads), state),
+  )
   prog = dataclasses.replace(prog, tx=overflow)
   keys = train_lib.replica_keys([0])
   state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
   before = jax.tree.map(np.asarray, state.params)
   labels = train_lib.replicate(prog.mesh, data.y_train[None])
   keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(keys)))
-  new, metrics = train_lib.train_chunk_fn(prog)(state, keys, labels, jnp.zeros_like(labels, bool),
-                                                train_lib.replicate(prog.mesh, data.x_train),
-                                                jnp.arange(0, 2, dtype=jnp.int32))
+  new, metrics = train_lib.train_chunk_fn(prog)(
+    state,
+    keys,
+    labels,
+    jnp.zeros_like(labels, bool),
+    train_lib.replicate(prog.mesh, data.x_train),
+    jnp.arange(0, 2, dtype=jnp.int32),
+  )
   assert np.isfinite(np.asarray(metrics["loss"])).all()
   assert not np.asarray(metrics["finite"]).any()
   assert int(new.step[0]) == 0
@@ -311,7 +348,9 @@ def test_workdir_of_other_config_is_refused_then_moved_aside(tmp_path):
   assert len(aside) == 1 and os.path.exists(tmp_path / aside[0] / "summary.json")
 
 
-@pytest.mark.parametrize("overrides, match", [
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
     ({"noise.rate": 1.5}, r"noise.rate=1.5 is out of range; valid range is \[0, 1\]"),
     ({"noise.kind": "salt"}, r"noise.kind='salt' is unknown"),
     ({"loss.name": "hinge"}, r"loss.name='hinge' is unknown"),
@@ -322,7 +361,8 @@ def test_workdir_of_other_config_is_refused_then_moved_aside(tmp_path):
     ({"noise.kind": "asymmetric", "dataset": "npz", "data_path": "x.npz"}, r"x.npz"),
     ({"schedule": "step"}, r"lr_boundaries"),
     ({"loss.alpha": 2.0}, r"alpha"),  # CE takes no alpha
-])
+  ],
+)
 def test_bad_config_rejected_before_compiling(tmp_path, overrides, match):
   with pytest.raises(ValueError, match=match):
     train.train_and_evaluate(tiny(**overrides), str(tmp_path))
@@ -330,9 +370,20 @@ def test_bad_config_rejected_before_compiling(tmp_path, overrides, match):
 
 
 def test_cli_rejects_typo_and_names_valid_keys(tmp_path):
-  out = subprocess.run([sys.executable, "-m", "experiments.train", "--config=configs/digits.py",
-                        f"--workdir={tmp_path}", "--config.num_epoch=3"], cwd=REPO, capture_output=True,
-                       text=True, timeout=120)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.train",
+      "--config=configs/digits.py",
+      f"--workdir={tmp_path}",
+      "--config.num_epoch=3",
+    ],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert out.returncode != 0
   assert "num_epoch" in out.stderr and "num_epochs" in out.stderr
 
@@ -340,10 +391,16 @@ def test_cli_rejects_typo_and_names_valid_keys(tmp_path):
 def test_npz_dataset(tmp_path):
   rng = np.random.default_rng(0)
   path = tmp_path / "data.npz"
-  np.savez(path, x_train=rng.integers(0, 255, (256, 12, 12), dtype=np.uint8), y_train=rng.integers(0, 3, 256),
-           x_test=rng.integers(0, 255, (64, 12, 12), dtype=np.uint8), y_test=rng.integers(0, 3, 64))
-  s = train.train_and_evaluate(tiny(dataset="npz", data_path=str(path), num_epochs=1, model="mlp"),
-                               str(tmp_path / "run"))
+  np.savez(
+    path,
+    x_train=rng.integers(0, 255, (256, 12, 12), dtype=np.uint8),
+    y_train=rng.integers(0, 3, 256),
+    x_test=rng.integers(0, 255, (64, 12, 12), dtype=np.uint8),
+    y_test=rng.integers(0, 3, 64),
+  )
+  s = train.train_and_evaluate(
+    tiny(dataset="npz", data_path=str(path), num_epochs=1, model="mlp"), str(tmp_path / "run")
+  )
   assert s["status"] == "completed"
 
 

@@ -3,14 +3,15 @@
 Reuses test_train's `tiny` config (digits, MLP, batch 64, 4 simulated devices) and `history` reader. Each
 run is a few epochs of 19 steps: seconds on CPU.
 """
+
 import json
 import os
 
 import numpy as np
 import pytest
+from test_train import history, tiny
 
 from experiments import noise, train
-from test_train import history, tiny
 
 CHANCE = 0.1  # 10 balanced digit classes
 
@@ -63,8 +64,15 @@ def test_correction_losses_get_the_noise_transition_matrix(tmp_path, loss):
   # The same run with that T written into the config explicitly is the same run, step for step.
   T = noise.transition_matrix("asymmetric", 0.4, num_classes=10, dataset="digits")
   assert not np.allclose(T, np.eye(10))
-  explicit = config(num_epochs=4, **{"loss.name": loss, "noise.kind": "asymmetric", "noise.rate": 0.4,
-                                   "loss.transition_matrix": tuple(map(tuple, T.tolist()))})
+  explicit = config(
+    num_epochs=4,
+    **{
+      "loss.name": loss,
+      "noise.kind": "asymmetric",
+      "noise.rate": 0.4,
+      "loss.transition_matrix": tuple(map(tuple, T.tolist())),
+    },
+  )
   train.train_and_evaluate(explicit, str(tmp_path / "explicit"))
   for a, b in zip(history(tmp_path / "auto"), history(tmp_path / "explicit")):
     np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-6)
@@ -98,8 +106,15 @@ def test_clipping_warmup_switches_on_after_its_epochs(tmp_path):
   # Dynamic clipping at the 0.9 quantile of the global batch's losses clips about 10 % of each batch, but
   # only once its warm-up epochs are completed (from epoch 3 here); before, the loss is unclipped.
   # (The warm-up was the trainer's `clip_warmup_epochs`; it is now the loss's own `loss.warmup_epochs`.)
-  c = config(num_epochs=4, **{"loss.name": "binary_cross_entropy_dynamic_clipping", "loss.warmup_epochs": 2,
-                              "loss.statistic": "quantile", "loss.quantile": 0.9})
+  c = config(
+    num_epochs=4,
+    **{
+      "loss.name": "binary_cross_entropy_dynamic_clipping",
+      "loss.warmup_epochs": 2,
+      "loss.statistic": "quantile",
+      "loss.quantile": 0.9,
+    },
+  )
   train.train_and_evaluate(c, str(tmp_path))
   h = assert_finite_run(tmp_path, 4)
   clipped = [r["clipped_fraction"][0] for r in h]

@@ -1,4 +1,5 @@
 """Helpers to write sweep configs: a sweep is a base training config plus lists of losses and noise."""
+
 import ml_collections
 
 
@@ -18,9 +19,9 @@ def sweep(base, losses, noises, num_seeds: int = 3) -> ml_collections.ConfigDict
   c.noise = noises
   c.seed = 0
   c.num_seeds = num_seeds
-  c.only_losses = ""     # comma-separated loss labels to run (default: all)
-  c.only_noise = ""      # comma-separated 'kind:rate' to run, e.g. 'symmetric:0.4'
-  c.group_noise = True   # all noise settings of a loss as replicas of one program (fewer, larger runs)
+  c.only_losses = ""  # comma-separated loss labels to run (default: all)
+  c.only_noise = ""  # comma-separated 'kind:rate' to run, e.g. 'symmetric:0.4'
+  c.group_noise = True  # all noise settings of a loss as replicas of one program (fewer, larger runs)
   c.base_overrides = {}  # applied to every cell (e.g. {'num_epochs': 2} for a smoke test)
   c.rerun_changed = False  # a run dir holding another config: False = error; True = move aside, rerun
   return c
@@ -33,23 +34,33 @@ def dynamic_clipping_rows() -> list[dict]:
   bce, ce = "binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy"
   gmm = dict(statistic="gmm", num_std=4.0, warmup_epochs=5)
   q90 = dict(statistic="quantile", quantile=0.9, warmup_epochs=5)
-  return [loss("BCE + dyn. clip (gmm wu5)", bce, **gmm), loss("CE + dyn. clip (gmm wu5)", ce, **gmm),
-          loss("BCE + dyn. clip (q0.9 wu5)", bce, **q90), loss("CE + dyn. clip (q0.9 wu5)", ce, **q90)]
+  return [
+    loss("BCE + dyn. clip (gmm wu5)", bce, **gmm),
+    loss("CE + dyn. clip (gmm wu5)", ce, **gmm),
+    loss("BCE + dyn. clip (q0.9 wu5)", bce, **q90),
+    loss("CE + dyn. clip (q0.9 wu5)", ce, **q90),
+  ]
 
 
 def robust_baselines(prune_start_epoch: int = 40, prune_every_epochs: int = 10) -> list[dict]:
   """The field's standard baselines, with their papers' defaults (truncated Lq's pruning schedule is the
   reference code's CIFAR-10 one; pass a shorter one for short runs)."""
   return [
-      loss("GCE q=0.7", "generalized_cross_entropy", q=0.7),
-      loss("truncated Lq", "truncated_generalized_cross_entropy", q=0.7, k=0.5,
-           prune_start_epoch=prune_start_epoch, prune_every_epochs=prune_every_epochs),
-      loss("SCE", "symmetric_cross_entropy", alpha=0.1, beta=1.0),
-      loss("NCE+RCE", "active_passive_loss", active="nce", passive="rce", alpha=1.0, beta=1.0),
-      loss("MAE", "mean_absolute_error"),
-      loss("focal γ=0.5", "focal_loss", gamma=0.5),
-      loss("bootstrap soft", "bootstrapped_cross_entropy", beta=0.95, mode="soft"),
-      loss("CE + grad clip", "softmax_cross_entropy", overrides={"grad_clip_norm": 1.0}),
+    loss("GCE q=0.7", "generalized_cross_entropy", q=0.7),
+    loss(
+      "truncated Lq",
+      "truncated_generalized_cross_entropy",
+      q=0.7,
+      k=0.5,
+      prune_start_epoch=prune_start_epoch,
+      prune_every_epochs=prune_every_epochs,
+    ),
+    loss("SCE", "symmetric_cross_entropy", alpha=0.1, beta=1.0),
+    loss("NCE+RCE", "active_passive_loss", active="nce", passive="rce", alpha=1.0, beta=1.0),
+    loss("MAE", "mean_absolute_error"),
+    loss("focal γ=0.5", "focal_loss", gamma=0.5),
+    loss("bootstrap soft", "bootstrapped_cross_entropy", beta=0.95, mode="soft"),
+    loss("CE + grad clip", "softmax_cross_entropy", overrides={"grad_clip_norm": 1.0}),
   ]
 
 
@@ -61,16 +72,16 @@ def frontier_rows() -> list[dict]:
   (τ = 2), ELR (β = 0.7, λ = 3) and SR (C10: τ = 0.5, p = 0.1, λ₀ = 1.2, ρ = 1.03)."""
   l1 = lambda delta: {"l1_weight_decay": delta, "weight_decay": 0.0}
   return [
-      loss("ANL-CE", "active_negative_loss", alpha=1.0, beta=1.0, overrides=l1(1e-6)),
-      loss("NCE+AGCE", "nce_asymmetric_loss", passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5),
-      loss("JAL-CE", "joint_asymmetric_loss", alpha=1.0, beta=1.0, a=30.0, overrides=l1(5e-5)),
-      loss("CE_ε+MAE", "epsilon_softmax_cross_entropy_mae", alpha=0.01, beta=5.0, m=1e5),
-      loss("LDR-KL", "ldr_kl_loss", lam=10.0),
-      loss("JS π=0.7", "jensen_shannon_divergence", pi=0.7),
-      loss("Taylor-CE t=2", "taylor_cross_entropy", order=2),
-      loss("LogitClip τ=1", "logit_clipping", tau=1.0),
-      loss("NLS r=-0.2", "softmax_cross_entropy", label_smoothing=-0.2),
-      loss("PHuber-CE τ=2", "partially_huberised_cross_entropy", tau=2.0),
-      loss("ELR", "early_learning_regularization", beta=0.7, lam=3.0),
-      loss("SR", "sparse_regularization", tau=0.5, p=0.1, lam=1.2, rho=1.03, freq=1),
+    loss("ANL-CE", "active_negative_loss", alpha=1.0, beta=1.0, overrides=l1(1e-6)),
+    loss("NCE+AGCE", "nce_asymmetric_loss", passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5),
+    loss("JAL-CE", "joint_asymmetric_loss", alpha=1.0, beta=1.0, a=30.0, overrides=l1(5e-5)),
+    loss("CE_ε+MAE", "epsilon_softmax_cross_entropy_mae", alpha=0.01, beta=5.0, m=1e5),
+    loss("LDR-KL", "ldr_kl_loss", lam=10.0),
+    loss("JS π=0.7", "jensen_shannon_divergence", pi=0.7),
+    loss("Taylor-CE t=2", "taylor_cross_entropy", order=2),
+    loss("LogitClip τ=1", "logit_clipping", tau=1.0),
+    loss("NLS r=-0.2", "softmax_cross_entropy", label_smoothing=-0.2),
+    loss("PHuber-CE τ=2", "partially_huberised_cross_entropy", tau=2.0),
+    loss("ELR", "early_learning_regularization", beta=0.7, lam=3.0),
+    loss("SR", "sparse_regularization", tau=0.5, p=0.1, lam=1.2, rho=1.03, freq=1),
   ]

@@ -9,6 +9,7 @@ Published numbers this targets (ε-softmax paper, Table 2, last epoch, CIFAR-10 
 prepared as ArrayRecord; not run on this project's CPU machine.
   python -m experiments.sweep --config=configs/sweeps/apl_benchmark.py --workdir=runs/apl_benchmark
 """
+
 from configs import _cifar
 from configs.sweeps import _grid as g
 
@@ -25,16 +26,16 @@ def base(dataset="cifar10", model="cnn8", num_epochs=120, learning_rate=0.01, we
 def get_config():
   l1 = lambda delta: {"l1_weight_decay": delta, "weight_decay": 0.0}
   losses = [
-      g.loss("CE", "softmax_cross_entropy"),
-      g.loss("GCE", "generalized_cross_entropy", q=0.7),
-      g.loss("SCE", "symmetric_cross_entropy", alpha=0.1, beta=1.0),
-      g.loss("NCE+RCE", "active_passive_loss", active="nce", passive="rce", alpha=1.0, beta=1.0),
-      g.loss("NCE+AGCE", "nce_asymmetric_loss", passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5),
-      g.loss("ANL-CE", "active_negative_loss", alpha=5.0, beta=5.0, overrides=l1(5e-5)),
-      g.loss("CE_ε+MAE", "epsilon_softmax_cross_entropy_mae", alpha=0.01, beta=5.0, m=1e5),
-      g.loss("JAL-CE", "joint_asymmetric_loss", alpha=1.0, beta=1.0, a=30.0, overrides=l1(5e-5)),
-      g.loss("LDR-KL", "ldr_kl_loss", lam=10.0),
-      g.loss("TCE α=2", "tamed_cross_entropy", alpha=2.0),
+    g.loss("CE", "softmax_cross_entropy"),
+    g.loss("GCE", "generalized_cross_entropy", q=0.7),
+    g.loss("SCE", "symmetric_cross_entropy", alpha=0.1, beta=1.0),
+    g.loss("NCE+RCE", "active_passive_loss", active="nce", passive="rce", alpha=1.0, beta=1.0),
+    g.loss("NCE+AGCE", "nce_asymmetric_loss", passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5),
+    g.loss("ANL-CE", "active_negative_loss", alpha=5.0, beta=5.0, overrides=l1(5e-5)),
+    g.loss("CE_ε+MAE", "epsilon_softmax_cross_entropy_mae", alpha=0.01, beta=5.0, m=1e5),
+    g.loss("JAL-CE", "joint_asymmetric_loss", alpha=1.0, beta=1.0, a=30.0, overrides=l1(5e-5)),
+    g.loss("LDR-KL", "ldr_kl_loss", lam=10.0),
+    g.loss("TCE α=2", "tamed_cross_entropy", alpha=2.0),
   ]
   noises = g.noise("symmetric", 0.2, 0.4, 0.6, 0.8) + g.noise("asymmetric", 0.1, 0.2, 0.3, 0.4)
   return g.sweep(base(), losses, noises, num_seeds=3)

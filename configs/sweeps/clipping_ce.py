@@ -8,28 +8,31 @@ statistic qualifies if it is never more than 0.5 below its unclipped loss in any
   python -m experiments.sweep --config=configs/sweeps/clipping_ce.py --workdir=runs/clipping_ce
   python -m experiments.sweep --config=configs/sweeps/clipping_ce.py:confirm --workdir=runs/clipping_ce_confirm
 """
+
 from configs import digits
 from configs.sweeps import _grid as g
 from configs.sweeps import clipping_confirm
 
 CE, FOCAL = "clipped_cross_entropy", "clipped_focal_loss"
 STATISTICS = {
-    "gmm sep4": dict(statistic="gmm", num_std=4.0),
-    "gmm sep3": dict(statistic="gmm", num_std=3.0),
-    "q0.9": dict(statistic="quantile", quantile=0.9),
-    "q0.8": dict(statistic="quantile", quantile=0.8),
-    "mad k=3": dict(statistic="mad", num_std=3.0),
+  "gmm sep4": dict(statistic="gmm", num_std=4.0),
+  "gmm sep3": dict(statistic="gmm", num_std=3.0),
+  "q0.9": dict(statistic="quantile", quantile=0.9),
+  "q0.8": dict(statistic="quantile", quantile=0.8),
+  "mad k=3": dict(statistic="mad", num_std=3.0),
 }
 FOCAL_STATISTICS = ("gmm sep4", "gmm sep3", "q0.9")
 
 
 def rows(warmup: int = 5):
   return [
-      g.loss("CE", "softmax_cross_entropy"),
-      *[g.loss(f"CE clip {s} wu{warmup}", CE, warmup_epochs=warmup, **STATISTICS[s]) for s in STATISTICS],
-      g.loss("focal γ=0.5", "focal_loss", gamma=0.5),
-      *[g.loss(f"focal clip {s} wu{warmup}", FOCAL, gamma=0.5, warmup_epochs=warmup, **STATISTICS[s])
-        for s in FOCAL_STATISTICS],
+    g.loss("CE", "softmax_cross_entropy"),
+    *[g.loss(f"CE clip {s} wu{warmup}", CE, warmup_epochs=warmup, **STATISTICS[s]) for s in STATISTICS],
+    g.loss("focal γ=0.5", "focal_loss", gamma=0.5),
+    *[
+      g.loss(f"focal clip {s} wu{warmup}", FOCAL, gamma=0.5, warmup_epochs=warmup, **STATISTICS[s])
+      for s in FOCAL_STATISTICS
+    ],
   ]
 
 

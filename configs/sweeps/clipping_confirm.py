@@ -5,6 +5,7 @@ uniform, other rates), 2 seeds. (A convolutional model was the first choice; sma
 
   python -m experiments.sweep --config=configs/sweeps/clipping_confirm.py --workdir=runs/clipping_confirm
 """
+
 from configs import digits
 from configs.sweeps import _grid as g
 from configs.sweeps import clipping_adaptive
@@ -17,6 +18,7 @@ def get_config():
   base.weight_decay = 0.0
   base.batch_size = 32
   base.num_epochs = 30
-  noises = (g.noise("symmetric", 0.0, 0.5) + g.noise("pairflip", 0.3) + g.noise("uniform", 0.3)
-            + g.noise("asymmetric", 0.3))
+  noises = (
+    g.noise("symmetric", 0.0, 0.5) + g.noise("pairflip", 0.3) + g.noise("uniform", 0.3) + g.noise("asymmetric", 0.3)
+  )
   return g.sweep(base, clipping_adaptive.baselines(warmup=5) + clipping_adaptive.CHOSEN, noises, num_seeds=2)

@@ -4,22 +4,37 @@
 9 minutes on 2 CPU cores. `digits_full.py` has every row (30 losses, docs/RESULTS.md).
   python -m experiments.sweep --config=configs/sweeps/digits.py --workdir=runs/sweep_digits
 """
+
 from configs import digits
 from configs.sweeps import _grid as g
 
-QUICK = ("CE", "BCE", "BCE + dyn. clip (gmm wu5)", "TCE α=1.5", "TCE α=2", "GCE q=0.7", "truncated Lq", "SCE",
-         "NCE+RCE", "ANL-CE", "NCE+AGCE", "JAL-CE", "CE_ε+MAE", "ELR")
+QUICK = (
+  "CE",
+  "BCE",
+  "BCE + dyn. clip (gmm wu5)",
+  "TCE α=1.5",
+  "TCE α=2",
+  "GCE q=0.7",
+  "truncated Lq",
+  "SCE",
+  "NCE+RCE",
+  "ANL-CE",
+  "NCE+AGCE",
+  "JAL-CE",
+  "CE_ε+MAE",
+  "ELR",
+)
 
 
 def all_rows():
   return [
-      g.loss("CE", "softmax_cross_entropy"),
-      g.loss("BCE", "sigmoid_binary_cross_entropy"),
-      *g.dynamic_clipping_rows(),
-      *[g.loss(f"TCE α={a:g}", "tamed_cross_entropy", alpha=a) for a in (0.5, 1.0, 1.5, 2.0)],
-      # 40 epochs: truncated Lq prunes from epoch 10, every 5 (the reference's 40/10 scaled to the run).
-      *g.robust_baselines(prune_start_epoch=10, prune_every_epochs=5),
-      *g.frontier_rows(),
+    g.loss("CE", "softmax_cross_entropy"),
+    g.loss("BCE", "sigmoid_binary_cross_entropy"),
+    *g.dynamic_clipping_rows(),
+    *[g.loss(f"TCE α={a:g}", "tamed_cross_entropy", alpha=a) for a in (0.5, 1.0, 1.5, 2.0)],
+    # 40 epochs: truncated Lq prunes from epoch 10, every 5 (the reference's 40/10 scaled to the run).
+    *g.robust_baselines(prune_start_epoch=10, prune_every_epochs=5),
+    *g.frontier_rows(),
   ]
 
 

@@ -2,6 +2,7 @@
 The main job (`digits.py`) is a subset of these rows with identical configs, so both can share a workdir.
   python -m experiments.sweep --config=configs/sweeps/digits_full.py --workdir=runs/sweep_digits
 """
+
 from configs import digits
 from configs.sweeps import _grid as g
 from configs.sweeps import digits as main_job

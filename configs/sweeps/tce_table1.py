@@ -1,6 +1,7 @@
 """TCE paper, Table 1: CIFAR-100+, ResNet-20 protocol, symmetric η ∈ {0, 0.4}, CE vs TCE.
 Target (top-1 %, η = 0.4): CE 54.52, TCE α=1.5 61.07. Needs a GPU/TPU and prepared TFDS cifar100.
 """
+
 from configs.sweeps import tce_table2
 
 
