@@ -15,21 +15,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import train_lib
+from experiments import data, rng, train_lib
+from experiments.mesh import AXIS, make_mesh, replicate
 
 
 @dataclasses.dataclass
 class Chunk:
   prog: train_lib.Program
   compiled: object  # jax.stages.Compiled of train_chunk_fn(prog)
-  args: list  # [state, keys, labels, x_train, steps]; state is replaced after every call
+  args: list  # [state, keys, labels, is_noisy, batch, steps]; state and batch are replaced every call
   compile_seconds: float
   flops: float  # XLA cost analysis of the whole compiled chunk (see train_step.py)
   steps: int
   images_per_call: int
+  feed: object  # the device-resident feed: each call gathers its batches first, as train.py does
 
   def __call__(self):
-    """Runs one chunk (donating and replacing the state) and waits for it."""
+    """Gathers the call's batches and runs one chunk (donating and replacing the state); waits for both."""
+    self.feed.start_epoch(0)
+    self.args[4] = self.feed.next(self.steps)
     state, metrics = self.compiled(*self.args)
     self.args[0] = state
     jax.block_until_ready((state, metrics))
@@ -46,9 +50,12 @@ def _compile(prog, args):
   return compiled, seconds, float((cost or {}).get("flops", float("nan")))
 
 
-def _put(prog, seeds, labels, x):
-  keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(train_lib.replica_keys(seeds))))
-  return keys, train_lib.replicate(prog.mesh, labels), train_lib.replicate(prog.mesh, x)
+def _put(prog, seeds, labels, x, steps):
+  """Replicated keys and labels, and the device-resident feed of images `x` with its first call's batches."""
+  keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(rng.replica_keys(seeds))))
+  feed = data.feeds.DeviceFeed(prog.mesh, x, keys, prog.batch_size)
+  feed.start_epoch(0)
+  return keys, replicate(prog.mesh, labels), feed, feed.next(steps)
 
 
 def resnet_chunk(
@@ -61,21 +68,21 @@ def resnet_chunk(
 
   dt = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
   devices = jax.devices()[:num_devices]
-  net = models.create(model, num_classes=10, input_shape=(32, 32, 3), axis_name=train_lib.AXIS, dtype=dt)
+  net = models.create(model, num_classes=10, input_shape=(32, 32, 3), axis_name=AXIS, dtype=dt)
   n = batch_size * steps  # one epoch = one chunk
   prog = train_lib.Program(
     model=net,
     loss_fn=robust_losses.get("softmax_cross_entropy"),
     tx=optax.sgd(0.1, momentum=0.9),
-    mesh=train_lib.make_mesh(devices),
+    mesh=make_mesh(devices),
     batch_size=batch_size,
     num_train=n,
     steps_per_epoch=steps,
     eval_batch_size=batch_size,
     mean=(0.49, 0.48, 0.45),
     std=(0.25, 0.24, 0.26),
-    augment_crop_pad=4,
-    augment_flip=True,
+    crop_pad=4,
+    flip=True,
     skip_nonfinite=False,
     num_classes=10,
     compute_dtype=dt,
@@ -85,11 +92,11 @@ def resnet_chunk(
   x = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, 10, (num_seeds, n)).astype(np.int32)
   seeds = list(range(num_seeds))
-  keys, labels, x = _put(prog, seeds, labels, x)
+  keys, labels, feed, batch = _put(prog, seeds, labels, x, steps)
   state = train_lib.init_state(prog, keys, (32, 32, 3))
-  args = [state, keys, labels, jnp.zeros_like(labels, bool), x, jnp.arange(steps, dtype=jnp.int32)]
+  args = [state, keys, labels, jnp.zeros_like(labels, bool), batch, jnp.arange(steps, dtype=jnp.int32)]
   compiled, seconds, flops = _compile(prog, args)
-  return Chunk(prog, compiled, args, seconds, flops, steps, batch_size * steps * num_seeds)
+  return Chunk(prog, compiled, args, seconds, flops, steps, batch_size * steps * num_seeds, feed)
 
 
 def digits_config(**overrides):
@@ -104,19 +111,22 @@ def digits_config(**overrides):
 
 def digits_chunk(*, num_seeds=1, num_devices=1, steps=None, loop_free=False, config=None) -> Chunk:
   """The digits default's train chunk, built by train.make_program; `steps` defaults to one epoch."""
-  from experiments import input_pipeline, train
+  from experiments import settings as run_settings
+  from experiments import train
 
   config = config or digits_config(num_seeds=num_seeds, num_devices=num_devices)
   config.loop_free = bool(loop_free)  # the MLP's default (auto) on CPU is lax.scan
-  data = input_pipeline.load("digits")
-  settings = train.noise_settings(config)
-  prog = train.make_program(config, data, train.build_loss(config, data.num_classes, settings))
+  ds = data.load(config.data)
+  settings = run_settings.noise_settings(config)
+  prog = train.make_program(config, ds, run_settings.build_loss(config, ds.num_classes, settings))
   replicas = [(n, config.seed + i) for n in settings for i in range(config.num_seeds)]
-  noisy = train.noisy_labels(config, data, replicas)
-  keys, labels, x = _put(prog, [s for _, s in replicas], np.stack([nl.labels for nl in noisy]), data.x_train)
-  state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
+  noisy = run_settings.noisy_labels(config, ds, replicas)
   steps = steps or prog.steps_per_epoch
-  is_noisy = train_lib.replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
-  args = [state, keys, labels, is_noisy, x, jnp.arange(steps, dtype=jnp.int32)]
+  keys, labels, feed, batch = _put(
+    prog, [s for _, s in replicas], np.stack([nl.labels for nl in noisy]), ds.train.source.images, steps
+  )
+  state = train_lib.init_state(prog, keys, ds.image_shape)
+  is_noisy = replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
+  args = [state, keys, labels, is_noisy, batch, jnp.arange(steps, dtype=jnp.int32)]
   compiled, seconds, flops = _compile(prog, args)
-  return Chunk(prog, compiled, args, seconds, flops, steps, prog.batch_size * steps * config.num_seeds)
+  return Chunk(prog, compiled, args, seconds, flops, steps, prog.batch_size * steps * config.num_seeds, feed)

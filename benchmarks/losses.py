@@ -187,9 +187,9 @@ def bench_clipping(quick: bool):
   from jax.sharding import PartitionSpec as P
 
   import robust_losses
-  from experiments import train_lib
+  from experiments.mesh import make_mesh
 
-  mesh = train_lib.make_mesh()
+  mesh = make_mesh()
   rows = []
   for b, k in QUICK_SHAPES if quick else SHAPES[:2]:
     logits = jax.device_put(jax.random.normal(jax.random.key(0), (b, k)), NamedSharding(mesh, P("batch")))

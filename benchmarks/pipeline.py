@@ -2,7 +2,7 @@
 
   python -m benchmarks.pipeline [--quick] [--json FILE] [--write-docs]
 
-Streamed input (experiments/streaming.py), on an image folder of generated JPEGs: the host rate of the
+Streamed input (experiments/data/feeds.py), on an image folder of generated JPEGs: the host rate of the
 streaming stage alone (grain reader threads decoding and resizing, images/s), the rate at which the train
 step consumes images, and, in a streamed `train.train_and_evaluate`, the share of the steady epoch the
 loop spends waiting for its next batches (the accelerator idles only then). On a CPU-only machine the
@@ -11,7 +11,7 @@ decode threads and the step share the same cores, so the share is an upper bound
 Input share. The training set lives on the device and each step gathers its batch (x[perm[i:i+B]]),
 augments it (random crop + flip, per example) and normalises it inside the compiled chunk, so there is no
 host input pipeline to wait for; the input cost is device time inside the step. It is measured by
-compiling the same chunk three times, with train_lib._preprocess / input_pipeline.augment monkeypatched
+compiling the same chunk three times, with train_lib._preprocess / data.augment_batch monkeypatched
 during tracing, and timing the three in interleaved rounds:
   real      the project's chunk: gather + augment + normalise;
   no-aug    augment replaced by the identity (gather + normalise);
@@ -24,7 +24,7 @@ the difference can come out negative. ResNet-20 runs loop-free (train_lib.Progra
 default for conv models; see train_step.py: inside an XLA while loop its convolutions are ~20x slower).
 
 End to end. train.train_and_evaluate on configs/digits.py (as shipped), timing every epoch from outside
-(train._log_epoch is wrapped to record a timestamp) and compilation with jax.monitoring's compile events;
+(a train.Hook records a timestamp at every epoch end) and compilation with jax.monitoring's compile events;
 the first epoch includes compilation, the steady-state epoch time is the median of the others. The
 steady epoch is split into the train chunk call (+ fetching its metrics), evaluation and checkpointing by
 wrapping those calls.
@@ -46,23 +46,23 @@ def patched(mode):
   import jax.numpy as jnp
   import numpy as np
 
-  from experiments import input_pipeline, train_lib
+  from experiments import data, train_lib
 
-  orig_pre, orig_aug = train_lib._preprocess, input_pipeline.augment
+  orig_pre, orig_aug = train_lib._preprocess, data.augment_batch
   if mode == "no-aug":
-    input_pipeline.augment = lambda rng, images, **kw: images
+    data.augment_batch = lambda keys, images, **kw: images
   elif mode == "ideal":
 
     def constant_batch(prog, images, key=None, positions=None):
       rng = np.random.default_rng(0)
       batch = rng.integers(0, 256, images.shape, dtype=np.uint8)  # shape is static at trace time
-      return input_pipeline.normalize(jnp.asarray(batch), prog.mean, prog.std, dtype=prog.compute_dtype)
+      return data.normalize(jnp.asarray(batch), prog.mean, prog.std, dtype=prog.compute_dtype)
 
     train_lib._preprocess = constant_batch
   try:
     yield
   finally:
-    train_lib._preprocess, input_pipeline.augment = orig_pre, orig_aug
+    train_lib._preprocess, data.augment_batch = orig_pre, orig_aug
 
 
 def input_share(quick):
@@ -99,35 +99,37 @@ def input_share(quick):
 
 
 def input_stage_fn(chunk):
-  """The chunk's input stage alone, jitted: permutation, then per step gather + augment + normalise."""
+  """The chunk's input stage alone: the feed's on-device gather of the call's batches, then per step
+  augment + normalise (jitted), as the train step does before the model."""
   import jax
   import jax.numpy as jnp
 
   from experiments import train_lib
 
-  prog, (_, keys, labels, _, x, steps) = chunk.prog, chunk.args
+  prog, keys = chunk.prog, chunk.args[1]
   bs = prog.batch_size
 
   @jax.jit
-  def run(key, labels, x, steps):
-    perm = jax.random.permutation(key, prog.num_train)
-
-    def one(_, step):
+  def run(key, batch, steps):
+    def one(_, inputs):
+      step, images = inputs
       start = (step % prog.steps_per_epoch) * bs
-      idx = jax.lax.dynamic_slice(perm, (start,), (bs,))
-      images = train_lib._preprocess(prog, x[idx], jax.random.fold_in(key, step), positions=start + jnp.arange(bs))
-      return None, (images, labels[:, idx])
+      return None, train_lib._preprocess(prog, images, jax.random.fold_in(key, step), positions=start + jnp.arange(bs))
 
-    return jax.lax.scan(one, None, steps)[1]
+    return jax.lax.scan(one, None, (steps, batch["images"][0]))[1]
 
-  return lambda: _timing.block(run(keys[0], labels, x, steps))
+  def stage():
+    chunk.feed.start_epoch(0)
+    return _timing.block(run(keys[0], chunk.feed.next(chunk.steps), jnp.arange(chunk.steps)))
+
+  return stage
 
 
 def end_to_end(quick):
   import jax
 
   from benchmarks import _setup
-  from experiments import checkpoints, train, train_lib
+  from experiments import checkpoints, evaluation, records, train, train_lib
 
   compile_s, marks, parts = [0.0], [], {"chunk": [], "eval": [], "log": [], "checkpoint": []}
   jax.monitoring.register_event_duration_secs_listener(
@@ -147,19 +149,24 @@ def end_to_end(quick):
 
     return wrapper
 
-  orig = (train._log_epoch, train_lib.train_chunk_fn, train.Evaluator.metrics, checkpoints.Checkpointer.save)
-  train._log_epoch = lambda *a: (marks.append(time.perf_counter()), timed("log", orig[0])(*a))[1]
+  class EpochMarks(train.Hook):
+    def on_epoch_end(self, record, state):
+      marks.append(time.perf_counter())
+
+  # The parts of an epoch are timed by wrapping the functions the loop calls; epoch ends come from a hook.
+  orig = (records.Records.epoch, train_lib.train_chunk_fn, evaluation.Evaluator.metrics, checkpoints.Checkpointer.save)
+  records.Records.epoch = timed("log", orig[0])
   train_lib.train_chunk_fn = lambda prog: timed("chunk", orig[1](prog))
-  train.Evaluator.metrics = timed("eval", orig[2])
+  evaluation.Evaluator.metrics = timed("eval", orig[2])
   checkpoints.Checkpointer.save = timed("checkpoint", orig[3])
   config = _setup.digits_config(num_epochs=3 if quick else 40)
   try:
     with tempfile.TemporaryDirectory() as tmp:
       t0 = time.perf_counter()
-      train.train_and_evaluate(config, os.path.join(tmp, "run"))
+      train.train_and_evaluate(config, os.path.join(tmp, "run"), hooks=[EpochMarks()])
       total = time.perf_counter() - t0
   finally:
-    train._log_epoch, train_lib.train_chunk_fn, train.Evaluator.metrics, checkpoints.Checkpointer.save = orig
+    records.Records.epoch, train_lib.train_chunk_fn, evaluation.Evaluator.metrics, checkpoints.Checkpointer.save = orig
   epochs = [b - a for a, b in zip([t0] + marks[:-1], marks)]
   steady = statistics.median(epochs[1:])
   med = {k: statistics.median(v[1:]) for k, v in parts.items()}
@@ -195,7 +202,9 @@ def jpeg_folder(root, num_images, side=256, num_classes=10):
 def streamed(quick):
   """(decode-only images/s, train-step images/s, waiting share of the steady streamed epoch, row label)."""
   from benchmarks import _setup
-  from experiments import input_pipeline, streaming, train, train_lib
+  from configs import default
+  from experiments import data, train, train_lib
+  from experiments.data import feeds
 
   # --quick only checks that the measurement runs (CI): a tiny set; the figures come from the full run.
   # (ResNet-20's cold compile alone would be most of the smoke run: the quick run trains the small CNN.)
@@ -204,21 +213,21 @@ def streamed(quick):
   )
   with tempfile.TemporaryDirectory() as tmp:
     jpeg_folder(tmp, num_images, side=4 * image_size)
-    data = input_pipeline.open_stream("image_folder", data_path=tmp, image_size=image_size)
-    spe = len(data.y_train) // batch
-    stream = streaming.TrainStream(
-      data.train_source, train_lib.host_epoch_order(0, len(data.y_train)), batch, spe, slice(0, batch)
-    )
+    data_config = default.get_config().data
+    data_config.update(name="image_folder", path=tmp, image_size=image_size, input="stream")
+    ds = data.load(data_config)
+    spe = len(ds.train) // batch
+    stream = feeds.TrainStream(ds.train.source, feeds.host_epoch_order(0, len(ds.train)), batch, spe, slice(0, batch))
     t0 = time.perf_counter()
     for _ in stream.epoch(0):
       pass
     decode_rate = spe * batch / (time.perf_counter() - t0)
 
     waits, marks, chunk_s = [], [], []
-    orig_epoch, orig_log, orig_chunk = streaming.TrainStream.epoch, train._log_epoch, train_lib.train_chunk_fn
+    orig_epoch, orig_chunk = feeds.TrainStream.epoch, train_lib.train_chunk_fn
 
-    def timed_epoch(self, epoch, state=None):
-      it = orig_epoch(self, epoch, state)
+    def timed_epoch(self, epoch, batches_done=0):
+      it = orig_epoch(self, epoch, batches_done)
 
       class Timed:
         def __next__(_):
@@ -227,10 +236,11 @@ def streamed(quick):
           waits.append((epoch, time.perf_counter() - t))
           return out
 
-        def get_state(_):
-          return it.get_state()
-
       return Timed()
+
+    class EpochMarks(train.Hook):
+      def on_epoch_end(self, record, state):
+        marks.append(time.perf_counter())
 
     def timed_chunk(prog):
       fn = orig_chunk(prog)
@@ -243,24 +253,20 @@ def streamed(quick):
 
       return run
 
-    streaming.TrainStream.epoch, train_lib.train_chunk_fn = timed_epoch, timed_chunk
-    train._log_epoch = lambda *a: (marks.append(time.perf_counter()), orig_log(*a))[1]
+    feeds.TrainStream.epoch, train_lib.train_chunk_fn = timed_epoch, timed_chunk
     config = _setup.digits_config(
-      dataset="image_folder",
-      data_path=tmp,
-      image_size=image_size,
-      input="stream",
       steps_per_call=10,
       model=model,
       batch_size=batch,
       num_epochs=epochs,
       train_eval_max_examples=256,
     )
+    config.data.update(name="image_folder", path=tmp, image_size=image_size, input="stream")
     config.noise.kind, config.noise.rate = "none", 0.0
     try:
-      train.train_and_evaluate(config, os.path.join(tmp, "run"))
+      train.train_and_evaluate(config, os.path.join(tmp, "run"), hooks=[EpochMarks()])
     finally:
-      streaming.TrainStream.epoch, train._log_epoch, train_lib.train_chunk_fn = orig_epoch, orig_log, orig_chunk
+      feeds.TrainStream.epoch, train_lib.train_chunk_fn = orig_epoch, orig_chunk
   # Steady epochs: all but the first (which compiles). Train time of an epoch = its chunk calls + its waits.
   steady_wait = sum(w for e, w in waits if e >= 1)
   steady_chunks = sum(chunk_s[spe:])

@@ -48,15 +48,14 @@ SUBSETS = {
 def jax_sweep_worker(losses, noises, seeds, epochs):
   t0 = time.perf_counter()
   from configs.sweeps import digits
-  from experiments import report, sweep, train
+  from experiments import report, runtime, sweep
 
   imported = time.perf_counter() - t0
   cfg = digits.get_config()
   cfg.only_losses, cfg.only_noise, cfg.num_seeds = ",".join(losses), ",".join(noises), seeds
   cfg.base_overrides = {"num_epochs": epochs, "progress": False}
   with tempfile.TemporaryDirectory() as tmp:
-    if hasattr(train, "enable_compilation_cache"):
-      train.enable_compilation_cache(os.path.join(tmp, "jax_cache"))  # as `python -m experiments.sweep`, but cold
+    runtime.enable_compilation_cache(os.path.join(tmp, "jax_cache"))  # as `python -m experiments.sweep`, but cold
     t1 = time.perf_counter()
     runs = sweep.run(cfg, os.path.join(tmp, "sweep"))
     ran = time.perf_counter() - t1
@@ -86,8 +85,10 @@ def seeds_worker(quick):
   epoch, one = _setup.digits_chunk(), _setup.digits_chunk(steps=1)
   spe = epoch.steps
 
-  def chunk_call(chunk, start, n):  # what train.py does per call
-    state, m = chunk.compiled(chunk.args[0], *chunk.args[1:5], jnp.arange(start, start + n, dtype=jnp.int32))
+  def chunk_call(chunk, start, n):  # what train.py does per call: the feed's batches, then the chunk
+    chunk.feed.start_epoch(0, start)
+    batch = chunk.feed.next(n)
+    state, m = chunk.compiled(chunk.args[0], *chunk.args[1:4], batch, jnp.arange(start, start + n, dtype=jnp.int32))
     chunk.args[0] = state
     return {k: np.asarray(v) for k, v in m.items()}
 

@@ -116,7 +116,7 @@ def loss_fn(name):
 
 # ------------------------------------------------------------------------------------------- digits
 def load_digits():
-  """The project's digits split (experiments.input_pipeline._load_digits), without importing JAX."""
+  """The project's digits split (experiments.data.arrays.load_digits), without importing JAX."""
   import sklearn.datasets
   import sklearn.model_selection
 

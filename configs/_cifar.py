@@ -5,7 +5,7 @@ from configs import default
 
 def cifar_like(dataset: str, model: str = "resnet20", num_epochs: int = 200):
   c = default.get_config()
-  c.dataset = dataset
+  c.data.name = dataset
   c.model = model
   c.num_epochs = num_epochs
   c.batch_size = 128

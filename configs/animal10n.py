@@ -5,7 +5,7 @@ The images come as `training/<label>_<id>.jpg` and `testing/<label>_<id>.jpg`; t
 name, so make the two list files once (in DIR, the unpacked dataset):
   cd DIR && for s in training testing; do ls $s | awk -F_ -v s=$s '{print s"/"$0, $1}' > $s.txt; done
   python -m experiments.train --config=configs/animal10n.py --workdir=runs/animal10n \\
-      --config.data_path=DIR --config.train_list=DIR/training.txt --config.test_list=DIR/testing.txt
+      --config.data.path=DIR --config.data.train_list=DIR/training.txt --config.data.test_list=DIR/testing.txt
 
 Protocol of SELFIE: 100 epochs, batch 128, SGD momentum 0.9, lr 0.1 divided by 5 at epochs 50 and 75,
 weight decay 5e-4, random crop + flip. SELFIE trains a VGG-19 with BatchNorm, which this project does not
@@ -18,7 +18,7 @@ from configs import _cifar
 
 def get_config():
   c = _cifar.cifar_like("image_list", model="preact_resnet18", num_epochs=100)
-  c.image_size = 64
+  c.data.image_size = 64
   c.noise.kind = "none"  # the labels on disk are the noisy ones
   c.noise.rate = 0.0
   c.schedule = "step"

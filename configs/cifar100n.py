@@ -7,6 +7,6 @@ def get_config():
   c = _cifar.cifar_like("cifar100_n", model="preact_resnet18", num_epochs=100)
   c.noise.kind = "real"
   c.noise.rate = 0.0
-  c.real_label_key = "noise_label"
+  c.data.real_label_key = "noise_label"
   c.learning_rate = 0.02
   return c

@@ -11,6 +11,6 @@ def get_config():
   c = _cifar.cifar_like("cifar10_n", model="preact_resnet18", num_epochs=100)
   c.noise.kind = "real"
   c.noise.rate = 0.0
-  c.real_label_key = "worse_label"
+  c.data.real_label_key = "worse_label"
   c.learning_rate = 0.02
   return c

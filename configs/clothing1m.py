@@ -7,7 +7,7 @@ the standard training set (DivideMix, ELR, ...) is the 1M keys of `noisy_train_k
   awk 'NR==FNR {t[$1]; next} $1 in t' noisy_train_key_list.txt noisy_label_kv.txt > noisy_train.txt
   awk 'NR==FNR {t[$1]; next} $1 in t' clean_test_key_list.txt clean_label_kv.txt > clean_test.txt
   python -m experiments.train --config=configs/clothing1m.py --workdir=runs/clothing1m \
-      --config.data_path=DIR --config.train_list=DIR/noisy_train.txt --config.test_list=DIR/clean_test.txt \
+      --config.data.path=DIR --config.data.train_list=DIR/noisy_train.txt --config.data.test_list=DIR/clean_test.txt \
       --config.init_from=RESNET50_IMAGENET.msgpack
 
 Protocol of the loss-correction line of work (Patrini et al. 2017; also GCE's and ELR's): ResNet-50

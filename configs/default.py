@@ -26,31 +26,37 @@ def loss_config(name: str = "softmax_cross_entropy", **hparams) -> ml_collection
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
-  # Data. `dataset` is 'digits' (embedded, no download), 'npz' (with data_path), 'image_folder' (data_path=DIR
-  # with train/, test/ and optionally val/, one sub-folder per class), 'image_list' (`path label` list files
-  # under data_path: Clothing1M / WebVision / Food-101N style) or a TFDS name.
-  c.dataset = "digits"
-  c.data_path = ""  # npz: the .npz file (keras mnist.npz layout); image_folder/image_list: the root DIR
-  c.train_list = ""  # image_list: `relative/path label` lines (relative to data_path, or absolute)
-  c.test_list = ""
-  c.val_list = ""  # optional clean validation list (image_list); val/ is found by itself (image_folder)
-  c.skip_corrupt = False  # image files: skip (and count) unreadable images instead of stopping
-  c.data_dir = ""  # TFDS data_dir ('' = TFDS default)
-  c.tfds_config = ""  # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
-  c.real_label_key = ""  # which human label set for noise.kind='real' ('' = dataset default)
-  c.train_split = ""  # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
-  c.image_size = 0  # resize on load (imagewang, controlled_noisy_web_labels); 0 = dataset default
-  c.val_size = 0  # clean validation hold-out from train, used to pick the best epoch
-  c.num_classes = 0  # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
+  # Data (experiments/data/), handed whole to the data layer. `data.name` is 'digits' (embedded, no
+  # download), 'npz' (with data.path), 'image_folder' (data.path=DIR with train/, test/ and optionally val/,
+  # one sub-folder per class), 'image_list' (`path label` list files under data.path: Clothing1M / WebVision /
+  # Food-101N style) or a TFDS name. '' and 0 mean the dataset's default.
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "digits"
+  c.data.path = ""  # npz: the .npz file (keras mnist.npz layout); image_folder/image_list: the root DIR
+  c.data.train_list = ""  # image_list: `relative/path label` lines (relative to data.path, or absolute)
+  c.data.test_list = ""
+  c.data.val_list = ""  # optional clean validation list (image_list); val/ is found by itself (image_folder)
+  c.data.skip_corrupt = False  # image files: skip (and count) unreadable images instead of stopping
+  c.data.tfds_dir = ""  # TFDS data_dir ('' = TFDS default)
+  c.data.tfds_config = ""  # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
+  c.data.real_label_key = ""  # which human label set for noise.kind='real' ('' = dataset default)
+  c.data.train_split = ""  # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
+  c.data.image_size = 0  # resize on load (imagewang, controlled_noisy_web_labels, image files)
+  c.data.val_size = 0  # clean validation hold-out from train, used to pick the best epoch
+  c.data.num_classes = 0  # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
+  # On-device training augmentation: 'default' is the dataset's (random crop with zero padding image_size/8
+  # or the dataset's own, and a horizontal flip where it preserves the label: CIFAR, Fashion-MNIST, image
+  # files; none for digits, MNIST crops only), or 'none' | 'crop' | 'flip' | 'crop_flip'.
+  c.data.augment = "default"
   # Input: 'memory' loads the decoded dataset into host memory (the fast path for small data), 'stream' reads
   # each process's shard of every global batch with grain worker threads, 'auto' streams when the decoded
   # training set exceeds input_memory_gb.
-  c.input = "auto"
-  c.input_memory_gb = 4.0
-  c.input_workers = 0  # grain read/decode threads per process (0 = one per CPU core)
-  c.input_prefetch = 2  # compiled calls' worth of batches decoded ahead per process (needs steps_per_call >= 1)
-  c.stats_max_examples = 20000  # stream: channel mean/std from all training images up to this many, else a
-  # seeded sample of this many (in memory they always use every image)
+  c.data.input = "auto"
+  c.data.input_memory_gb = 4.0
+  c.data.input_workers = 0  # grain read/decode threads per process (0 = one per CPU core)
+  c.data.input_prefetch = 2  # compiled calls' worth of batches decoded ahead per process (needs steps_per_call >= 1)
+  c.data.stats_max_examples = 20000  # stream: channel mean/std from all training images up to this many, else
+  # a seeded sample of this many (in memory they always use every image)
 
   # Label noise (experiments/noise.py).
   c.noise = ml_collections.ConfigDict()

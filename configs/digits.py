@@ -8,7 +8,7 @@ from configs import default
 
 def get_config():
   c = default.get_config()
-  c.dataset = "digits"
+  c.data.name = "digits"
   c.model = "mlp"
   c.num_epochs = 40
   c.batch_size = 64

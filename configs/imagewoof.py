@@ -10,8 +10,8 @@ from configs import _cifar
 
 def get_config():
   c = _cifar.cifar_like("imagewang", model="preact_resnet18", num_epochs=80)
-  c.tfds_config = "160px"
-  c.image_size = 64
+  c.data.tfds_config = "160px"
+  c.data.image_size = 64
   c.batch_size = 64
   c.learning_rate = 0.05
   return c

@@ -6,7 +6,7 @@ Make the list files from WebVision's own (`info/train_filelist_google.txt`, `inf
   awk '$2 < 50' info/train_filelist_google.txt > train50.txt
   awk '$2 < 50 {print "val_images_256/"$1, $2}' info/val_filelist.txt > val50.txt
   python -m experiments.train --config=configs/webvision_mini.py --workdir=runs/webvision \\
-      --config.data_path=DIR --config.train_list=DIR/train50.txt --config.test_list=DIR/val50.txt
+      --config.data.path=DIR --config.data.train_list=DIR/train50.txt --config.data.test_list=DIR/val50.txt
 
 Protocol of APL (Ma et al., ICML 2020; HanxunH/Active-Passive-Losses@2d18de6
 configs/webvision_mini/nce+rce.yaml), also used by ANL (NeurIPS 2023), ALFs and JAL (ICCV 2025): ResNet-50

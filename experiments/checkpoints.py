@@ -103,6 +103,7 @@ class Checkpointer:
   """Keeps the last `keep` checkpoints of (TrainState, JSON metadata) under WORKDIR/checkpoints."""
 
   def __init__(self, workdir: str, keep: int):
+    self.last_step = None  # the step of the latest checkpoint written or restored
     self._manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "checkpoints")),
       options=ocp.CheckpointManagerOptions(max_to_keep=max(int(keep), 1), create=True),
@@ -110,6 +111,9 @@ class Checkpointer:
     )
 
   def save(self, step: int, state, meta: dict) -> None:
+    if step == self.last_step:
+      return  # this exact state is already the latest checkpoint
+    self.last_step = step
     self._manager.save(
       step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True
     )
@@ -121,6 +125,7 @@ class Checkpointer:
     step = self._manager.latest_step()
     if step is None:
       return None
+    self.last_step = step
     out = self._manager.restore(
       step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore())
     )

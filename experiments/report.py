@@ -71,7 +71,7 @@ def collect(workdir: str, runs: list[dict]) -> list[dict]:
         "with --config.rerun_changed=True or use a new workdir"
       )
     ok = s["status"] == "completed"
-    for p in s["per_seed"]:
+    for p in s["replicas"]:
       rows.append(
         {
           "loss": run["loss"]["label"],
@@ -123,15 +123,16 @@ def _table(rows, losses, noises, metric) -> list[str]:
 
 def _curves(workdir, run, noise, key):
   """Per-epoch metric of one cell: mean over the run's replicas (seeds) at that noise setting."""
-  path = os.path.join(workdir, "runs", run["id"], "metrics.jsonl")
+  from experiments import records  # local: the report stays importable without the training stack
+
+  run_dir = os.path.join(workdir, "runs", run["id"])
   s = _summary(workdir, run)
-  if s is None or not os.path.exists(path):
+  if s is None or not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
     return None
   idx = [
-    i for i, p in enumerate(s["per_seed"]) if _noise_label({"kind": p["noise_kind"], "rate": p["noise_rate"]}) == noise
+    i for i, p in enumerate(s["replicas"]) if _noise_label({"kind": p["noise_kind"], "rate": p["noise_rate"]}) == noise
   ]
-  with open(path) as f:
-    hist = [json.loads(line) for line in f if line.strip()]
+  hist = records.read_history(run_dir)
   with warnings.catch_warnings():  # an all-NaN cell (e.g. memorisation without noisy labels) stays NaN
     warnings.simplefilter("ignore", RuntimeWarning)
     vals = [np.nanmean(np.asarray(h[key], np.float64)[idx]) if h.get(key) is not None else np.nan for h in hist]

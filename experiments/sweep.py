@@ -19,7 +19,8 @@ import time
 
 import ml_collections
 
-from experiments import checkpoints, report, train
+from experiments import checkpoints, report, runtime, train
+from experiments import settings as run_settings
 
 
 def slug(text: str) -> str:
@@ -71,17 +72,26 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
         raise ValueError(f"loss {loss['label']!r}: unknown hyperparameter {hp!r}")
       config.loss[hp] = value
     for key, value in {**loss.get("overrides", {}), **sweep.base_overrides}.items():
-      if key not in config:
-        raise ValueError(f"loss {loss['label']!r}: override of unknown config key {key!r}")
-      config[key] = value
+      _override(config, key, value, loss["label"])
     # A loss that takes inputs from the noise model (the transition matrix) trains one setting per run.
-    together = sweep.group_noise and not train.noise_inputs(config)
+    together = sweep.group_noise and not run_settings.noise_inputs(config)
     groups = [noises] if together else [[n] for n in noises]
     for group in groups:
-      train.validate_static(config, group)
+      run_settings.validate_static(config, group)
       suffix = "" if together else "__" + slug(noise_label(group[0]))
       runs.append({"id": slug(loss["label"]) + suffix, "loss": dict(loss), "noises": group, "config": config})
   return runs
+
+
+def _override(config, key, value, label, prefix=""):
+  """config[key] = value; a dict value for a sub-config ({'data': {'augment': 'none'}}) sets its keys."""
+  if key not in config:
+    raise ValueError(f"loss {label!r}: override of unknown config key {prefix + key!r}")
+  if isinstance(config[key], ml_collections.ConfigDict) and hasattr(value, "items"):
+    for k, v in value.items():
+      _override(config[key], k, v, label, f"{prefix}{key}.")
+  else:
+    config[key] = value
 
 
 def check_reuse(sweep: ml_collections.ConfigDict, workdir: str, runs: list[dict]) -> None:
@@ -96,7 +106,7 @@ def check_reuse(sweep: ml_collections.ConfigDict, workdir: str, runs: list[dict]
     with open(path) as f:
       stored = json.load(f)
     diff = checkpoints.config_differences(
-      stored, r["config"], {"noise_settings": train.noise_settings(r["config"], r["noises"])}
+      stored, r["config"], {"noise_settings": run_settings.noise_settings(r["config"], r["noises"])}
     )
     if diff and sweep.rerun_changed:
       print(
@@ -145,21 +155,5 @@ def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   return runs
 
 
-def main(argv):
-  del argv
-  from absl import flags
-
-  train.set_cpu_xla_flags()
-  train.quiet_logs()
-  train.enable_compilation_cache()
-  run(flags.FLAGS.config, flags.FLAGS.workdir)
-
-
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  config_flags.DEFINE_config_file("config", None, "Sweep config file.", lock_config=True)
-  flags.DEFINE_string("workdir", None, "Directory for the sweep's cells, tables and plots.")
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  runtime.cli(run, "Sweep config file.")

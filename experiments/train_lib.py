@@ -1,12 +1,12 @@
-"""The compiled parts of training: state, the data-parallel train chunk and the evaluation pass.
+"""The compiled parts of training: state, the data-parallel train step and the evaluation pass.
 
 Everything here is written once for a stack of R *replicas* (independent runs that differ in seed and in
 their noisy labels) and `jax.vmap`ped over that leading axis; a single run is R = 1. The per-device program
-is the pmap model written with `jax.shard_map` over a 1-D mesh with axis ``batch``: every device holds the
-(replicated) training set, gathers its own slice of each global batch, and gradients, BatchNorm statistics
-and batch-statistics losses (dynamic clipping) are reduced over ``batch``. Data order, augmentation and
-initialisation are derived from (seed, step) alone, so a resumed run replays exactly what an uninterrupted
-run would have done, and the result does not depend on the number of devices.
+is the pmap model written with `jax.shard_map` over a 1-D mesh with axis ``batch``: each device receives its
+slice of every global batch from the feed (experiments/data/feeds.py), and gradients, BatchNorm statistics
+and batch-statistics losses (dynamic clipping) are reduced over ``batch``. Augmentation and initialisation
+are derived from (seed, step) alone, so a resumed run replays exactly what an uninterrupted run would have
+done, and the result does not depend on the number of devices.
 """
 
 from __future__ import annotations
@@ -18,14 +18,12 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from experiments import input_pipeline
-
-AXIS = "batch"
+from experiments import data, rng
+from experiments.mesh import AXIS
 
 
 @flax.struct.dataclass
@@ -39,46 +37,6 @@ class TrainState:
   # The loss's per-example state {key: [R, N, ...]} ({} for most losses): truncated-Lq weights, ELR
   # targets. Indexed by the example's position in the training set; replicated on every device.
   loss_state: Any
-
-
-def make_mesh(devices=None) -> jax.sharding.Mesh:
-  devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (AXIS,), axis_types=(AxisType.Auto,), devices=devices)
-
-
-def replicate(mesh, tree):
-  """Puts host arrays on every device of `mesh` (also across processes: each passes the same data)."""
-  sharding = NamedSharding(mesh, P())
-  return jax.tree.map(lambda a: jax.make_array_from_process_local_data(sharding, np.asarray(a)), tree)
-
-
-def replica_keys(seeds) -> jax.Array:
-  return jnp.stack([jax.random.key(int(s)) for s in seeds])
-
-
-def _stream(key, name: str):
-  """Independent RNG streams (init, data order, augmentation) from one seed key."""
-  return jax.random.fold_in(key, {"init": 0, "data": 1, "augment": 2}[name])
-
-
-def epoch_permutation(key, epoch, num_train: int):
-  """The order in which epoch `epoch` visits the training set: global batch t is positions [t·B, (t+1)·B).
-  One definition for the in-memory step (on device) and the streamed input (on the host)."""
-  return jax.random.permutation(jax.random.fold_in(_stream(key, "data"), epoch), num_train)
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _host_permutation(key, epoch, num_train):
-  return epoch_permutation(key, epoch, num_train)
-
-
-def host_epoch_order(seed: int, num_train: int):
-  """epoch -> the epoch's permutation for seed `seed`, as numpy, computed on this host's CPU (every
-  process computes the same one; threefry and the sort behind the permutation are exact)."""
-  cpu = jax.local_devices(backend="cpu")[0]
-  with jax.default_device(cpu):
-    key = jax.random.key(int(seed))
-  return lambda epoch: np.asarray(_host_permutation(key, jax.device_put(np.int32(epoch), cpu), num_train))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,17 +54,17 @@ class Program:
   eval_batch_size: int
   mean: tuple
   std: tuple
-  augment_crop_pad: int
-  augment_flip: bool
+  crop_pad: int
+  flip: bool
   skip_nonfinite: bool
   num_classes: int
   compute_dtype: Any = jnp.float32
   # One step (and one eval batch) per compiled call, with no XLA while loop: XLA:CPU runs convolutions
   # inside while loops ~20x slower (jax-ml/jax#12868; measured in docs/PERFORMANCE.md).
   loop_free: bool = False
-  # Batches come from the host (experiments/streaming.py), sharded over the devices, instead of being
-  # gathered on device from a replicated training set.
-  streamed: bool = False
+  # Whether every replica gets its own batches (a leading replica axis: the device-resident feed, where
+  # each seed has its own data order) or all share them (the streamed feed).
+  per_replica_batches: bool = True
   # Only the classifier ('head') trains; the backbone runs in eval mode (BatchNorm statistics as loaded).
   freeze_backbone: bool = False
 
@@ -119,7 +77,7 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   loss_state = prog.loss_fn.init_example_state(prog.num_train, prog.num_classes)
 
   def one(key):
-    variables = prog.model.init(_stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
+    variables = prog.model.init(rng.stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
     params = variables["params"]
     return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -129,25 +87,23 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
       loss_state=jax.tree.map(jnp.asarray, loss_state),
     )
 
-  out_sharding = NamedSharding(prog.mesh, P())
-  return jax.jit(jax.vmap(one), out_shardings=out_sharding)(keys)
+  return jax.jit(jax.vmap(one), out_shardings=NamedSharding(prog.mesh, P()))(keys)
 
 
 def _preprocess(prog: Program, images, key=None, positions=None):
-  if key is not None and (prog.augment_crop_pad or prog.augment_flip):
+  if key is not None and (prog.crop_pad or prog.flip):
     # One key per *global* example position, so augmentation is independent of the device count.
-    aug = lambda k, im: input_pipeline.augment(k, im[None], crop_pad=prog.augment_crop_pad, flip=prog.augment_flip)[0]
-    images = jax.vmap(aug)(jax.vmap(lambda p: jax.random.fold_in(key, p))(positions), images)
-  return input_pipeline.normalize(images, prog.mean, prog.std, dtype=prog.compute_dtype)
+    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
+    images = data.augment_batch(keys, images, crop_pad=prog.crop_pad, flip=prog.flip)
+  return data.normalize(images, prog.mean, prog.std, dtype=prog.compute_dtype)
 
 
 def _all_finite(tree, group: int = 32) -> jax.Array:
   """Whether every element of every leaf is finite, from one reduction per `group` leaves of a dtype.
 
   A reduction per leaf (ResNet-50: 161 parameter arrays, checked for the gradients and the new parameters)
-  made XLA:CPU compile ~900 more small kernels: its train step took 36 s to compile, 12 s with this
-  (benchmarks/compile.py). XLA:CPU writes the concatenation out: a call is 1 % slower at batch 128, 5-13 % at
-  batch 8. Groups bound that buffer.
+  made XLA:CPU compile ~900 more small kernels; concatenating bounds that (benchmarks/compile.py measures
+  compile and run time; docs/PERFORMANCE.md). Groups bound the concatenated buffer.
   """
   by_dtype = {}
   for x in jax.tree.leaves(tree):
@@ -160,110 +116,104 @@ def _all_finite(tree, group: int = 32) -> jax.Array:
   return jnp.all(jnp.stack(checks)) if checks else jnp.bool_(True)
 
 
+def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, step):
+  """One optimisation step of one replica on this device's slice of a global batch.
+
+  `labels` (int32 [N]) are the replica's training labels and `is_noisy` (bool [N]) marks those its noise
+  model flipped; `batch` is {"images": uint8 [b, H, W, C], "ids": int32 [b]} (b = batch / devices), `step`
+  the global step number. Returns (new state, {metric: scalar over the global batch, 'finite': bool}).
+  """
+  ids = batch["ids"]
+  local_bs = ids.shape[0]
+  start = (step % prog.steps_per_epoch) * prog.batch_size + jax.lax.axis_index(AXIS) * local_bs
+  images = _preprocess(
+    prog, batch["images"], jax.random.fold_in(rng.stream(key, "augment"), step), start + jnp.arange(local_bs)
+  )
+  y, flipped = labels[ids], is_noisy[ids]
+  rows = jax.tree.map(lambda a: a[ids], state.loss_state)
+
+  def loss_of(params):
+    variables = {"params": params, "batch_stats": state.batch_stats}
+    if prog.freeze_backbone:  # a fixed feature extractor: eval-mode BatchNorm, statistics not updated
+      logits, new_vars = prog.model.apply(variables, images, train=False), variables
+    else:
+      logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
+    # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
+    losses, aux = prog.loss_fn.call_with_aux(
+      logits, y, axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
+    )
+    return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
+
+  # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
+  varying = jax.lax.pcast(state.params, AXIS, to="varying")
+  (loss, (logits, batch_stats, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(varying)
+  grads = jax.lax.pmean(grads, AXIS)
+  updates, opt_state = prog.tx.update(grads, state.opt_state, state.params)
+  loss_state = state.loss_state
+  if "example_state" in aux:
+    # Every device updated its own rows: gather all of them so the replicated state stays identical
+    # everywhere (and independent of the device count).
+    gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True, to="invarying")
+    all_ids = gather(ids)
+    loss_state = jax.tree.map(
+      lambda a, r: a.at[all_ids].set(gather(r).astype(a.dtype)), loss_state, aux["example_state"]
+    )
+  new = state.replace(
+    step=state.step + 1,
+    params=optax.apply_updates(state.params, updates),
+    batch_stats=batch_stats,
+    opt_state=opt_state,
+    loss_state=loss_state,
+  )
+  loss = jax.lax.pmean(loss, AXIS)
+  # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
+  finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new.params)
+  # A non-finite step never reaches the state: with skip_nonfinite it is skipped and counted; otherwise
+  # the host stops the run at the end of the chunk with the last good state intact.
+  new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
+  new = new.replace(step=state.step + 1 if prog.skip_nonfinite else jnp.where(finite, new.step, state.step))
+  clipped = aux.get("clipped", jnp.zeros(y.shape))
+  mean = lambda x: jax.lax.pmean(jnp.mean(jnp.asarray(x, jnp.float32)), AXIS)
+  # The per-step metrics, declared here only: the loop averages each over an epoch's finite steps
+  # (records.EpochMetrics). The flipped mask measures how well a loss's clipped set finds the labels the
+  # noise model flipped; it is used for nothing else.
+  metrics = {
+    "train_loss": loss,
+    "train_accuracy_noisy_labels": mean(jnp.argmax(logits, -1) == y),  # against the labels trained on
+    "clipped_fraction": mean(clipped),  # share of the batch the loss clipped (dynamic clipping), else 0
+    "clipped_noisy_fraction": mean(clipped * flipped),  # share both clipped and flipped by the noise model
+    "noisy_fraction": mean(flipped),  # share whose label the noise model flipped
+  }
+  return new, {**metrics, "finite": finite}
+
+
 @functools.lru_cache(maxsize=None)
 def train_chunk_fn(prog: Program) -> Callable:
-  """Returns jit(f)(state, keys, labels, is_noisy, x_train, steps) -> (state, per-step metrics [R, T]).
+  """Returns jit(f)(state, keys, labels, is_noisy, batch, steps) -> (state, per-step metrics {name: [R, T]}).
 
-  `steps` (int32 [T]) are the global step numbers to run; they must lie in one epoch. `labels` are the
-  per-replica (noisy) training labels [R, N] and `is_noisy` (bool [R, N]) marks the ones the noise model
-  flipped (only for diagnostics: how well a loss's clipped set finds them); `x_train` the uint8 images
-  [N, H, W, C], replicated.
-
-  With `prog.streamed` it is f(state, keys, labels, is_noisy, images, ids, steps) instead: the T global
-  batches themselves, uint8 [T, B, H, W, C] and their training-set ids int32 [T, B], both sharded over the
-  batch axis (each process supplies its devices' rows). All replicas then see the same batches.
+  `steps` (int32 [T]) are the global step numbers to run, within one epoch; `batch` holds their T global
+  batches from the feed: {"images": uint8 [R, T, B, H, W, C], "ids": int32 [R, T, B]}, sharded over B
+  (without the leading R when `prog.per_replica_batches` is False: shared by all replicas). `labels` (int32
+  [R, N]) and `is_noisy` (bool [R, N]) are each replica's training labels and flipped mask, replicated.
   """
-  ndev = prog.mesh.size
-  local_bs = prog.batch_size // ndev
-  loss_fn = prog.loss_fn
 
-  def replica(state: TrainState, key, labels, is_noisy, x, ids, steps):
-    perm = None if prog.streamed else epoch_permutation(key, steps[0] // prog.steps_per_epoch, prog.num_train)
-    dev = jax.lax.axis_index(AXIS)
+  def replica(state, key, labels, is_noisy, batch, steps):
+    def one_step(state, inputs):
+      step, step_batch = inputs
+      return train_step(prog, state, key, labels, is_noisy, step_batch, step)
 
-    def step_fn(state: TrainState, inputs):
-      step, batch, batch_ids = inputs
-      start = (step % prog.steps_per_epoch) * prog.batch_size + dev * local_bs
-      if prog.streamed:
-        idx, raw = batch_ids, batch
-      else:
-        idx = jax.lax.dynamic_slice(perm, (start,), (local_bs,))
-        raw = x[idx]
-      images = _preprocess(
-        prog, raw, jax.random.fold_in(_stream(key, "augment"), step), positions=start + jnp.arange(local_bs)
-      )
-      rows = jax.tree.map(lambda a: a[idx], state.loss_state)
-
-      def loss_of(params):
-        variables = {"params": params, "batch_stats": state.batch_stats}
-        if prog.freeze_backbone:  # a fixed feature extractor: eval-mode BatchNorm, statistics not updated
-          logits, new_vars = prog.model.apply(variables, images, train=False), variables
-        else:
-          logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
-        # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
-        losses, aux = loss_fn.call_with_aux(
-          logits, labels[idx], axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
-        )
-        return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
-
-      # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
-      varying = jax.lax.pcast(state.params, AXIS, to="varying")
-      (loss, (logits, batch_stats, aux)), grads = jax.value_and_grad(loss_of, has_aux=True)(varying)
-      grads = jax.lax.pmean(grads, AXIS)
-      loss = jax.lax.pmean(loss, AXIS)
-      updates, opt_state = prog.tx.update(grads, state.opt_state, state.params)
-      loss_state = state.loss_state
-      if "example_state" in aux:
-        # Every device updated its own rows: gather all of them so the replicated state stays identical
-        # everywhere (and independent of the device count).
-        gather = lambda x: jax.lax.all_gather(x, AXIS, tiled=True, to="invarying")
-        all_idx = gather(idx)
-        loss_state = jax.tree.map(
-          lambda a, r: a.at[all_idx].set(gather(r).astype(a.dtype)), loss_state, aux["example_state"]
-        )
-      new = state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        batch_stats=batch_stats,
-        opt_state=opt_state,
-        loss_state=loss_state,
-      )
-      # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
-      finite = jnp.isfinite(loss) & _all_finite(grads) & _all_finite(new.params)
-      # A non-finite step never reaches the state: with skip_nonfinite it is skipped and counted; otherwise
-      # the host stops the run at the end of the chunk with the last good state intact.
-      new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
-      if not prog.skip_nonfinite:
-        new = new.replace(step=jnp.where(finite, new.step, state.step))
-      else:
-        new = new.replace(step=state.step + 1)
-      metrics = {
-        "loss": loss,
-        "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels[idx]), AXIS),
-        "clipped": jax.lax.pmean(jnp.mean(aux.get("clipped", jnp.zeros(()))), AXIS),
-        # Clipped examples whose label the noise model flipped, and flipped ones, per batch example.
-        "clipped_noisy": jax.lax.pmean(jnp.mean(aux.get("clipped", 0.0) * is_noisy[idx]), AXIS),
-        "noisy": jax.lax.pmean(jnp.mean(is_noisy[idx].astype(jnp.float32)), AXIS),
-        "finite": finite,
-      }
-      return new, metrics
-
-    xs = (steps, x, ids) if prog.streamed else (steps, None, None)
     # unroll=0 is a full unroll with no while loop (unroll=True on a length-1 scan still emits one).
-    return jax.lax.scan(step_fn, state, xs, unroll=0 if prog.loop_free else 1)
+    return jax.lax.scan(one_step, state, (steps, batch), unroll=0 if prog.loop_free else 1)
 
-  per_replica = jax.vmap(replica, in_axes=(0, 0, 0, 0, None, None, None))
-  if prog.streamed:
-    fn = jax.shard_map(
-      per_replica, mesh=prog.mesh, out_specs=P(), in_specs=(P(), P(), P(), P(), P(None, AXIS), P(None, AXIS), P())
-    )
-  else:
-    fn = jax.shard_map(
-      lambda state, keys, labels, is_noisy, x, steps: per_replica(state, keys, labels, is_noisy, x, None, steps),
-      mesh=prog.mesh,
-      in_specs=(P(),) * 6,
-      out_specs=P(),
-    )
+  batch_axis = 0 if prog.per_replica_batches else None
+  batch_spec = P(None, None, AXIS) if prog.per_replica_batches else P(None, AXIS)
+  per_replica = jax.vmap(replica, in_axes=(0, 0, 0, 0, batch_axis, None))
+  fn = jax.shard_map(
+    per_replica,
+    mesh=prog.mesh,
+    in_specs=(P(), P(), P(), P(), {"images": batch_spec, "ids": batch_spec}, P()),
+    out_specs=P(),
+  )
   return jax.jit(fn, donate_argnums=(0,))
 
 
@@ -301,15 +251,3 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
   # all_gather's result is the same on every device, but the replication checker cannot infer that.
   fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
   return jax.jit(fn)
-
-
-def pad_for_eval(prog: Program, n: int) -> int:
-  """Size that `n` examples are padded to for `eval_fn` (padding is dropped from the outputs)."""
-  block = prog.mesh.size * prog.eval_batch_size
-  return -(-n // block) * block
-
-
-def pad(a: np.ndarray, size: int, axis: int = 0) -> np.ndarray:
-  widths = [(0, 0)] * a.ndim
-  widths[axis] = (0, size - a.shape[axis])
-  return np.pad(a, widths)

@@ -1,6 +1,5 @@
 """Helpers for tests that run the training CLI as real subprocesses (signals, several processes)."""
 
-import json
 import os
 import socket
 import subprocess
@@ -37,8 +36,11 @@ def finish(proc, timeout=300):
 
 
 def history(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  """metrics.jsonl regrouped per epoch, {metric: [value per replica]}, without the wall-clock fields (which
+  differ between two runs of the same training)."""
+  from experiments import records
+
+  return records.read_history(str(workdir), timing=False)
 
 
 def lines(workdir):
@@ -46,8 +48,7 @@ def lines(workdir):
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return 0
-  with open(path) as f:
-    return sum(1 for _ in f)
+  return len(history(workdir))
 
 
 def free_port():

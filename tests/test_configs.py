@@ -11,7 +11,6 @@ optimizer, schedule type, noise kind and compute dtype are kept; only sizes and 
 """
 
 import importlib
-import json
 import math
 import os
 
@@ -19,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments import input_pipeline, models, sweep, train
+from experiments import data, models, records, settings, sweep, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,8 +60,8 @@ def small_overrides(config) -> dict:
     "keep_checkpoints": 1,
     "num_devices": 1 if config.model in ONE_DEVICE_MODELS else 0,
   }
-  if config.val_size:
-    out["val_size"] = 8  # keep the hold-out path (tce_paper), at a size the mock data has
+  if config.data.val_size:
+    out["data"] = {"val_size": 8}  # keep the hold-out path (tce_paper), at a size the mock data has
   if config.schedule == "step":
     # Boundaries must lie inside (0, num_epochs); one mid-epoch boundary keeps the step schedule.
     out["lr_boundaries"] = (0.5,)
@@ -81,14 +80,17 @@ def small_loss_hparams(hparams) -> dict:
 
 def shrink(config):
   for key, value in small_overrides(config).items():
-    config[key] = value
+    if key == "data":
+      config.data.update(value)
+    else:
+      config[key] = value
   for key, value in small_loss_hparams(config.loss).items():
     config.loss[key] = value
   return config
 
 
 def uses_tfds(config) -> bool:
-  return config.dataset not in ("digits", "npz", *input_pipeline.FILE_DATASETS)
+  return data.SPECS[config.data.name].kind == "tfds"
 
 
 # Image-file configs (ANIMAL-10N, WebVision, Clothing1M) train on generated PNGs of this side: the
@@ -102,7 +104,7 @@ def mock_image_files(config, root):
   from PIL import Image
 
   rng = np.random.default_rng(0)
-  num_classes = config.num_classes or 3
+  num_classes = config.data.num_classes or 3
   for split in ("train", "test"):
     lines = []
     for i in range(MOCK_EXAMPLES):
@@ -112,20 +114,19 @@ def mock_image_files(config, root):
       Image.fromarray(rng.integers(0, 256, (40, 36, 3), dtype=np.uint8)).save(folder / f"{i}.png")
       lines.append(f"{split}/class{label:03d}/{i}.png {label}")
     (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-  config.data_path = str(root)
-  config.image_size = FILE_IMAGE_SIZE
-  if config.dataset == "image_list":
-    config.train_list, config.test_list = str(root / "train.txt"), str(root / "test.txt")
-  elif config.num_classes:  # image_folder: every class has a folder only when MOCK_EXAMPLES >= classes
-    config.num_classes = min(num_classes, MOCK_EXAMPLES)
+  config.data.path = str(root)
+  config.data.image_size = FILE_IMAGE_SIZE
+  if config.data.name == "image_list":
+    config.data.train_list, config.data.test_list = str(root / "train.txt"), str(root / "test.txt")
+  elif config.data.num_classes:  # image_folder: every class has a folder only when MOCK_EXAMPLES >= classes
+    config.data.num_classes = min(num_classes, MOCK_EXAMPLES)
   return config
 
 
 def assert_one_good_epoch(summary, workdir, model):
   assert summary["status"] == "completed" and summary["epochs_completed"] == 1
   assert summary["config"]["model"] == model  # the config's own model was trained
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    (record,) = [json.loads(line) for line in f]
+  (record,) = records.read_history(str(workdir))
   assert record["epoch"] == 1 and record["step"] >= 1
   assert all(s == 0 for s in record["skipped_steps"])
   for key in ("train_loss", "test_accuracy"):
@@ -157,13 +158,13 @@ def test_all_configs_are_discovered():
 @pytest.mark.parametrize("module", TRAIN_CONFIGS)
 def test_training_config_builds_and_validates(module, tmp_path):
   config = get_config(module)
-  if config.dataset in input_pipeline.FILE_DATASETS:
+  if data.SPECS[config.data.name].kind == "files":
     # Without files these must fail before anything is read, naming what is missing.
-    with pytest.raises(ValueError, match="data_path"):
-      train.validate_static(config)
+    with pytest.raises(ValueError, match="data.path"):
+      settings.validate_static(config)
     mock_image_files(config, tmp_path)
-  train.validate_static(config)
-  assert config.dataset in input_pipeline.DATASETS
+  settings.validate_static(config)
+  assert config.data.name in data.DATASETS
   # Locked like the CLI's: a misspelt key is an error.
   config.lock()
   with pytest.raises(AttributeError):
@@ -174,10 +175,10 @@ def test_training_config_builds_and_validates(module, tmp_path):
 def test_training_config_trains_one_epoch(module, tmp_path, tfds_mock):
   config = shrink(get_config(module))
   model = config.model
-  if config.dataset in input_pipeline.FILE_DATASETS:
+  if data.SPECS[config.data.name].kind == "files":
     mock_image_files(config, tmp_path / "data")
-    config.input = "stream"  # their real sizes stream (input='auto'); at mock size they would not
-  train.validate_static(config)
+    config.data.input = "stream"  # their real sizes stream (input='auto'); at mock size they would not
+  settings.validate_static(config)
   if uses_tfds(config):
     with tfds_mock(num_examples=MOCK_EXAMPLES):
       summary = train.train_and_evaluate(config, str(tmp_path))
@@ -216,4 +217,4 @@ def test_sweep_config_first_cell_trains(module, tmp_path, tfds_mock):
   else:
     summary = train.train_and_evaluate(config, str(tmp_path), first["noises"])
   assert_one_good_epoch(summary, str(tmp_path), s.base.model)
-  assert len(summary["per_seed"]) == s.num_seeds * len(first["noises"])
+  assert len(summary["replicas"]) == s.num_seeds * len(first["noises"])

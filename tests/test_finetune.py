@@ -11,6 +11,7 @@ import optax
 import pytest
 
 from experiments import checkpoints, finetune, optimizers, train_lib
+from experiments import mesh as mesh_lib
 
 
 class Net(nn.Module):
@@ -56,7 +57,7 @@ def save_train_state(workdir, trees, step=7):
   """A real checkpoint as train.py writes it: a TrainState whose leaves have a replica axis of 2 (replica 1
   differs, so that taking the wrong one shows)."""
   stack = lambda t: jax.tree.map(lambda a: np.stack([a, a + 1]), t)
-  mesh = train_lib.make_mesh(jax.devices()[:2])
+  mesh = mesh_lib.make_mesh(jax.devices()[:2])
   state = train_lib.TrainState(
     step=np.full(2, step, np.int32),
     params=stack(trees["params"]),
@@ -65,7 +66,7 @@ def save_train_state(workdir, trees, step=7):
     loss_state={"weights": np.ones((2, 6), np.float32)},
   )
   ckpt = checkpoints.Checkpointer(str(workdir), keep=2)
-  ckpt.save(step, train_lib.replicate(mesh, state), {"step": step})
+  ckpt.save(step, mesh_lib.replicate(mesh, state), {"step": step})
   ckpt.wait()
   ckpt.close()
 
@@ -186,10 +187,10 @@ def test_optimizer_states_do_not_depend_on_param_values(optimizer):
 
 def test_initialize_broadcasts_to_every_replica(tmp_path, capsys):
   R = 2
-  mesh = train_lib.make_mesh(jax.devices()[:2])
+  mesh = mesh_lib.make_mesh(jax.devices()[:2])
   inits = [variables(s, num_classes=5) for s in (10, 11)]  # each replica (seed) has its own init
   stack = lambda k: jax.tree.map(lambda *a: np.stack(a), *[v[k] for v in inits])
-  state = train_lib.replicate(
+  state = mesh_lib.replicate(
     mesh,
     train_lib.TrainState(
       step=np.zeros(R, np.int32),
@@ -218,17 +219,18 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
   """Pre-train on digits 0-4 (an npz of 5 classes), fine-tune on all 10 digits: from the run's orbax
   checkpoint with the backbone frozen, and from a msgpack export with everything training."""
   from configs import digits
-  from experiments import input_pipeline, train
+  from experiments import data, train
+  from tests.data_configs import data_config
 
-  d = input_pipeline.load("digits")
-  keep_train, keep_test = d.y_train < 5, d.y_test < 5
+  d = data.load(data_config("digits"))
+  keep_train, keep_test = d.train.labels < 5, d.test.labels < 5
   npz = tmp_path / "digits04.npz"
   np.savez(
     npz,
-    x_train=d.x_train[keep_train],
-    y_train=d.y_train[keep_train],
-    x_test=d.x_test[keep_test],
-    y_test=d.y_test[keep_test],
+    x_train=d.train.source.images[keep_train],
+    y_train=d.train.labels[keep_train],
+    x_test=d.test.source.images[keep_test],
+    y_test=d.test.labels[keep_test],
   )
 
   def config(**overrides):
@@ -238,7 +240,9 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
       c[k] = v
     return c
 
-  pre = train.train_and_evaluate(config(dataset="npz", data_path=str(npz)), str(tmp_path / "pre"))
+  npz_config = config()
+  npz_config.data.name, npz_config.data.path = "npz", str(npz)
+  pre = train.train_and_evaluate(npz_config, str(tmp_path / "pre"))
   assert pre["status"] == "completed" and pre["test_accuracy_last"] > 0.5
   pretrained = finetune.load_pretrained(str(tmp_path / "pre"))
   assert pretrained["params"]["head"]["kernel"].shape[-1] == 5
@@ -267,12 +271,12 @@ def test_pretrain_on_one_label_set_then_fine_tune_on_another(tmp_path):
 
 def test_freeze_backbone_needs_init_from_and_a_missing_file_is_named():
   from configs import digits
-  from experiments import train
+  from experiments import settings
 
   c = digits.get_config()
   c.freeze_backbone = True
   with pytest.raises(ValueError, match="init_from"):
-    train.validate_static(c)
+    settings.validate_static(c)
   c.init_from = "/no/such/weights.msgpack"
   with pytest.raises(ValueError, match="/no/such/weights.msgpack"):
-    train.validate_static(c)
+    settings.validate_static(c)

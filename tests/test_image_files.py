@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from experiments import image_files as imf
+from experiments.data import image_files as imf
 
 RNG = np.random.default_rng(0)
 

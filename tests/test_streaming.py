@@ -1,4 +1,4 @@
-"""Streamed input (experiments/streaming.py): the same batches as in memory, per-process shards, exact resume.
+"""Streamed input (experiments/data/feeds.py): the same batches as in memory, per-process shards, exact resume.
 
 The data is sklearn's digits, written once as an image folder of PNGs (train/<class>/*.png, test/...), so the
 file reading, decoding and grain threads all run; runs are real CLI subprocesses where processes, kill -9
@@ -16,15 +16,17 @@ from cli_runs import cli, coordinator_env, finish, free_port, history, lines
 from PIL import Image
 
 from configs import digits as digits_config
-from experiments import input_pipeline, streaming, train, train_lib
+from experiments import data, rng, settings, train
+from experiments.data import feeds, sources
+from tests.data_configs import data_config
 
 
 @pytest.fixture(scope="module")
 def digits_folder(tmp_path_factory):
-  """The digits split of input_pipeline as an image folder (8x8 grayscale PNGs)."""
+  """The digits split of the data layer as an image folder (8x8 grayscale PNGs)."""
   root = tmp_path_factory.mktemp("digits_folder")
-  d = input_pipeline.load("digits")
-  for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+  d = data.load(data_config("digits"))
+  for split, x, y in (("train", d.train.source.images, d.train.labels), ("test", d.test.source.images, d.test.labels)):
     for i, (image, label) in enumerate(zip(x, y)):
       folder = root / split / str(label)
       folder.mkdir(parents=True, exist_ok=True)
@@ -33,7 +35,7 @@ def digits_folder(tmp_path_factory):
 
 
 def folder_flags(root):
-  return ("--config.dataset=image_folder", f"--config.data_path={root}", "--config.image_size=8")
+  return ("--config.data.name=image_folder", f"--config.data.path={root}", "--config.data.image_size=8")
 
 
 def config_of(*flags):
@@ -41,7 +43,9 @@ def config_of(*flags):
   c.steps_per_call = 8  # streaming needs >= 1 (0 would decode an epoch per call); memory runs don't care
   for flag in flags:
     key, value = flag[len("--config.") :].split("=", 1)
-    c[key] = type(c[key])(value) if not isinstance(c[key], bool) else value == "True"
+    group, _, key = key.rpartition(".")
+    node = c[group] if group else c
+    node[key] = type(node[key])(value) if not isinstance(node[key], bool) else value == "True"
   return c
 
 
@@ -74,7 +78,7 @@ def test_streamed_digits_equal_in_memory_on_4_devices(tmp_path, loss):
   flags = ("--config.num_epochs=2", "--config.progress=False", "--config.batch_size=64")
   runs = {}
   for mode in ("memory", "stream"):
-    config = config_of(*flags, f"--config.input={mode}")
+    config = config_of(*flags, f"--config.data.input={mode}")
     for key, value in loss.items():
       config.loss[key] = value
     summary = train.train_and_evaluate(config, str(tmp_path / mode))
@@ -99,19 +103,19 @@ def test_list_files_stream_what_the_folder_holds_in_memory(digits_folder, tmp_pa
     "--config.num_epochs=1",
     "--config.progress=False",
     "--config.batch_size=64",
-    "--config.image_size=8",
-    f"--config.data_path={digits_folder}",
+    "--config.data.image_size=8",
+    f"--config.data.path={digits_folder}",
   )
   folder = train.train_and_evaluate(
-    config_of(*flags, "--config.dataset=image_folder", "--config.input=memory"), str(tmp_path / "folder")
+    config_of(*flags, "--config.data.name=image_folder", "--config.data.input=memory"), str(tmp_path / "folder")
   )
   listed = train.train_and_evaluate(
     config_of(
       *flags,
-      "--config.dataset=image_list",
-      "--config.input=stream",
-      f"--config.train_list={tmp_path / 'train.txt'}",
-      f"--config.test_list={tmp_path / 'test.txt'}",
+      "--config.data.name=image_list",
+      "--config.data.input=stream",
+      f"--config.data.train_list={tmp_path / 'train.txt'}",
+      f"--config.data.test_list={tmp_path / 'test.txt'}",
     ),
     str(tmp_path / "list"),
   )
@@ -120,28 +124,29 @@ def test_list_files_stream_what_the_folder_holds_in_memory(digits_folder, tmp_pa
 
 
 def test_auto_streams_past_the_memory_budget(digits_folder, capsys):
-  config = config_of(*folder_flags(digits_folder), "--config.input=auto")
-  assert train.input_mode(config) == "memory"  # 1257 RGB 8x8 images: 0.2 MB
-  config.input_memory_gb = 1e-5  # 10 kB
-  assert train.input_mode(config) == "stream"
-  data = train.load_data(config)
-  assert isinstance(data, input_pipeline.StreamDataset)
+  config = config_of(*folder_flags(digits_folder), "--config.data.input=auto")
+  assert data.input_mode(config.data) == "memory"  # 1257 RGB 8x8 images: 0.2 MB
+  config.data.input_memory_gb = 1e-5  # 10 kB
+  assert data.input_mode(config.data) == "stream"
+  streamed = data.load(config.data)
+  assert streamed.mode == "stream" and not isinstance(streamed.train.source, sources.ArraySource)
   assert "input: streaming image_folder" in capsys.readouterr().out
-  in_memory = input_pipeline.load("image_folder", data_path=str(digits_folder), image_size=8)
-  np.testing.assert_array_equal(data.y_train, in_memory.y_train)
+  in_memory = data.load(data_config("image_folder", path=str(digits_folder), image_size=8))
+  np.testing.assert_array_equal(streamed.train.labels, in_memory.train.labels)
   # Up to stats_max_examples images the streamed normalisation is the in-memory one, from every image.
-  np.testing.assert_allclose(data.mean, in_memory.mean, rtol=1e-12)
-  np.testing.assert_allclose(data.std, in_memory.std, rtol=1e-12)
-  np.testing.assert_array_equal(streaming.read(data.train_source, np.arange(5)), in_memory.x_train[:5])
+  np.testing.assert_allclose(streamed.mean, in_memory.mean, rtol=1e-12)
+  np.testing.assert_allclose(streamed.std, in_memory.std, rtol=1e-12)
+  first = sources.read(streamed.train.source, np.arange(5))
+  np.testing.assert_array_equal(first, in_memory.train.source.images[:5])
 
 
 def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
-  data = input_pipeline.open_stream("image_folder", data_path=str(digits_folder), image_size=8)
-  order = train_lib.host_epoch_order(3, len(data.y_train))
+  ds = data.load(data_config("image_folder", path=str(digits_folder), image_size=8, input="stream"))
+  order = feeds.host_epoch_order(3, len(ds.train))
   spe, batch = 5, 8
-  whole = streaming.TrainStream(data.train_source, order, batch, spe, slice(0, batch), workers=2)
+  whole = feeds.TrainStream(ds.train.source, order, batch, spe, slice(0, batch), workers=2)
   halves = [
-    streaming.TrainStream(data.train_source, order, batch, spe, rows, workers=3) for rows in (slice(0, 4), slice(4, 8))
+    feeds.TrainStream(ds.train.source, order, batch, spe, rows, workers=3) for rows in (slice(0, 4), slice(4, 8))
   ]
   perm = order(1)
   first, second = (list(h.epoch(1)) for h in halves)
@@ -150,14 +155,10 @@ def test_each_process_reads_its_rows_and_the_iterator_resumes(digits_folder):
     np.testing.assert_array_equal(np.concatenate([first[t][0], second[t][0]]), ids)  # disjoint halves
     np.testing.assert_array_equal(np.concatenate([first[t][1], second[t][1]]), images)
   # The permutation the device computes for the in-memory path is the host's.
-  device_perm = train_lib.epoch_permutation(jax.random.key(3), 1, len(data.y_train))
+  device_perm = rng.epoch_permutation(jax.random.key(3), 1, len(ds.train))
   np.testing.assert_array_equal(np.asarray(device_perm), perm)
-  # A grain iterator state taken mid-epoch resumes exactly there.
-  it = whole.epoch(1)
-  next(it), next(it)
-  state = it.get_state()
-  assert whole.state_at(2) == state  # the position is a function of the step
-  rest = list(whole.epoch(1, state))
+  # Started 2 batches into the epoch, the iterator continues exactly where a full pass would be.
+  rest = list(whole.epoch(1, batches_done=2))
   np.testing.assert_array_equal(rest[0][0], perm[2 * batch : 3 * batch])
   assert len(rest) == spe - 2
 
@@ -169,12 +170,13 @@ def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
   shutil.copytree(digits_folder, root)
   bad = sorted((root / "train" / "3").iterdir())[0]
   bad.write_bytes(bad.read_bytes()[:20])  # a truncated PNG
-  config = config_of(*folder_flags(root), "--config.input=stream", "--config.num_epochs=1", "--config.progress=False")
+  config = config_of(
+    *folder_flags(root), "--config.data.input=stream", "--config.num_epochs=1", "--config.progress=False"
+  )
   with pytest.raises(Exception, match=str(bad.name)):
     train.train_and_evaluate(config, str(tmp_path / "run"))
-  config.skip_corrupt = True
-  data = train.load_data(config)
-  assert len(data.y_train) == 1257 - 1
+  config.data.skip_corrupt = True
+  assert len(data.load(config.data).train) == 1257 - 1
   summary = train.train_and_evaluate(config, str(tmp_path / "run_skip"))
   assert summary["status"] == "completed"
 
@@ -182,10 +184,10 @@ def test_stream_reports_a_corrupt_image_or_skips_it(digits_folder, tmp_path):
 # ------------------------------------------------------------------------------------------ subprocesses
 def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_path):
   flags = (*folder_flags(digits_folder), "--config.num_epochs=2", "--config.batch_size=64", "--config.steps_per_call=8")
-  single = cli(tmp_path / "memory", *flags, "--config.input=memory", devices=2)
+  single = cli(tmp_path / "memory", *flags, "--config.data.input=memory", devices=2)
   port = free_port()
   procs = [
-    cli(tmp_path / "stream", *flags, "--config.input=stream", devices=1, extra_env=coordinator_env(port, i))
+    cli(tmp_path / "stream", *flags, "--config.data.input=stream", devices=1, extra_env=coordinator_env(port, i))
     for i in range(2)
   ]
   for p in procs:
@@ -203,7 +205,7 @@ def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_fold
   # grain iterator's position; kill -9 loses everything since the last checkpoint (an epoch end).
   flags = (
     *folder_flags(digits_folder),
-    "--config.input=stream",
+    "--config.data.input=stream",
     "--config.num_epochs=20",
     "--config.batch_size=64",
     "--config.steps_per_call=4",
@@ -247,15 +249,15 @@ def test_streaming_resumes_exactly_after_ctrl_c_mid_epoch_and_kill_9(digits_fold
 def test_tfds_streams_the_examples_it_loads_in_memory(tfds_mock, tmp_path):
   # tfds.testing.mock_data: random CIFAR-10-shaped examples, generated deterministically per index.
   with tfds_mock(num_examples=40):
-    in_memory = input_pipeline.load("cifar10")
-    streamed = input_pipeline.open_stream("cifar10", workers=2)
-    np.testing.assert_array_equal(streamed.y_train, in_memory.y_train)
-    np.testing.assert_array_equal(streamed.y_test, in_memory.y_test)
-    np.testing.assert_array_equal(streaming.read(streamed.train_source, np.arange(40)), in_memory.x_train)
+    in_memory = data.load(data_config("cifar10", input="memory"))
+    streamed = data.load(data_config("cifar10", input="stream", input_workers=2))
+    np.testing.assert_array_equal(streamed.train.labels, in_memory.train.labels)
+    np.testing.assert_array_equal(streamed.test.labels, in_memory.test.labels)
+    np.testing.assert_array_equal(sources.read(streamed.train.source, np.arange(40)), in_memory.train.source.images)
     np.testing.assert_allclose(streamed.mean, in_memory.mean, rtol=1e-12)
     config = config_of(
-      "--config.dataset=cifar10",
-      "--config.input=stream",
+      "--config.data.name=cifar10",
+      "--config.data.input=stream",
       "--config.num_epochs=1",
       "--config.batch_size=8",
       "--config.model=mlp",
@@ -278,11 +280,11 @@ def test_a_corrupt_image_read_by_one_process_stops_both_promptly(digits_folder, 
   bad.write_bytes(bad.read_bytes()[:30])
   flags = (
     *folder_flags(root),
-    "--config.input=stream",
+    "--config.data.input=stream",
     "--config.num_epochs=1",
     "--config.batch_size=64",
     "--config.steps_per_call=2",
-    "--config.stats_max_examples=10",
+    "--config.data.stats_max_examples=10",
   )
   port = free_port()
   procs = [cli(tmp_path / "run", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
@@ -295,12 +297,12 @@ def test_a_corrupt_image_read_by_one_process_stops_both_promptly(digits_folder, 
 
 
 def test_bad_streaming_settings_are_rejected_before_reading(digits_folder):
-  config = config_of(*folder_flags(digits_folder), "--config.input=stream")
+  config = config_of(*folder_flags(digits_folder), "--config.data.input=stream")
   config.steps_per_call = 0
   with pytest.raises(ValueError, match="steps_per_call=0"):
-    train.load_data(config)
+    settings.validate_static(config)
   for key, value in (("input", "disk"), ("input_workers", -1), ("input_prefetch", 0), ("input_memory_gb", 0.0)):
     bad = config_of(*folder_flags(digits_folder))
-    bad[key] = value
+    bad.data[key] = value
     with pytest.raises(ValueError, match=key):
-      train.validate_static(bad)
+      settings.validate_static(bad)

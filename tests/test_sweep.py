@@ -8,7 +8,7 @@ import pytest
 
 from configs.sweeps import digits as digits_sweep
 from configs.sweeps import digits_full
-from experiments import checkpoints, sweep
+from experiments import checkpoints, records, sweep
 
 
 def tiny_sweep(**overrides):
@@ -89,14 +89,13 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
   ):
     assert (tmp_path / "plots" / name).stat().st_size > 10_000, name
   # The warm-up row trains unclipped for 5 epochs, then clips about the top 10% of each batch.
-  with open(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5" / "metrics.jsonl") as f:
-    clipped = [json.loads(line)["clipped_fraction"] for line in f]
+  history = records.read_history(str(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5"))
+  clipped = [h["clipped_fraction"] for h in history]
   assert all(c == [0.0] * 4 for c in clipped[:5])  # 2 noise settings x 2 seeds
   assert all(0.05 < c < 0.15 for c in clipped[5])
   # The diagnostics: precision/recall of the clipped set against the flipped labels, in the report.
   assert "## Clipping diagnostics" in md and "| BCE + dyn. clip (q0.9 wu5) |" in md
-  with open(tmp_path / "runs" / "bce_dyn._clip_q0.9_wu5" / "metrics.jsonl") as f:
-    last = [json.loads(line) for line in f][-1]
+  last = history[-1]
   clean, noisy = 0, 2  # replicas: (symmetric 0, seeds 0, 1), (symmetric 0.4, seeds 0, 1)
   assert last["noisy_fraction"][clean] == 0 and last["clipped_recall"][clean] is None  # NaN in JSON
   assert last["clipped_precision"][clean] == 0.0  # everything clipped at no noise is a clean example

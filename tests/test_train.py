@@ -15,7 +15,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 from configs import digits
-from experiments import checkpoints, input_pipeline, train, train_lib
+from experiments import checkpoints, data, models, records, rng, settings, train, train_lib
+from experiments.mesh import replicate
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,14 +33,34 @@ def tiny(**overrides):
       c.loss[key[5:]] = value
     elif key.startswith("noise."):
       c.noise[key[6:]] = value
+    elif key.startswith("data."):
+      c.data[key[5:]] = value
     else:
       c[key] = value
   return c
 
 
 def history(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    return [json.loads(line) for line in f]
+  return records.read_history(str(workdir), timing=False)
+
+
+def one_chunk(prog, ds, steps, seed=0):
+  """(state, new state, metrics) of the first `steps` steps from a fresh state, fed as the trainer feeds."""
+  keys = rng.replica_keys([seed])
+  state = train_lib.init_state(prog, keys, ds.image_shape)
+  keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(keys)))
+  labels = replicate(prog.mesh, ds.train.labels[None])
+  feed = data.train_feed(ds, prog.mesh, keys, [seed], prog.batch_size, prog.steps_per_epoch, None)
+  feed.start_epoch(0)
+  before = jax.tree.map(np.asarray, state)
+  new, metrics = train_lib.train_chunk_fn(prog)(
+    state, keys, labels, jnp.zeros_like(labels, bool), feed.next(steps), jnp.arange(0, steps, dtype=jnp.int32)
+  )
+  return before, new, metrics
+
+
+def build(c, ds):
+  return train.make_program(c, ds, settings.build_loss(c, ds.num_classes, settings.noise_settings(c)))
 
 
 def assert_same_run(a, b, loss_rtol=0.0, acc_atol=0.0):
@@ -72,25 +93,13 @@ GAMMA_64 = 64 * 2.0**-24
 )
 def test_one_step_on_one_device_equals_four_to_reduction_order(model, loss):
   # BatchNorm (small_cnn) and a batch-statistics loss: both must see the global batch.
-  data = input_pipeline.load("digits")
+  ds = data.load(tiny().data)
   outs = []
   for n in (1, 4):
     c = tiny(num_devices=n, model=model, **{"loss.name": loss})
-    prog = train.make_program(c, data, train.build_loss(c, data.num_classes, train.noise_settings(c)))
-    keys = train_lib.replica_keys([0])
-    state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
-    keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(keys)))
-    labels = train_lib.replicate(prog.mesh, data.y_train[None])
-    new, m = train_lib.train_chunk_fn(prog)(
-      state,
-      keys,
-      labels,
-      jnp.zeros_like(labels, bool),
-      train_lib.replicate(prog.mesh, data.x_train),
-      jnp.arange(0, 1, dtype=jnp.int32),
-    )
+    _, new, m = one_chunk(build(c, ds), ds, 1)
     outs.append(
-      (float(m["loss"][0, 0]), jax.tree.map(np.asarray, new.params), jax.tree.map(np.asarray, new.loss_state))
+      (float(m["train_loss"][0, 0]), jax.tree.map(np.asarray, new.params), jax.tree.map(np.asarray, new.loss_state))
     )
   (loss1, params1, state1), (loss4, params4, state4) = outs
   np.testing.assert_allclose(loss1, loss4, rtol=GAMMA_64)
@@ -128,8 +137,8 @@ def test_loop_free_equals_scanned_chunks(tmp_path):
   # One step per call without a while loop (the CPU default for conv models) trains the same model as
   # lax.scan chunks; eval in one-batch calls gives the same predictions. Only fusion order may differ.
   cfg = lambda lf: tiny(model="small_cnn", loop_free=lf, eval_batch_size=32)
-  assert train.loop_free(cfg(None), train.models.create("small_cnn", num_classes=10, input_shape=(8, 8, 1)))
-  assert not train.loop_free(cfg(None), train.models.create("mlp", num_classes=10, input_shape=(8, 8, 1)))
+  assert settings.loop_free(cfg(None), models.create("small_cnn", num_classes=10, input_shape=(8, 8, 1)))
+  assert not settings.loop_free(cfg(None), models.create("mlp", num_classes=10, input_shape=(8, 8, 1)))
   train.train_and_evaluate(cfg(True), str(tmp_path / "free"))
   train.train_and_evaluate(cfg(False), str(tmp_path / "scan"))
   # Fusion order differs between the two programs: per step the same few-ulp roundings as across device
@@ -167,9 +176,9 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path):
       np.testing.assert_allclose(
         ra["train_memorised_noisy_subset"][r], rb["train_memorised_noisy_subset"][0], atol=1e-6
       )
-    assert together["per_seed"][r]["noise_rate_realised"] == alone["noise_rate_realised"]
+    assert together["replicas"][r]["noise_rate_realised"] == alone["noise_rate_realised"]
   # Each seed gets its own noise draw.
-  assert together["per_seed"][0]["noise"] != together["per_seed"][1]["noise"]
+  assert together["replicas"][0]["noise"] != together["replicas"][1]["noise"]
 
 
 def test_resume_after_losing_the_last_epoch(tmp_path):
@@ -188,17 +197,15 @@ def test_resume_after_losing_the_last_epoch(tmp_path):
 
 def _restore(workdir, config, step):
   """(state, meta) of the checkpoint at `step`, restored into the structure a fresh run would build."""
-  data = input_pipeline.load(config.dataset)
-  settings = train.noise_settings(config)
-  prog = train.make_program(config, data, train.build_loss(config, data.num_classes, settings))
-  keys = train_lib.replica_keys([config.seed])
-  abstract = train_lib.init_state(prog, keys, data.x_train.shape[1:])
+  ds = data.load(config.data)
+  prog = build(config, ds)
+  abstract = train_lib.init_state(prog, rng.replica_keys([config.seed]), ds.image_shape)
   ckpt = checkpoints.Checkpointer(str(workdir), 2)
   out = ckpt._manager.restore(
     step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore())
   )
   ckpt.close()
-  return out.state, out.meta, prog, data
+  return out.state, out.meta, prog, ds
 
 
 @pytest.mark.parametrize("loss", ["early_learning_regularization", "sparse_regularization"])
@@ -234,15 +241,15 @@ def test_truncated_lq_prunes_the_examples_whose_label_probability_is_at_most_k(t
   h = history(tmp_path)
   assert h[0]["loss_state_mean/weights"] == [1.0]  # nothing pruned before prune_start_epoch
   # The weights in use during epoch 3 were computed at its start from the model saved after epoch 2.
-  spe = len(input_pipeline.load("digits").y_train) // c.batch_size
-  before, _, prog, data = _restore(tmp_path, c, 2 * spe)
+  spe = len(data.load(c.data).train) // c.batch_size
+  before, _, prog, ds = _restore(tmp_path, c, 2 * spe)
   after, _, _, _ = _restore(tmp_path, c, 3 * spe)
-  images = input_pipeline.normalize(data.x_train, data.mean, data.std)
+  images = data.normalize(ds.train.source.images, ds.mean, ds.std)
   params = jax.tree.map(lambda a: a[0], before.params)
   logits = prog.model.apply(
     {"params": params, "batch_stats": jax.tree.map(lambda a: a[0], before.batch_stats)}, images, train=False
   )
-  noisy = train.noisy_labels(c, data, [(train.noise_settings(c)[0], c.seed)])[0]
+  noisy = settings.noisy_labels(c, ds, [(settings.noise_settings(c)[0], c.seed)])[0]
   p_y = np.take_along_axis(np.asarray(jax.nn.softmax(logits)), noisy.labels[:, None], axis=1)[:, 0]
   expected = (p_y > 0.5).astype(np.float32)
   weights = np.asarray(after.loss_state["weights"][0])
@@ -280,7 +287,7 @@ def test_all_finite_finds_one_bad_element_in_any_leaf_group_and_dtype():
 
 def test_nonfinite_stops_the_run_and_the_last_good_checkpoint_is_kept(tmp_path):
   c = tiny(**EXPLODE_IN_EPOCH_3)
-  spe = len(input_pipeline.load("digits").y_train) // c.batch_size
+  spe = len(data.load(c.data).train) // c.batch_size
   with pytest.raises(
     train.NonFiniteError,
     match=r"non-finite loss, gradient or parameters at step (\d+) "
@@ -300,7 +307,7 @@ def test_nonfinite_stops_the_run_and_the_last_good_checkpoint_is_kept(tmp_path):
 
 def test_skip_nonfinite_skips_and_counts_bad_steps(tmp_path):
   c = tiny(skip_nonfinite=True, **EXPLODE_IN_EPOCH_3)
-  spe = len(input_pipeline.load("digits").y_train) // c.batch_size
+  spe = len(data.load(c.data).train) // c.batch_size
   s = train.train_and_evaluate(c, str(tmp_path))
   assert s["status"] == "completed"
   skipped = [r["skipped_steps"][0] for r in history(tmp_path)]
@@ -313,27 +320,16 @@ def test_a_step_whose_parameters_overflow_is_not_taken():
   # Finite loss and gradient, but an update that makes the parameters infinite (what a finite gradient
   # times a huge learning rate does): the step must be rejected like a non-finite gradient.
   c = tiny(num_epochs=1)
-  data = input_pipeline.load("digits")
-  prog = train.make_program(c, data, train.build_loss(c, data.num_classes, train.noise_settings(c)))
+  ds = data.load(c.data)
+  prog = build(c, ds)
   overflow = optax.GradientTransformation(
     lambda params: optax.EmptyState(),
     lambda grads, state, params=None: (jax.tree.map(lambda g: jnp.full_like(g, jnp.inf), grads), state),
   )
   prog = dataclasses.replace(prog, tx=overflow)
-  keys = train_lib.replica_keys([0])
-  state = train_lib.init_state(prog, keys, data.x_train.shape[1:])
-  before = jax.tree.map(np.asarray, state.params)
-  labels = train_lib.replicate(prog.mesh, data.y_train[None])
-  keys = jax.random.wrap_key_data(train_lib.replicate(prog.mesh, jax.random.key_data(keys)))
-  new, metrics = train_lib.train_chunk_fn(prog)(
-    state,
-    keys,
-    labels,
-    jnp.zeros_like(labels, bool),
-    train_lib.replicate(prog.mesh, data.x_train),
-    jnp.arange(0, 2, dtype=jnp.int32),
-  )
-  assert np.isfinite(np.asarray(metrics["loss"])).all()
+  before, new, metrics = one_chunk(prog, ds, 2)
+  before = before.params
+  assert np.isfinite(np.asarray(metrics["train_loss"])).all()
   assert not np.asarray(metrics["finite"]).any()
   assert int(new.step[0]) == 0
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, new.params), before)
@@ -357,8 +353,8 @@ def test_workdir_of_other_config_is_refused_then_moved_aside(tmp_path):
     ({"loss.name": "tamed_cross_entropy", "loss.alpha": -1.0}, r"alpha=-1.0"),
     ({"model": "vit"}, r"model='vit' is unknown"),
     ({"batch_size": 66}, r"batch_size=66 is not divisible by the device count 4"),
-    ({"dataset": "imagenet21k"}, r"imagenet21k"),
-    ({"noise.kind": "asymmetric", "dataset": "npz", "data_path": "x.npz"}, r"x.npz"),
+    ({"data.name": "imagenet21k"}, r"imagenet21k"),
+    ({"noise.kind": "asymmetric", "data.name": "npz", "data.path": "x.npz"}, r"x.npz"),
     ({"schedule": "step"}, r"lr_boundaries"),
     ({"loss.alpha": 2.0}, r"alpha"),  # CE takes no alpha
   ],
@@ -399,12 +395,12 @@ def test_npz_dataset(tmp_path):
     y_test=rng.integers(0, 3, 64),
   )
   s = train.train_and_evaluate(
-    tiny(dataset="npz", data_path=str(path), num_epochs=1, model="mlp"), str(tmp_path / "run")
+    tiny(**{"data.name": "npz", "data.path": str(path)}, num_epochs=1, model="mlp"), str(tmp_path / "run")
   )
   assert s["status"] == "completed"
 
 
 def test_tfds_path_with_mock_data(tmp_path, tfds_mock):
   with tfds_mock(num_examples=128):
-    s = train.train_and_evaluate(tiny(dataset="mnist", num_epochs=1, model="mlp"), str(tmp_path))
+    s = train.train_and_evaluate(tiny(**{"data.name": "mnist"}, num_epochs=1, model="mlp"), str(tmp_path))
   assert s["status"] == "completed" and 0 <= s["test_accuracy_last"] <= 1

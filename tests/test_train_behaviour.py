@@ -84,7 +84,7 @@ def test_best_epoch_is_selected_on_the_validation_set(tmp_path):
   # peaks at epoch 4 and training ends at epoch 5, so selecting by test accuracy or taking the last epoch
   # would give another answer. The assertions hold for any curves, though.
   val_size, epochs = 150, 5
-  c = config(num_epochs=epochs, val_size=val_size, seed=2, **{"noise.rate": 0.6})
+  c = config(num_epochs=epochs, seed=2, **{"noise.rate": 0.6, "data.val_size": val_size})
   s = train.train_and_evaluate(c, str(tmp_path))
   h = assert_finite_run(tmp_path, epochs)
   val = [r["val_accuracy"][0] for r in h]

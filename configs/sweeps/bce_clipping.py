@@ -1,6 +1,6 @@
 """BCE with dynamic clipping (Hurtik et al. 2022) benchmarks: Fashion-MNIST, CIFAR-10, CIFAR-100 with
 symmetric noise. The paper's numbers are not reproduced here: its text and code were not obtainable, so
-the clipping statistic is ours (see docs/RESULTS.md, ablation). Override --config.base.dataset=... and
+the clipping statistic is ours (see docs/RESULTS.md, ablation). Override --config.base.data.name=... and
 --config.base.model=... per dataset (fashion_mnist: small_cnn; cifar10/100: resnet20/32).
 """
 

@@ -1,6 +1,6 @@
 """Real human label noise: CIFAR-10N (worse_label, 40.2% noisy) with the field's baselines.
-Other label sets: --config.base.real_label_key=aggre_label|random_label1; CIFAR-100N:
---config.base.dataset=cifar100_n --config.base.real_label_key=noise_label. Needs a GPU/TPU and
+Other label sets: --config.base.data.real_label_key=aggre_label|random_label1; CIFAR-100N:
+--config.base.data.name=cifar100_n --config.base.data.real_label_key=noise_label. Needs a GPU/TPU and
 cifar10_n prepared (its builder needs the CIFAR-N label files downloaded by hand once).
 """
 

@@ -7,6 +7,6 @@ from configs.sweeps import tce_table2
 
 def get_config():
   c = tce_table2.get_config()
-  c.base.dataset = "cifar100"
+  c.base.data.name = "cifar100"
   c.noise = [n for n in c.noise if n["rate"] in (0.0, 0.4)]
   return c

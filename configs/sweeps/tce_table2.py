@@ -1,7 +1,7 @@
 """TCE paper, Table 2 (Martinez & Stiefelhagen 2018): CIFAR-10+ / MNIST / SVHN, ResNet-20, symmetric
 η ∈ {0, 0.4, 0.8}, CE vs TCE α ∈ {0.5, 1, 1.5, 2} (+ MAE, GCE as extra baselines), 5 runs.
 Targets (top-1 %, CIFAR10+): CE 92.10 / 83.73 / 63.59, TCE α=2 91.82 / 88.40 / 72.95 at η = 0 / 0.4 / 0.8.
-Other datasets: --config.base.dataset=mnist (or svhn_cropped). Needs a GPU/TPU and prepared TFDS data.
+Other datasets: --config.base.data.name=mnist (or svhn_cropped). Needs a GPU/TPU and prepared TFDS data.
 """
 
 from configs import tce_paper

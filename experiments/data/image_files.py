@@ -372,3 +372,11 @@ def load_images(
       images[j0:j1] = images[kept[j0:j1]]
     images = images[: len(kept)]
   return images, kept, skipped
+
+
+def center_crop_resize(image: np.ndarray, size: int) -> np.ndarray:
+  """Centre crop to a square, then resize to size x size (bicubic, which antialiases when shrinking)."""
+  channels = image.shape[-1]
+  pil = Image.fromarray(image[..., 0] if channels == 1 else image)
+  pil = ImageOps.fit(pil, (size, size), method=Image.Resampling.BICUBIC)
+  return np.asarray(pil, np.uint8).reshape(size, size, channels)
