@@ -23,6 +23,7 @@ EXPERIMENTS = [
   "tensorboardX",
   "pillow",
   "grain>=0.2.18",
+  "dm-pix>=0.4.5",
 ]
 
 setup(
