@@ -149,87 +149,101 @@ def _softmax_parts(z):
   return top, shifted, e, s, jnp.log(s)
 
 
-def _custom_vjp(forward, backward):
-  """f(z, y) = forward(z, y)[0] with the VJP `backward` (labels y get no cotangent)."""
+def with_jvp(value: Callable, value_and_tangent: Callable) -> Callable:
+  """f(z, y) = value(z, y) with the forward-mode rule ``value_and_tangent(z, y, dz) -> (f, df)``, where df
+  must be linear in dz and written with transposable operations (products with values computed from z,
+  sums, selects with a fixed predicate): reverse mode (``jax.grad``) is then JAX's transpose of that rule,
+  and higher derivatives (``jax.hessian``) differentiate the rule itself. Labels y get no tangent."""
 
-  @jax.custom_vjp
+  @jax.custom_jvp
   def f(z, y):
-    return forward(z, y)[0]
+    return value(z, y)
 
-  f.defvjp(forward, backward)
+  @f.defjvp
+  def f_jvp(primals, tangents):
+    z, y = primals
+    return value_and_tangent(z, y, tangents[0])
+
   return f
+
+
+def label_mask(z, y):
+  """bool [..., K]: the labelled class of each example (a comparison with the class index, no scatter)."""
+  return jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == y[..., None]
 
 
 def label_log_prob_and_sum(logits, labels, class_terms: Callable) -> tuple[jax.Array, jax.Array]:
   r"""For class ids: ``(log p_y, sum_k t_k)`` with :math:`t_k` a per-class term of :math:`\log p_k`, in one
-  pass over the classes, with a written-out gradient.
+  pass over the classes, with a written-out derivative.
 
   ``class_terms(log_p, p)`` returns ``(t, u)``, elementwise (``u`` may be a scalar): the terms
   :math:`t(\log p_k)` and their derivatives :math:`u_k = dt/d\log p_k`; ``p`` is ``exp(log_p)`` (passed so
   that the terms need not take a second exponential). It is the normaliser of the normalized losses
-  (NCE: :math:`t = -\log p`, NFL, NGCE).
+  (NCE: :math:`t = -\log p`, NFL, NGCE). The automatic derivative of ``t`` must equal ``u`` (a stop_gradient
+  belongs in both): second derivatives differentiate the rule's own computation.
 
-  Why a custom VJP: the gradient of the pair is, with :math:`\partial \log p_k / \partial z_j = 1[j = k] - p_j`,
+  Why a written-out derivative: with :math:`d \log p_k = dz_k - \sum_j p_j dz_j`,
 
-  .. math:: \partial \log p_y / \partial z_j = 1[j = y] - p_j, \qquad
-            \partial \textstyle\sum_k t_k / \partial z_j = u_j - p_j \sum_k u_k,
+  .. math:: d \log p_y = dz_y - \langle p, dz \rangle, \qquad
+            d \textstyle\sum_k t_k = \langle u, dz \rangle - \langle p, dz \rangle \sum_k u_k,
 
-  one elementwise pass over [..., K] (the label enters as a comparison with the class index). Automatic
+  one elementwise pass over [..., K] (the label enters as a comparison with the class index); its
+  transpose, the gradient :math:`\partial \log p_y / \partial z_j = 1[j = y] - p_j` and
+  :math:`\partial \sum_k t_k / \partial z_j = u_j - p_j \sum_k u_k`, is one pass too. Automatic
   differentiation of the same forward computation gives the same values but scatters the label's
   cotangent and re-reads the softmax in several unfused passes (NCE's value and gradient took ~1.5-2x
-  as long that way on XLA:CPU). The result is exactly the gradient of the forward formula; tests compare it
-  with ``jax.grad`` of the formula written with ``jax.nn.log_softmax``. As with any ``jax.custom_vjp``,
-  forward-mode differentiation (``jax.jvp``, ``jax.hessian``) is not available through it; the one-hot
-  form of the same losses supports it.
+  as long that way on XLA:CPU). The rule is a ``jax.custom_jvp``, so forward mode (``jax.jvp``,
+  ``jax.jacfwd``, ``jax.hessian``) works as well as reverse mode; tests compare every derivative with
+  that of the formula written with ``jax.nn.log_softmax``.
   """
 
-  def forward(z, y):
+  def parts(z, y):
     _, shifted, e, s, log_s = _softmax_parts(z)
     log_p = shifted - log_s
     p = e / s
     t, u = class_terms(log_p, p)
     label = at_label(shifted, y) - log_s[..., 0]
+    return (label, jnp.sum(jnp.broadcast_to(t, z.shape), axis=-1)), p, u
+
+  def value_and_tangent(z, y, dz):
+    value, p, u = parts(z, y)
+    p_dz = jnp.sum(p * dz, axis=-1)
+    d_label = jnp.sum(jnp.where(label_mask(z, y), dz, 0.0), axis=-1) - p_dz
     # u stays as class_terms gives it: a constant (NCE's -1) must not become a stored [..., K] residual,
     # whose write and read cost more than the whole loss at large K.
-    return (label, jnp.sum(jnp.broadcast_to(t, z.shape), axis=-1)), (p, u, y)
+    sum_u = jnp.sum(jnp.broadcast_to(u, z.shape), axis=-1)
+    d_sum = jnp.sum(u * dz, axis=-1) - sum_u * p_dz
+    return value, (d_label, d_sum)
 
-  def backward(residuals, cotangents):
-    p, u, y = residuals
-    g_label, g_sum = (c[..., None] for c in cotangents)
-    is_label = jax.lax.broadcasted_iota(jnp.int32, p.shape, p.ndim - 1) == y[..., None]
-    sum_u = jnp.sum(jnp.broadcast_to(u, p.shape), axis=-1, keepdims=True)
-    grad = g_sum * u - p * (g_sum * sum_u + g_label) + jnp.where(is_label, g_label, 0.0)
-    return grad.astype(p.dtype), None
-
-  return _custom_vjp(forward, backward)(logits, labels)
+  return with_jvp(lambda z, y: parts(z, y)[0], value_and_tangent)(logits, labels)
 
 
 def label_log_prob_and_entropy(logits, labels) -> tuple[jax.Array, jax.Array]:
   r"""For class ids: ``(log p_y, H(p))`` with :math:`H(p) = -\sum_k p_k \log p_k`, from one softmax pass,
-  with a written-out gradient (as `label_log_prob_and_sum`; for the entropy it is more direct).
+  with a written-out derivative (as `label_log_prob_and_sum`; for the entropy it is more direct).
 
   :math:`H = \log s - \sum_k e_k (z_k - m) / s` with :math:`e = \exp(z - m)`, :math:`s = \sum_k e_k`,
-  :math:`m = \max_k z_k`: two non-negative terms, no per-class log. Gradient
-  :math:`\partial H / \partial z_j = -p_j (\log p_j + H)` and
-  :math:`\partial \log p_y / \partial z_j = 1[j = y] - p_j`, in one elementwise pass.
+  :math:`m = \max_k z_k`: two non-negative terms, no per-class log. Derivatives
+  :math:`dH = -\sum_j p_j (\log p_j + H) dz_j` and :math:`d \log p_y = dz_y - \langle p, dz \rangle`, one
+  elementwise pass (a ``jax.custom_jvp``: forward and reverse mode).
   """
 
-  def forward(z, y):
-    top, shifted, e, s, log_s = _softmax_parts(z)
+  def value(z, y):
+    _, shifted, e, s, log_s = _softmax_parts(z)
+    entropy = log_s[..., 0] - jnp.sum(e * shifted, axis=-1) / s[..., 0]
+    return at_label(shifted, y) - log_s[..., 0], entropy
+
+  def value_and_tangent(z, y, dz):
+    _, shifted, e, s, log_s = _softmax_parts(z)
     entropy = log_s[..., 0] - jnp.sum(e * shifted, axis=-1) / s[..., 0]
     label = at_label(shifted, y) - log_s[..., 0]
-    return (label, entropy), (z, y, e, top, s, log_s, entropy)
-
-  def backward(residuals, cotangents):
-    z, y, e, top, s, log_s, entropy = residuals
-    g_label, g_entropy = (c[..., None] for c in cotangents)
     p = e / s
-    log_p = (z - top) - log_s
-    is_label = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == y[..., None]
-    grad = jnp.where(is_label, g_label, 0.0) - p * (g_entropy * (log_p + entropy[..., None]) + g_label)
-    return grad.astype(z.dtype), None
+    p_dz = jnp.sum(p * dz, axis=-1)
+    d_label = jnp.sum(jnp.where(label_mask(z, y), dz, 0.0), axis=-1) - p_dz
+    d_entropy = -jnp.sum(p * ((shifted - log_s) + entropy[..., None]) * dz, axis=-1)
+    return (label, entropy), (d_label, d_entropy)
 
-  return _custom_vjp(forward, backward)(logits, labels)
+  return with_jvp(value, value_and_tangent)(logits, labels)
 
 
 def cross_entropy(logits, labels) -> jax.Array:

@@ -63,12 +63,12 @@ def _loss_from_log_probs(log_probs, labels, t1):
   return jnp.sum(label_term - cross_term - power_term, axis=-1)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(4,))
 def _bi_tempered(logits, labels, t1, t2, static):
-  return _bi_tempered_fwd(logits, labels, t1, t2, static)[0]
+  return _bi_tempered_parts(logits, labels, t1, t2, static)[0]
 
 
-def _bi_tempered_fwd(logits, labels, t1, t2, static):
+def _bi_tempered_parts(logits, labels, t1, t2, static):
   # `static` = (num_iters, t1, t2) with each temperature a Python float when it was concrete (None when
   # traced): the special cases t = 1 are then picked in Python, exactly and without computing the others.
   num_iters, static_t1, static_t2 = static
@@ -83,22 +83,21 @@ def _bi_tempered_fwd(logits, labels, t1, t2, static):
     ),
     lambda: _loss_from_log_probs(log_probs, labels, t1_),
   )
-  return loss, (log_probs, labels, t1, t2)
+  return loss, log_probs
 
 
-def _bi_tempered_bwd(static, residuals, g):
-  del static
-  log_probs, labels, t1, t2 = residuals
-  # Analytic gradient of the loss at the exact normaliser (as the reference): the fixed-point iterations
-  # are not differentiated through. Escort distribution p^t2 / sum p^t2 = softmax(t2 log p).
+@_bi_tempered.defjvp
+def _bi_tempered_jvp(static, primals, tangents):
+  logits, labels, t1, t2 = primals
+  loss, log_probs = _bi_tempered_parts(logits, labels, t1, t2, static)
+  # The reference's analytic gradient at the exact normaliser (the fixed-point iterations are not
+  # differentiated through); labels and temperatures get none. Escort distribution p^t2 / sum p^t2 =
+  # softmax(t2 log p).
   probs = jnp.exp(log_probs)
   forget = (probs - labels) * jnp.exp((t2 - t1) * log_probs)
   escorts = jax.nn.softmax(t2 * log_probs, axis=-1)
   grad = forget - escorts * jnp.sum(forget, axis=-1, keepdims=True)
-  return g[..., None] * grad, jnp.zeros_like(labels), jnp.zeros_like(t1), jnp.zeros_like(t2)
-
-
-_bi_tempered.defvjp(_bi_tempered_fwd, _bi_tempered_bwd)
+  return loss, jnp.sum(grad * tangents[0], axis=-1)
 
 
 def bi_tempered_logistic_loss(

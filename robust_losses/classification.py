@@ -61,39 +61,30 @@ def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] =
 
 def _one_vs_all_softplus_sum(logits, labels) -> jax.Array:
   r"""For class ids: :math:`\sum_k -\log\sigma(\pm z_k)` (+ for the label, - for the other classes),
-  i.e. K times the one-vs-all BCE, with a written-out gradient.
+  i.e. K times the one-vs-all BCE, with a written-out derivative.
 
   Each class's term is :math:`\mathrm{softplus}(v_k)` with :math:`v_k = -z_y` for the label and
   :math:`v_k = z_k` otherwise: the same per-class terms as the one-hot form (no cancellation for a large
   :math:`z_y`), summed as :math:`\sum_k \max(v_k, 0) + \sum_k \mathrm{log1p}(e^{-|v_k|})`. Written as two
   plain sums of elementwise terms, XLA:CPU evaluates them inside its vectorised (YNNPACK) reductions;
   ``jax.nn.log_sigmoid`` / ``softplus`` (``logaddexp`` with its NaN guards) is elementwise code there that
-  costs about seven exps per element. The gradient
-  :math:`\pm\sigma(v_k) = \pm 1 / (1 + e^{-v_k})` is written out (``jax.custom_vjp``: exactly the
-  gradient of the formula; no forward-mode differentiation through it).
+  costs about seven exps per element. The derivative :math:`\sum_k \pm\sigma(v_k)\, dz_k` with
+  :math:`\sigma(v) = 1 / (1 + e^{-v})` is written out (``jax.custom_jvp``: exactly the derivative of the
+  formula, in forward and reverse mode).
   """
 
-  def signed(z, y):
-    is_label = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) == y[..., None]
-    return is_label, jnp.where(is_label, -z, z)
+  def value(z, y):
+    v = jnp.where(_utils.label_mask(z, y), -z, z)
+    return jnp.sum(jnp.log1p(jnp.exp(-jnp.abs(v))), axis=-1) + jnp.sum(jnp.maximum(v, 0.0), axis=-1)
 
-  def forward(z, y):
-    _, v = signed(z, y)
+  def value_and_tangent(z, y, dz):
+    is_label = _utils.label_mask(z, y)
+    v = jnp.where(is_label, -z, z)
     total = jnp.sum(jnp.log1p(jnp.exp(-jnp.abs(v))), axis=-1) + jnp.sum(jnp.maximum(v, 0.0), axis=-1)
-    return total, (z, y)
-
-  def backward(residuals, g):
-    z, y = residuals
-    is_label, v = signed(z, y)
     sigmoid = 1.0 / (1.0 + jnp.exp(-v))  # 0 (not NaN) where exp overflows
-    return (g[..., None] * jnp.where(is_label, -sigmoid, sigmoid)).astype(z.dtype), None
+    return total, jnp.sum(jnp.where(is_label, -sigmoid, sigmoid) * dz, axis=-1)
 
-  @jax.custom_vjp
-  def total(z, y):
-    return forward(z, y)[0]
-
-  total.defvjp(forward, backward)
-  return total(logits, labels)
+  return _utils.with_jvp(value, value_and_tangent)(logits, labels)
 
 
 def mean_absolute_error(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
@@ -181,9 +172,12 @@ def focal_class_terms(gamma, detach_modulator: bool = False):
     positive = one_minus_p > 0
     safe = jnp.where(positive, one_minus_p, 1.0)
     modulator = jnp.where(positive, power(safe), jnp.power(0.0, gamma))
-    t = -modulator * log_p
     if detach_modulator:
-      return t, -modulator
+      # A constant at every order, as stop_gradient makes it in the formula. Also in t: second derivatives
+      # differentiate the primal terms of the rule in `label_log_prob_and_sum` too.
+      modulator = jax.lax.stop_gradient(modulator)
+      return -modulator * log_p, -modulator
+    t = -modulator * log_p
     return t, jnp.where(positive, gamma * p * log_p * (modulator / safe), 0.0) - modulator
 
   return terms
