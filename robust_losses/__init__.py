@@ -2,7 +2,23 @@
 
 Every loss maps logits [..., K] and integer class ids [...] or one-hot/soft labels [..., K] to per-example
 losses [...], computed in float32, with an optional per-example `where` mask. Use the functions directly or through the
-registry: `robust_losses.get(name, **hparams)` (see `robust_losses.names()`).
+registry: `robust_losses.get(name, **hparams)` (see `robust_losses.names()`); `robust_losses.register` adds your own.
+
+Bad input, defined for every loss:
+
+* A **negative class id marks an example to ignore**, exactly as ``where=False``: loss 0, zero gradient, and
+  left out of every batch statistic (dynamic clipping, the oracle selection).
+* A class id >= K is a ValueError naming it and K when the labels are concrete (an eager call). Under
+  ``jax.jit`` it cannot be checked: that example's loss (and gradient) is NaN, which a training loop's
+  non-finite check catches.
+* An empty batch (``logits.shape[:-1]`` with a zero) gives an empty result.
+* ``where`` must be per-example (broadcastable to ``logits.shape[:-1]``), not optax's per-class mask.
+* Hyperparameters of the wrong type or out of range are errors naming the argument and what is valid.
+* Losses with state (ELR's targets) or with a schedule that acts (a clipping warm-up, SR's growing weight)
+  raise when called without the state or the ``epoch``, rather than silently computing another method.
+
+Every derivative is available in forward and reverse mode (``jax.grad``, ``jax.jvp``, ``jax.jacfwd``,
+``jax.hessian``): the written-out derivatives of the class-id fast paths are ``jax.custom_jvp`` rules.
 
 ICCE (Li et al., PRCV 2021) is not implemented: its formula is not available (see `tamed`'s docstring).
 """
@@ -47,7 +63,7 @@ from robust_losses.negative import (
   normalized_negative_focal_loss,
 )
 from robust_losses.phuber import partially_huberised_cross_entropy
-from robust_losses.registry import Loss, Training, get, hparam_types, names, required_hparams
+from robust_losses.registry import Loss, Training, get, hparam_types, names, register, required_hparams
 from robust_losses.regularized import early_learning_regularization, sparse_regularization
 from robust_losses.symmetric import (
   active_passive_loss,
@@ -101,6 +117,7 @@ __all__ = [
   "normalized_negative_focal_loss",
   "partially_huberised_cross_entropy",
   "required_hparams",
+  "register",
   "reverse_cross_entropy",
   "sigmoid_binary_cross_entropy",
   "softmax_cross_entropy",

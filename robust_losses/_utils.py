@@ -1,12 +1,15 @@
 """Helpers shared by every loss: dtype handling, per-example masking and hyperparameter checks."""
 
 import math
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Hashable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+# A mapped axis name (shard_map, pmap, vmap), or a tuple of them.
+AxisName = Hashable
 
 
 def as_float(x) -> jax.Array:
@@ -26,22 +29,33 @@ def _fmt_range(lo, hi, lo_open, hi_open) -> str:
   return f"{left}{lo:g}, {hi:g}{right}"
 
 
+def _is_real_number(value) -> bool:
+  """A real scalar that is not a bool or string (a Python/NumPy number or a 0-d real array)."""
+  if isinstance(value, (bool, np.bool_, str, bytes)):
+    return False
+  if isinstance(value, (int, float, np.integer, np.floating)):
+    return True
+  dtype = getattr(value, "dtype", None)
+  return dtype is not None and np.ndim(value) == 0 and jnp.issubdtype(dtype, jnp.number) and not jnp.iscomplexobj(value)
+
+
 def check_range(
   name: str, value, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False, hi_open: bool = False
 ) -> None:
-  """Raises ValueError if a concrete scalar hyperparameter lies outside [lo, hi] (ends open if asked).
+  """Raises ValueError if a concrete scalar hyperparameter lies outside [lo, hi] (ends open if asked), and
+  TypeError if it is not a real number (a string, a bool, an array of several values, ...).
 
   Traced values are skipped: the check is a Python-level guard, and skipping tracers keeps the losses
   jittable with hyperparameters passed as traced arguments.
   """
   if not is_concrete(value):
     return
-  try:
-    v = float(value)
-  except (TypeError, ValueError):
-    raise ValueError(
-      f"{name}={value!r} must be a real number; valid range is {_fmt_range(lo, hi, lo_open, hi_open)}"
-    ) from None
+  if not _is_real_number(value):
+    raise TypeError(
+      f"{name}={value!r} must be a real number (float); got {type(value).__name__}; valid range is "
+      f"{_fmt_range(lo, hi, lo_open, hi_open)}"
+    )
+  v = float(value)
   below = v <= lo if lo_open else v < lo
   above = v >= hi if hi_open else v > hi
   if math.isnan(v) or below or above:
@@ -57,16 +71,66 @@ def check_int(name: str, value, lo: int) -> None:
 
 
 def check_choice(name: str, value, choices: Sequence[str]) -> None:
-  if value not in choices:
+  if not isinstance(value, str) or value not in choices:
     raise ValueError(f"{name}={value!r} is not a valid choice; valid choices are {sorted(choices)}")
 
 
+def check_bool(name: str, value) -> None:
+  """Raises TypeError unless `value` is a bool (a flag that selects code, so it must be known in Python)."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name}={value!r} must be a bool (True or False); got {type(value).__name__}")
+
+
+def per_example_mask(where, logits_shape) -> Optional[jax.Array]:
+  """`where` as a bool array of shape logits_shape[:-1] (None stays None), or a ValueError naming the shapes."""
+  if where is None:
+    return None
+  batch = tuple(logits_shape[:-1])
+  shape = np.shape(where)
+  try:
+    broadcast = np.broadcast_shapes(shape, batch)
+  except ValueError:
+    broadcast = None
+  if broadcast != batch:
+    per_class = " (it has the shape of logits: optax's per-class mask)" if shape == tuple(logits_shape) else ""
+    raise ValueError(
+      f"where must be a per-example mask broadcastable to logits.shape[:-1] = {batch}, not optax's per-class "
+      f"mask; got shape {shape}{per_class}. False marks an example to ignore (loss 0, zero gradient)"
+    )
+  return jnp.broadcast_to(jnp.asarray(where, bool), batch)
+
+
+def class_id_mask(labels, num_classes: int, where) -> tuple[Optional[jax.Array], Optional[jax.Array]]:
+  """(where, too_big) for int class ids [...]: negative ids join `where` as ignored examples; an id >= K is a
+  ValueError when the ids are concrete (eager calls), and marked in `too_big` (bool [...]) when traced, where no
+  error can be raised (its loss is made NaN). Either may be None (nothing to mask / nothing to mark)."""
+  if is_concrete(labels):
+    ids = np.asarray(labels)
+    too_big = ids >= num_classes
+    if too_big.any():
+      index = tuple(int(i) for i in np.argwhere(too_big)[0])
+      raise ValueError(
+        f"labels{list(index)}={int(ids[index])} is out of range for logits with K={num_classes} classes; valid "
+        f"class ids are 0 to {num_classes - 1}, and a negative id marks an example to ignore"
+      )
+    if not (ids < 0).any():
+      return where, None
+    valid = jnp.asarray(ids >= 0)
+    return (valid if where is None else where & valid), None
+  valid = labels >= 0
+  return (valid if where is None else where & valid), labels >= num_classes
+
+
 def prepare(logits, labels, where) -> tuple[jax.Array, jax.Array, Optional[jax.Array]]:
-  """Casts logits to float, checks the label form, and neutralises masked examples.
+  """Casts logits to float, checks the label form and `where`, and neutralises masked examples.
 
   Two label forms are accepted, told apart by shape alone:
     * class ids: ``labels.shape == logits.shape[:-1]``, an integer dtype (as optax's
-      ``softmax_cross_entropy_with_integer_labels``); returned as int32.
+      ``softmax_cross_entropy_with_integer_labels``); returned as int32. A **negative id marks an example
+      to ignore**, exactly as ``where=False``: it joins the returned mask. An id >= K is a ValueError
+      naming it when the ids are concrete (an eager call); under ``jit`` it cannot be checked, and that
+      example's logits are set to NaN, so its loss (and gradient) is NaN, which a training loop's
+      non-finite check catches.
     * one-hot or soft labels: ``labels.shape == logits.shape`` (any dtype); returned as float.
   Losses give identical values and gradients for ids and the equivalent one-hot labels; with ids they
   take a fast path that only reads the labelled class (see `label_log_prob`).
@@ -81,12 +145,14 @@ def prepare(logits, labels, where) -> tuple[jax.Array, jax.Array, Optional[jax.A
     where: None, or a bool array broadcastable to logits.shape[:-1]; False marks an example to ignore.
 
   Returns:
-    (logits, labels, where) with where broadcast to logits.shape[:-1] (or None).
+    (logits, labels, where) with where broadcast to logits.shape[:-1] and combined with the negative ids
+    (or None when nothing is masked).
   """
   logits = as_float(logits)
   labels = jnp.asarray(labels)
-  if logits.ndim < 1:
-    raise ValueError(f"logits must have a class axis [..., K]; got shape {logits.shape}")
+  if logits.ndim < 1 or logits.shape[-1] < 1:
+    raise ValueError(f"logits must have a class axis [..., K] with K >= 1; got shape {logits.shape}")
+  where = per_example_mask(where, logits.shape)
   if labels.shape == logits.shape[:-1]:
     if not jnp.issubdtype(labels.dtype, jnp.integer):
       raise ValueError(
@@ -95,21 +161,26 @@ def prepare(logits, labels, where) -> tuple[jax.Array, jax.Array, Optional[jax.A
         f"logits {logits.shape}"
       )
     labels = labels.astype(jnp.int32)
-  elif labels.shape == logits.shape:
-    labels = as_float(labels)
-  else:
+    where, too_big = class_id_mask(labels, logits.shape[-1], where)
+    if where is None:
+      return logits, labels, None
+    if too_big is None:
+      return jnp.where(where[..., None], logits, 0.0), jnp.where(where, labels, 0), where
+    # One select per logit either way (masked: 0, out-of-range id: NaN), fused into the loss's first pass.
+    # (Only kept examples get NaN: a masked example's NaN logits would reach the gradient as 0 * NaN.)
+    fill = jnp.where(where & too_big, jnp.nan, 0.0).astype(logits.dtype)
+    keep = where & ~too_big
+    return jnp.where(keep[..., None], logits, fill[..., None]), jnp.where(keep, labels, 0), where
+  if labels.shape != logits.shape:
     raise ValueError(
       f"labels must be integer class ids of shape logits.shape[:-1] = {logits.shape[:-1]} or "
       f"one-hot/soft labels of shape logits.shape = {logits.shape}; got {labels.shape}"
     )
+  labels = as_float(labels)
   if where is None:
     return logits, labels, None
-  where = jnp.broadcast_to(jnp.asarray(where, bool), logits.shape[:-1])
   logits = jnp.where(where[..., None], logits, 0.0)
-  if is_ids(logits, labels):
-    labels = jnp.where(where, labels, 0)
-  else:
-    labels = jnp.where(where[..., None], labels, 1.0 / logits.shape[-1])
+  labels = jnp.where(where[..., None], labels, 1.0 / logits.shape[-1])
   return logits, labels, where
 
 

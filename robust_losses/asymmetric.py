@@ -270,6 +270,7 @@ def joint_asymmetric_loss(
   _utils.check_range("beta", beta, 0.0)
   _utils.check_range("a", a, 1.0)
   _utils.check_range("gamma", gamma, 0.0)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
   loss = alpha * negative.active_term(active, logits, labels, gamma, detach_modulator) + beta * _amse(logits, labels, a)
   return _utils.mask(loss, where)

@@ -53,10 +53,14 @@ def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] =
     Per-example losses [...] (float32).
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
+  return _utils.mask(sigmoid_bce(logits, labels), where)
+
+
+def sigmoid_bce(logits, labels) -> jax.Array:
+  """The one-vs-all BCE (mean over classes) of prepared inputs (see `_utils.prepare`), unmasked."""
   if _utils.is_ids(logits, labels):
-    return _utils.mask(_one_vs_all_softplus_sum(logits, labels) / logits.shape[-1], where)
-  bce = optax.losses.sigmoid_binary_cross_entropy(logits, labels)
-  return _utils.mask(jnp.mean(bce, axis=-1), where)
+    return _one_vs_all_softplus_sum(logits, labels) / logits.shape[-1]
+  return jnp.mean(optax.losses.sigmoid_binary_cross_entropy(logits, labels), axis=-1)
 
 
 def _one_vs_all_softplus_sum(logits, labels) -> jax.Array:
@@ -214,9 +218,14 @@ def focal_loss(
     Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, ICCV 2017.
   """
   _utils.check_range("gamma", gamma, 0.0)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
-  loss = _utils.label_sum(logits, labels, lambda lp: focal_terms(lp, gamma, detach_modulator))
-  return _utils.mask(loss, where)
+  return _utils.mask(focal(logits, labels, gamma, detach_modulator), where)
+
+
+def focal(logits, labels, gamma, detach_modulator: bool = False) -> jax.Array:
+  """The focal loss of prepared inputs (see `_utils.prepare`), unmasked."""
+  return _utils.label_sum(logits, labels, lambda lp: focal_terms(lp, gamma, detach_modulator))
 
 
 BOOTSTRAP_MODES = ("soft", "hard")

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
-from robust_losses import _utils, classification, thresholds
+from robust_losses import _utils, classification, protocol, thresholds
 
 STATISTICS = ("mean", "median", "quantile", "mean_std", "mad", "otsu", "gmm")
 GATHERED = ("median", "quantile", "mad", "otsu", "gmm")  # need every value of the global batch
@@ -40,12 +40,27 @@ def _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs=0):
   _utils.check_int("warmup_epochs", warmup_epochs, 0)
 
 
+def _check_warmup_epoch(name, warmup_epochs, epoch):
+  """A warm-up without the epoch would never act (the loss would clip from the first step): an error."""
+  if epoch is None and warmup_epochs:
+    raise ValueError(
+      f"{name}: warmup_epochs={warmup_epochs} needs the epoch: pass epoch= (epochs completed, an int scalar "
+      "that may be traced; the loss is unclipped while epoch < warmup_epochs), or warmup_epochs=0 to clip "
+      "from the first step"
+    )
+
+
 def _warm_up(losses, unclipped, was_clipped, warmup_epochs, epoch):
-  """Before `warmup_epochs` epochs are completed the loss is left unclipped (epoch None: no schedule)."""
-  if epoch is None or not warmup_epochs:
+  """Before `warmup_epochs` epochs are completed the loss is left unclipped."""
+  if not warmup_epochs:
     return losses, was_clipped
   warming = jnp.asarray(epoch) < warmup_epochs
   return jnp.where(warming, unclipped, losses), jnp.where(warming, 0.0, was_clipped)
+
+
+def warmup_check(hparams, num_epochs: int) -> None:
+  """The clipping losses' schedule check: a warm-up of `num_epochs` or more would never clip."""
+  protocol.check_schedule_epoch("warmup_epochs", hparams["warmup_epochs"], num_epochs, "the loss is never clipped")
 
 
 def _bool_mask(where, shape):
@@ -66,14 +81,23 @@ def _replicated(x):
   return x
 
 
+def _manual_axes(axis_name) -> bool:
+  """Whether `axis_name` names shard_map (or pmap) axes, rather than vmap's."""
+  names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+  manual = jax.sharding.get_abstract_mesh().manual_axes
+  return all(name in manual for name in names)
+
+
 def _gathered(values, valid, axis_name):
-  """The flattened values and mask of the global batch, replicated on every device of `axis_name`."""
+  """The flattened values and mask of the global batch, replicated on every member of `axis_name`."""
   values, valid = values.reshape(-1), valid.reshape(-1)
   if axis_name is not None:
-    # 'invarying': every device holds the same gathered batch, so tau is known to be replicated (as a
-    # psum result is) and can leave shard_map with out_specs P().
-    values = jax.lax.all_gather(values, axis_name, tiled=True, to="invarying")
-    valid = jax.lax.all_gather(valid, axis_name, tiled=True, to="invarying")
+    # Under shard_map, 'invarying': every device holds the same gathered batch, so tau is known to be
+    # replicated (as a psum result is) and can leave shard_map with out_specs P(). vmap's named axes have no
+    # such type (and reject it), so there the plain gather is used.
+    to = "invarying" if _manual_axes(axis_name) else "varying"
+    values = jax.lax.all_gather(values, axis_name, tiled=True, to=to)
+    valid = jax.lax.all_gather(valid, axis_name, tiled=True, to=to)
   return _replicated(values), _replicated(valid)
 
 
@@ -140,6 +164,8 @@ def batch_threshold(
   """
   _check_clipping_hparams(statistic, quantile, num_std)
   values = jax.lax.stop_gradient(_utils.as_float(losses))
+  if values.size == 0:  # an empty batch (on every device alike): no statistic, and nothing to clip
+    return jnp.zeros((), values.dtype)
   valid = _bool_mask(where, values.shape)
   valid = jnp.ones(values.shape, bool) if valid is None else valid
   if statistic in GATHERED:
@@ -271,13 +297,16 @@ def binary_cross_entropy_dynamic_clipping(
     quantile: in (0, 1), for 'quantile'.
     num_std: >= 0, for 'mean_std', 'mad' and 'gmm' (see :func:`dynamic_clipping`).
     per_element: clip per (example, class) element instead of per example.
-    warmup_epochs: with ``epoch`` given, no clipping until this many epochs are completed (the loss is
-      then the unclipped one, and aux 'clipped' is 0). Our ablation (docs/RESULTS.md) found clipping from
-      the first step harmful: early on every loss is large and the batch statistic is meaningless.
-    where: optional bool [...]; False examples are excluded from the statistic and get loss 0 and zero
-      gradient.
-    axis_name: mapped axis name for a global-batch statistic inside shard_map/pmap.
-    epoch: epochs completed (int scalar, may be traced), for ``warmup_epochs``; None: always clip.
+    warmup_epochs: no clipping until this many epochs are completed (the loss is then the unclipped one,
+      and aux 'clipped' is 0). Our ablation (docs/RESULTS.md) found clipping from the first step harmful:
+      early on every loss is large and the batch statistic is meaningless. A warm-up needs ``epoch``:
+      without it the call is a ValueError (rather than silently clipping from the first step).
+    where: optional bool [...]; False examples (and those with a negative class id) are excluded from the
+      statistic and get loss 0 and zero gradient.
+    axis_name: mapped axis name(s) for a global-batch statistic inside ``shard_map``, ``pmap`` or
+      ``vmap`` (a ``vmap`` inside ``shard_map`` is not supported by JAX's collectives).
+    epoch: epochs completed (int scalar, may be traced), for ``warmup_epochs``; may be None only when
+      ``warmup_epochs=0``.
     return_aux: also return a dict with 'clipped' (float32 [...], 1 where the example's loss exceeded
       tau; with ``per_element`` the fraction of its classes clipped) and 'unclipped' (the losses before
       clipping).
@@ -286,12 +315,15 @@ def binary_cross_entropy_dynamic_clipping(
     Per-example losses [...] (float32), and the aux dict if ``return_aux``.
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
+  _utils.check_bool("per_element", per_element)
+  _check_warmup_epoch("binary_cross_entropy_dynamic_clipping", warmup_epochs, epoch)
+  # `where` from here on also excludes the examples that negative class ids ignore.
+  logits, labels, where = _utils.prepare(logits, labels, where)
   if not per_element:
-    unclipped = classification.sigmoid_binary_cross_entropy(logits, labels, where=where)
+    unclipped = _utils.mask(classification.sigmoid_bce(logits, labels), where)
     return _clip_per_example(
       unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch
     )
-  logits, labels, where = _utils.prepare(logits, labels, where)
   elements = optax.losses.sigmoid_binary_cross_entropy(logits, _utils.one_hot(logits, labels))
   element_mask = None if where is None else jnp.broadcast_to(where[..., None], elements.shape)
   clipped, tau = dynamic_clipping(
@@ -334,7 +366,9 @@ def clipped_cross_entropy(
   confirmation protocol (``configs/sweeps/clipping_ce.py``, docs/RESULTS.md).
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
-  unclipped = classification.softmax_cross_entropy(logits, labels, where=where)
+  _check_warmup_epoch("clipped_cross_entropy", warmup_epochs, epoch)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  unclipped = _utils.mask(_utils.cross_entropy(logits, labels), where)
   return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch)
 
 
@@ -359,7 +393,10 @@ def clipped_focal_loss(
   :func:`clipped_cross_entropy` ('gmm', ``num_std=3``; docs/RESULTS.md has the focal ablation).
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
-  unclipped = classification.focal_loss(logits, labels, gamma=gamma, where=where)
+  _utils.check_range("gamma", gamma, 0.0)
+  _check_warmup_epoch("clipped_focal_loss", warmup_epochs, epoch)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  unclipped = _utils.mask(classification.focal(logits, labels, gamma), where)
   return _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name, return_aux, warmup_epochs, epoch)
 
 
@@ -396,8 +433,10 @@ def oracle_small_loss_selection(
   _utils.check_range("noise_rate", noise_rate, 0.0, 1.0, hi_open=True)
   _utils.check_choice("base", base, SELECTION_BASES)
   _utils.check_int("warmup_epochs", warmup_epochs, 0)
-  fn = classification.sigmoid_binary_cross_entropy if base == "bce" else classification.softmax_cross_entropy
-  unclipped = fn(logits, labels, where=where)
+  _check_warmup_epoch("oracle_small_loss_selection", warmup_epochs, epoch)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  fn = classification.sigmoid_bce if base == "bce" else _utils.cross_entropy
+  unclipped = _utils.mask(fn(logits, labels), where)
   if _utils.is_concrete(noise_rate) and noise_rate == 0:
     return (unclipped, {"clipped": jnp.zeros_like(unclipped), "unclipped": unclipped}) if return_aux else unclipped
   # quantile must lie in (0, 1): a rate below 1e-6 drops nothing anyway.
@@ -406,3 +445,15 @@ def oracle_small_loss_selection(
   else:
     quantile = jnp.clip(1.0 - noise_rate, 1e-6, 1.0 - 1e-6)
   return _clip_per_example(unclipped, where, "quantile", quantile, 1.0, axis_name, return_aux, warmup_epochs, epoch)
+
+
+_WARMUP = protocol.Training(check=warmup_check)
+TRAINING = {
+  name: _WARMUP
+  for name in (
+    "binary_cross_entropy_dynamic_clipping",
+    "clipped_cross_entropy",
+    "clipped_focal_loss",
+    "oracle_small_loss_selection",
+  )
+}

@@ -6,12 +6,13 @@ down-weighted by :math:`p_y^q`. The truncated loss additionally caps the loss of
 :math:`p_y \le k` at the constant :math:`L_q(k)`, removing their gradient altogether.
 """
 
-from typing import Optional
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from robust_losses import _utils
+from robust_losses import _utils, protocol
 
 
 def lq_terms(log_probs, q) -> jax.Array:
@@ -166,3 +167,47 @@ def truncated_lq_prune_weights(
   logits, labels, where = _utils.prepare(logits, labels, where)
   keep = _label_probability(jax.lax.stop_gradient(logits), labels) > k
   return _utils.mask(keep.astype(jnp.float32), where)
+
+
+# --- truncated Lq's training protocol (see `protocol.Training`): the weight step of the alternating convex
+# search, w = 1[p_y > k] recomputed from the model every `prune_every_epochs` epochs from `prune_start_epoch`.
+
+TRUNCATED_LQ_SCHEDULE = {"prune_start_epoch": 40, "prune_every_epochs": 10}  # the paper's reference code
+
+
+def truncated_lq_init(num_classes: int) -> dict[str, np.ndarray]:
+  """Initial per-example state of truncated Lq: weight 1 (every example kept until the first pruning)."""
+  del num_classes
+  return {"weights": np.float32(1.0)}
+
+
+def truncated_lq_refresh(logits, labels, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """New weights of every example from eval-mode logits: `truncated_lq_prune_weights` with the loss's q, k."""
+  return {"weights": truncated_lq_prune_weights(logits, labels, q=hparams["q"], k=hparams["k"])}
+
+
+def truncated_lq_refresh_due(epoch: int, hparams: Mapping[str, Any]) -> bool:
+  """Whether the weights are recomputed at the start of `epoch` (0-based)."""
+  start, every = hparams["prune_start_epoch"], hparams["prune_every_epochs"]
+  return epoch >= start and (epoch - start) % every == 0
+
+
+def truncated_lq_check(hparams: Mapping[str, Any], num_epochs: int) -> None:
+  """Raises ValueError if the first pruning falls outside the run (the run would train plain Lq)."""
+  protocol.check_schedule_epoch(
+    "prune_start_epoch",
+    hparams["prune_start_epoch"],
+    num_epochs,
+    "the weights are never computed and the run trains plain Lq",
+  )
+
+
+TRAINING = {
+  "truncated_generalized_cross_entropy": protocol.Training(
+    example_state=truncated_lq_init,
+    refresh=truncated_lq_refresh,
+    refresh_due=truncated_lq_refresh_due,
+    extra_hparams=TRUNCATED_LQ_SCHEDULE,
+    check=truncated_lq_check,
+  )
+}

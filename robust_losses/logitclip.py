@@ -61,6 +61,7 @@ def logit_clipping(
     <https://arxiv.org/abs/2212.04055>`_, ICML 2023.
   """
   _utils.check_range("tau", tau, 0.0, lo_open=True)
+  _utils.check_bool("official_threshold", official_threshold)
   logits, labels, where = _utils.prepare(logits, labels, where)
   clipped = clip_logits(logits, tau, official_threshold)
   return _utils.mask(_utils.cross_entropy(clipped, labels), where)

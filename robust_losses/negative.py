@@ -120,6 +120,7 @@ def normalized_negative_focal_loss(
   """
   _utils.check_range("gamma", gamma, 0.0)
   _check_min_prob(min_prob)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_nnfl(logits, labels, gamma, min_prob, detach_modulator), where)
 
@@ -185,6 +186,7 @@ def active_negative_loss(
   _utils.check_range("beta", beta, 0.0)
   _utils.check_range("gamma", gamma, 0.0)
   _check_min_prob(min_prob)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
   if active == "nce":
     negative = _nnce(logits, labels, min_prob)

@@ -165,6 +165,7 @@ def normalized_focal_loss(
     Per-example losses [...] (float32), in [0, 1].
   """
   _utils.check_range("gamma", gamma, 0.0)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_nfl(logits, labels, gamma, detach_modulator), where)
 

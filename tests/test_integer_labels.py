@@ -17,6 +17,17 @@ def _required(name):
   return {k: (T if k == "transition_matrix" else 0.2) for k in rl.required_hparams(name)}
 
 
+def _loop_kwargs(loss, batch_shape):
+  """What a training loop passes: the epoch, and state rows (ELR targets that are not all zero)."""
+  kwargs = {"epoch": 3} if loss.uses_epoch else {}
+  state = loss.init_example_state(int(np.prod(batch_shape)), K)
+  if "targets" in state:
+    state["targets"] = np.full_like(state["targets"], 0.15)
+  if state:
+    kwargs["example_state"] = {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in state.items()}
+  return kwargs
+
+
 # Logits up to ~|9|: the two label forms differ only in float32 rounding order. log p_y is z_y - lse for ids
 # and (z - m) - log(sum e^(z - m)) for one-hot; each is a few roundings of values <= ~10, i.e. absolute error
 # <= ~4 * 2**-24 * 10 = 2.4e-6, and the losses are smooth in log p with slopes of order 1-10 here.
@@ -30,8 +41,13 @@ def test_integer_and_one_hot_labels_agree_in_values_and_gradients(name):
   ids = jax.random.randint(jax.random.key(1), (3, 4), 0, K)
   onehot = jax.nn.one_hot(ids, K)
 
+  kwargs = _loop_kwargs(loss, (3, 4))
+
   def value_and_grad(labels):
-    return jax.jit(jax.value_and_grad(lambda z: loss(z, labels, axis_name=None).sum()))(logits), loss(logits, labels)
+    return (
+      jax.jit(jax.value_and_grad(lambda z: loss(z, labels, axis_name=None, **kwargs).sum()))(logits),
+      loss(logits, labels, **kwargs),
+    )
 
   (total_i, grad_i), per_i = value_and_grad(ids)
   (total_o, grad_o), per_o = value_and_grad(onehot)
@@ -41,7 +57,7 @@ def test_integer_and_one_hot_labels_agree_in_values_and_gradients(name):
   assert np.isfinite(np.asarray(grad_i)).all()
   # Masks work the same way with ids (masked examples: 0 loss, 0 gradient).
   where = np.array([[True, False, True, True]] * 3)
-  masked = loss(logits, ids, where=where)
+  masked = loss(logits, ids, where=where, **kwargs)
   np.testing.assert_array_equal(np.asarray(masked)[~where], 0.0)
 
 

@@ -84,8 +84,29 @@ def _data(shape=(2, 3), seed=0):
   return logits, labels
 
 
+def _extras(name, hparams, logits, labels):
+  """What a training loop gives the losses with a schedule or state, as a function of the batch so that any
+  subset of examples gets the same rows: SR's epoch, ELR's targets, truncated Lq's weights (the ones the
+  loop's refresh would compute from these logits)."""
+  if name == "sparse_regularization":
+    return {"epoch": 3}
+  if name == "early_learning_regularization":
+    return {"targets": jnp.full(jnp.shape(logits), 0.1, jnp.float32)}
+  if name == "truncated_generalized_cross_entropy":
+    return {"weights": robust_losses.truncated_lq_prune_weights(logits, labels, k=hparams.get("k", 0.5))}
+  return {}
+
+
 def _fn(name, hparams):
-  return functools.partial(getattr(robust_losses, name), **hparams)
+  fn = getattr(robust_losses, name)
+  return lambda logits, labels, **kw: fn(logits, labels, **hparams, **_extras(name, hparams, logits, labels), **kw)
+
+
+def _registry_kwargs(loss, logits, labels):
+  """`_extras` as the Loss object takes them (state rows under example_state)."""
+  extras = _extras(loss.name, loss.hparams, logits, labels)
+  epoch = extras.pop("epoch", None)
+  return {"epoch": epoch, "example_state": extras or None}
 
 
 def test_cases_cover_every_registered_loss():
@@ -146,9 +167,9 @@ def _properties(case_id):
       "alone": fn(logits[WHERE], labels[WHERE]),
       "extreme": extreme,
       "extreme_as_f32": fn(EXTREME.astype(jnp.float32), EXTREME_LABELS),
-      "registry": loss(logits, labels),
-      "registry_aux": loss.call_with_aux(logits, labels),
-      "registry_where": loss(masked_logits, labels, where=WHERE),
+      "registry": loss(logits, labels, **_registry_kwargs(loss, logits, labels)),
+      "registry_aux": loss.call_with_aux(logits, labels, **_registry_kwargs(loss, logits, labels)),
+      "registry_where": loss(masked_logits, labels, where=WHERE, **_registry_kwargs(loss, masked_logits, labels)),
     }
   ), loss
 
@@ -196,7 +217,14 @@ def test_registry_round_trip(case_id):
   with_aux, aux = out["registry_aux"]
   np.testing.assert_array_equal(with_aux, out["batched"])
   np.testing.assert_allclose(out["registry_where"], out["masked"][0], rtol=1e-6, atol=1e-7)
-  assert set(aux) == ({"clipped", "unclipped"} if loss.uses_batch_statistics else set())
+  assert set(aux) == (
+    {"clipped", "unclipped"}
+    if loss.uses_batch_statistics
+    else {"example_state"}
+    if name == "early_learning_regularization"
+    else set()
+  )
+  aux.pop("example_state", None)
   for value in aux.values():
     chex.assert_shape(value, (2, 3))
     chex.assert_type(value, jnp.float32)

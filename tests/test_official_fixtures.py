@@ -293,17 +293,14 @@ def test_elr_matches_official_call_sequence(index, form):
     np.testing.assert_allclose(memory, call["target_memory_after"], rtol=RTOL, atol=ATOL, err_msg="memory")
 
 
-def test_elr_state_is_optional_and_masked_rows_are_kept():
+def test_elr_state_is_required_and_masked_rows_are_kept():
   case = _load("elr")["cases"][0]
   call = case["calls"][0]
   logits = np.asarray(call["logits"], np.float32)
   ids = np.asarray(call["labels"], np.int32)
-  # Without state: zeros, and nothing to return.
-  zeros = np.zeros_like(logits)
-  np.testing.assert_array_equal(
-    rl.early_learning_regularization(logits, ids), rl.early_learning_regularization(logits, ids, targets=zeros)
-  )
-  assert rl.early_learning_regularization(logits, ids, return_aux=True)[1] == {}
+  # Without its memory ELR would be another method: an error, not a silent stateless variant.
+  with pytest.raises(ValueError, match=r"early_learning_regularization needs its per-example state"):
+    rl.early_learning_regularization(logits, ids)
   where = np.arange(len(ids)) % 2 == 0
   old = np.full_like(logits, 0.05)
   _, aux = rl.early_learning_regularization(logits, ids, targets=old, where=where, return_aux=True)

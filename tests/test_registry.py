@@ -146,7 +146,9 @@ def test_hparam_types_cover_every_hyperparameter():
 
 def test_unknown_name():
   with pytest.raises(
-    ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_negative_loss', 'active_passive"
+    ValueError,
+    match=r"unknown loss 'cross_entropy'; did you mean .*'softmax_cross_entropy'.*\? Valid names are "
+    r"\['active_negative_loss', 'active_passive",
   ):
     rl.get("cross_entropy")
 
@@ -214,7 +216,6 @@ BAD = [
   ("bi_tempered_logistic_loss", {"t1": 1.5}, r"t1=1.5 is out of range"),
   ("bi_tempered_logistic_loss", {"t2": 0.8}, r"t2=0.8 is out of range; valid range is \[1, inf\)"),
   ("bi_tempered_logistic_loss", {"num_iters": 0}, r"num_iters=0 is out of range; valid range is"),
-  ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
   (
     "clipped_cross_entropy",
     {"statistic": "max"},
@@ -255,6 +256,15 @@ BAD = [
 def test_out_of_range_hyperparameters_fail_at_construction(name, hparams, match):
   with pytest.raises(ValueError, match=match):
     rl.get(name, **hparams)
+
+
+def test_hyperparameters_of_another_type_fail_at_construction():
+  with pytest.raises(
+    TypeError, match=r"hyperparameter num_iters=2.5 of loss 'bi_tempered_logistic_loss' must be an int"
+  ):
+    rl.get("bi_tempered_logistic_loss", num_iters=2.5)
+  with pytest.raises(ValueError, match=r"num_iters=2.5 must be a Python int"):  # the function's own check
+    rl.bi_tempered_logistic_loss(LOGITS, Y, num_iters=2.5)
 
 
 def test_weights_only_for_the_truncated_loss():
