@@ -10,10 +10,13 @@ All functions take soft labels too: the label-weighted sum of the per-class term
 labels is exactly the formula at :math:`p_y`.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, negative, symmetric
 
@@ -45,7 +48,7 @@ def _check_aul(a, q):
 
 
 def asymmetric_generalized_cross_entropy(
-  logits, labels, *, a: float = 0.6, q: float = 0.6, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, a: float = 0.6, q: float = 0.6, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Asymmetric generalized cross entropy :math:`((a + 1)^q - (a + p_y)^q) / q` (Zhou et al., 2021).
 
@@ -74,7 +77,7 @@ def asymmetric_generalized_cross_entropy(
 
 
 def asymmetric_unhinged_loss(
-  logits, labels, *, a: float = 5.5, q: float = 3.0, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, a: float = 5.5, q: float = 3.0, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Asymmetric unhinged loss :math:`((a - p_y)^q - (a - 1)^q) / q` (AUL; Zhou et al., 2021).
 
@@ -101,7 +104,9 @@ def asymmetric_unhinged_loss(
   return _utils.mask(_utils.label_sum(logits, labels, lambda lp: _aul_terms(lp, a, q)), where)
 
 
-def asymmetric_exponential_loss(logits, labels, *, a: float = 2.5, where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_exponential_loss(
+  logits: ArrayLike, labels: ArrayLike, *, a: float = 2.5, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Asymmetric exponential loss :math:`\exp(-p_y / a)` (AEL; Zhou et al., 2021).
 
   Gradient: :math:`-\exp(-p_y/a)/a \cdot \nabla p_y`. As in the official code there is no constant
@@ -130,15 +135,15 @@ NCE_PASSIVE = ("agce", "aul", "ael")
 
 
 def nce_asymmetric_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   passive: str = "agce",
   alpha: float = 1.0,
   beta: float = 4.0,
   a: float = 6.0,
   q: float = 1.5,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""NCE plus an asymmetric loss: :math:`\alpha\,\mathrm{NCE} + \beta \cdot \{\mathrm{AGCE},
   \mathrm{AUL}, \mathrm{AEL}\}` (the published NCE+AGCE / NCE+AUL / NCE+AEL; Zhou et al., 2021).
@@ -193,7 +198,9 @@ def _amse(logits, labels, a):
   return jnp.sum(jnp.square(probs - a * _utils.one_hot(logits, labels)), axis=-1) / num_classes
 
 
-def asymmetric_mean_squared_error(logits, labels, *, a: float = 30.0, where: Optional[jax.Array] = None) -> jax.Array:
+def asymmetric_mean_squared_error(
+  logits: ArrayLike, labels: ArrayLike, *, a: float = 30.0, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Asymmetric mean squared error :math:`\frac1K \sum_k (p_k - a\,y_k)^2` (AMSE; Wang et al., 2025).
 
   MSE against the label scaled by :math:`a \ge 1`, which makes it asymmetric (noise tolerant) while
@@ -223,8 +230,8 @@ def asymmetric_mean_squared_error(logits, labels, *, a: float = 30.0, where: Opt
 
 
 def joint_asymmetric_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   active: str = "nce",
   alpha: float = 1.0,
@@ -232,7 +239,7 @@ def joint_asymmetric_loss(
   a: float = 30.0,
   gamma: float = 0.5,
   detach_modulator: bool = False,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Joint asymmetric loss :math:`\alpha \cdot \mathrm{active} + \beta\,\mathrm{AMSE}` (JAL; Wang et
   al., ICCV 2025).

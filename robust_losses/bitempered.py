@@ -12,11 +12,14 @@ iteration. This follows Google's JAX reference implementation (github.com/google
 including its analytic (custom) gradient and its label-smoothing convention.
 """
 
+from __future__ import annotations
+
 import functools
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
@@ -101,14 +104,14 @@ def _bi_tempered_jvp(static, primals, tangents):
 
 
 def bi_tempered_logistic_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   t1: float = 1.0,
   t2: float = 1.0,
   num_iters: int = 5,
   label_smoothing: float = 0.0,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Bi-tempered logistic loss: a Bregman divergence between labels and the tempered softmax.
 

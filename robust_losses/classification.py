@@ -6,16 +6,19 @@ Computation is in float32 whatever the logits dtype. `where` (bool [...]) marks 
 their loss is 0 with zero gradient, even if their logits are NaN.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import optax
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 
-def softmax_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   r"""Softmax cross entropy, :math:`-\sum_k y_k \log p_k` with :math:`p = \mathrm{softmax}(z)`.
 
   Delegates to :func:`optax.losses.softmax_cross_entropy` (computed from ``log_softmax``); this wrapper
@@ -34,7 +37,9 @@ def softmax_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) 
   return _utils.mask(_utils.cross_entropy(logits, labels), where)
 
 
-def sigmoid_binary_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def sigmoid_binary_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""One-vs-all binary cross entropy on sigmoid outputs, averaged over classes.
 
   .. math:: \frac{1}{K}\sum_k -y_k \log \sigma(z_k) - (1 - y_k) \log(1 - \sigma(z_k))
@@ -91,7 +96,7 @@ def _one_vs_all_softplus_sum(logits, labels) -> jax.Array:
   return _utils.with_jvp(value, value_and_tangent)(logits, labels)
 
 
-def mean_absolute_error(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def mean_absolute_error(logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   r"""MAE in probability space, :math:`\sum_k |y_k - p_k|` (= :math:`2 - 2 p_y` for one-hot labels).
 
   Symmetric in the sense of Ghosh et al. (AAAI 2017): :math:`\sum_j L(f(x), e_j) = 2K - 2` for every
@@ -116,7 +121,7 @@ def mean_absolute_error(logits, labels, *, where: Optional[jax.Array] = None) ->
   return _utils.mask(jnp.sum(jnp.abs(labels - probs), axis=-1), where)
 
 
-def mean_squared_error(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def mean_squared_error(logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   r"""MSE in probability space (Brier score), :math:`\sum_k (y_k - p_k)^2`.
 
   Bounded (in [0, 2]) and hence more tolerant of noisy labels than CE; like MAE its gradient vanishes
@@ -188,7 +193,12 @@ def focal_class_terms(gamma, detach_modulator: bool = False):
 
 
 def focal_loss(
-  logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  gamma: float = 0.5,
+  detach_modulator: bool = False,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Softmax focal loss, :math:`-\sum_k y_k (1 - p_k)^\gamma \log p_k` (Lin et al., ICCV 2017).
 
@@ -232,7 +242,7 @@ BOOTSTRAP_MODES = ("soft", "hard")
 
 
 def bootstrapped_cross_entropy(
-  logits, labels, *, beta: float = 0.95, mode: str = "soft", where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, beta: float = 0.95, mode: str = "soft", where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Bootstrapped cross entropy (Reed et al., 2015): CE against a mix of the label and the prediction.
 

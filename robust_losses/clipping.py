@@ -20,14 +20,18 @@ are ignored by that step. In data-parallel training pass ``axis_name`` so the st
 global batch, identical to what one device holding the whole batch would compute.
 """
 
-from typing import Optional
+from __future__ import annotations
+
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 from jax.sharding import NamedSharding, PartitionSpec
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, classification, protocol, thresholds
+from robust_losses._utils import AxisName
 
 STATISTICS = ("mean", "median", "quantile", "mean_std", "mad", "otsu", "gmm")
 GATHERED = ("median", "quantile", "mad", "otsu", "gmm")  # need every value of the global batch
@@ -150,13 +154,13 @@ def _order_statistic(values, rank):
 
 
 def batch_threshold(
-  losses,
+  losses: ArrayLike,
   *,
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 4.0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
 ) -> jax.Array:
   """The clipping threshold tau: `statistic` of the valid entries of `losses` over the global batch.
 
@@ -187,15 +191,15 @@ def batch_threshold(
 
 
 def dynamic_clipping(
-  losses,
+  losses: ArrayLike,
   *,
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 4.0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
   return_threshold: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, jax.Array]]:
   r"""Clips every loss at a threshold computed from the mini-batch: :math:`\min(L_i, \tau)`.
 
   :math:`\tau` is ``statistic`` over all entries of ``losses`` (all leading dims flattened, masked
@@ -266,19 +270,19 @@ def _clip_per_example(unclipped, where, statistic, quantile, num_std, axis_name,
 
 
 def binary_cross_entropy_dynamic_clipping(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 4.0,
   per_element: bool = False,
   warmup_epochs: int = 0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
-  epoch=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
+  epoch: Optional[ArrayLike] = None,
   return_aux: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, dict[str, Any]]]:
   r"""Sigmoid BCE (mean over classes) with dynamic clipping — the setting of Hurtik et al. (2022).
 
   The per-example one-vs-all BCE (:func:`sigmoid_binary_cross_entropy`, Keras convention: mean over
@@ -345,18 +349,18 @@ def binary_cross_entropy_dynamic_clipping(
 
 
 def clipped_cross_entropy(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 3.0,
   warmup_epochs: int = 0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
-  epoch=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
+  epoch: Optional[ArrayLike] = None,
   return_aux: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, dict[str, Any]]]:
   """Softmax cross entropy with dynamic clipping (the CE variant Hurtik et al. mention).
 
   :func:`softmax_cross_entropy` per example, then :func:`dynamic_clipping`; arguments and aux as in
@@ -373,19 +377,19 @@ def clipped_cross_entropy(
 
 
 def clipped_focal_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   gamma: float = 0.5,
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 3.0,
   warmup_epochs: int = 0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
-  epoch=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
+  epoch: Optional[ArrayLike] = None,
   return_aux: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, dict[str, Any]]]:
   """Focal loss with dynamic clipping (the focal variant Hurtik et al. mention).
 
   :func:`focal_loss` (``gamma`` >= 0, default 0.5) per example, then :func:`dynamic_clipping`; other
@@ -404,17 +408,17 @@ SELECTION_BASES = ("bce", "ce")
 
 
 def oracle_small_loss_selection(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   noise_rate: float,
   base: str = "bce",
   warmup_epochs: int = 0,
-  where: Optional[jax.Array] = None,
-  axis_name=None,
-  epoch=None,
+  where: Optional[ArrayLike] = None,
+  axis_name: Optional[AxisName] = None,
+  epoch: Optional[ArrayLike] = None,
   return_aux: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, dict[str, Any]]]:
   r"""Small-loss selection with a known noise rate: the largest ``noise_rate`` share of each batch's losses
   contributes no gradient (clipped at the batch's :math:`1 - \eta` quantile).
 

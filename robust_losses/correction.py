@@ -6,11 +6,14 @@ explain the noisy labels through T; backward correction re-weights the loss by :
 expectation under the noise equals the clean loss.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
@@ -59,7 +62,7 @@ def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = N
 
 
 def forward_corrected_cross_entropy(
-  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, transition_matrix: ArrayLike, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Forward-corrected CE :math:`-\sum_j y_j \log (p^\top T)_j` (Patrini et al., 2017).
 
@@ -110,7 +113,7 @@ def forward_corrected_cross_entropy(
 
 
 def backward_corrected_cross_entropy(
-  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, transition_matrix: ArrayLike, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Backward-corrected CE :math:`-\sum_k (y^\top T^{-1})_k \log p_k` (Patrini et al., 2017).
 

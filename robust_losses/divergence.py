@@ -1,18 +1,23 @@
 r"""Divergence-based losses: Jensen-Shannon (Englesson & Azizpour, NeurIPS 2021) and LDR-KL (Zhu et al.,
 ICML 2023)."""
 
+from __future__ import annotations
+
 import math
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 _JS_FLOOR = 1e-7  # the official clamp inside every log
 
 
-def jensen_shannon_divergence(logits, labels, *, pi: float = 0.7, where: Optional[jax.Array] = None) -> jax.Array:
+def jensen_shannon_divergence(
+  logits: ArrayLike, labels: ArrayLike, *, pi: float = 0.7, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Scaled weighted Jensen-Shannon divergence between label and prediction (Englesson & Azizpour).
 
   .. math:: \mathcal{L} = Z \left[\pi\,\mathrm{KL}(y \| m) + (1 - \pi)\,\mathrm{KL}(p \| m)\right],
@@ -65,7 +70,7 @@ def _normalized_softplus(logits):
 
 
 def ldr_kl_loss(
-  logits, labels, *, lam: float = 10.0, margin: float = 0.1, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, lam: float = 10.0, margin: float = 0.1, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Label-distributionally robust loss with KL regularisation (LDR-KL; Zhu, Ying & Yang, ICML 2023).
 

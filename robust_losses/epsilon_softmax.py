@@ -14,10 +14,13 @@ method as published and evaluated, so the floor is the default (``min_prob=1e-8`
 gives the unclamped formula.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, symmetric
 
@@ -52,7 +55,7 @@ def _check(m, min_prob):
 
 
 def epsilon_softmax_cross_entropy(
-  logits, labels, *, m: float = 1e5, min_prob: float = 1e-8, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, m: float = 1e5, min_prob: float = 1e-8, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""CE on ε-softmax: :math:`-\log \max(q_y, \text{min\_prob})`, :math:`q = (p + m\,e_{\hat t})/(1+m)`.
 
@@ -84,14 +87,14 @@ def epsilon_softmax_cross_entropy(
 
 
 def epsilon_softmax_cross_entropy_mae(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   alpha: float = 0.01,
   beta: float = 5.0,
   m: float = 1e5,
   min_prob: float = 1e-8,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r""":math:`\alpha\,\mathrm{CE}_\epsilon + \beta\,\mathrm{MAE}` (Wang et al., NeurIPS 2024).
 

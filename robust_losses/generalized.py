@@ -6,11 +6,14 @@ down-weighted by :math:`p_y^q`. The truncated loss additionally caps the loss of
 :math:`p_y \le k` at the constant :math:`L_q(k)`, removing their gradient altogether.
 """
 
+from __future__ import annotations
+
 from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, protocol
 
@@ -57,7 +60,9 @@ def lq_class_terms(q):
   return small_q_terms
 
 
-def generalized_cross_entropy(logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None) -> jax.Array:
+def generalized_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Generalized cross entropy :math:`L_q = \sum_k y_k (1 - p_k^q) / q` (= :math:`(1 - p_y^q)/q`).
 
   Gradient: :math:`p_y^q \nabla \mathrm{CE}` for one-hot labels — CE's gradient weighted by the model's
@@ -91,13 +96,13 @@ def _label_probability(logits, labels) -> jax.Array:
 
 
 def truncated_generalized_cross_entropy(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   q: float = 0.7,
   k: float = 0.5,
-  weights: Optional[jax.Array] = None,
-  where: Optional[jax.Array] = None,
+  weights: Optional[ArrayLike] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Truncated Lq loss: :math:`L_q(p_y)` if :math:`p_y > k`, else the constant :math:`L_q(k)`.
 
@@ -142,7 +147,7 @@ def truncated_generalized_cross_entropy(
 
 
 def truncated_lq_prune_weights(
-  logits, labels, *, q: float = 0.7, k: float = 0.5, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, k: float = 0.5, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Pruning weights of the truncated Lq loss: :math:`w = 1[p_y > k]` (float32, no gradient).
 

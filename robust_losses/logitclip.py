@@ -1,16 +1,19 @@
 r"""Logit clipping (LogitClip; Wei et al., ICML 2023): CE on logits whose L2 norm is clipped."""
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 _NORM_EPS = 1e-7  # added to the norm, as the official code
 
 
-def clip_logits(logits, tau, official_threshold: bool = False) -> jax.Array:
+def clip_logits(logits: ArrayLike, tau: float, official_threshold: bool = False) -> jax.Array:
   r"""Logits with L2 norm clipped: rows with :math:`\|z\| + \epsilon >` threshold become
   :math:`z / (\|z\| + \epsilon) \cdot (1/\tau)`; the threshold is :math:`1/\tau` (paper, continuous) or
   :math:`\tau` (``official_threshold``). The gradient flows through the norm."""
@@ -23,7 +26,12 @@ def clip_logits(logits, tau, official_threshold: bool = False) -> jax.Array:
 
 
 def logit_clipping(
-  logits, labels, *, tau: float = 1.0, official_threshold: bool = False, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  tau: float = 1.0,
+  official_threshold: bool = False,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Cross entropy on norm-clipped logits (LogitClip; Wei et al., ICML 2023).
 

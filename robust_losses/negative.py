@@ -12,10 +12,13 @@ returned loss (and trains with weight decay 0): that is a property of the optimi
 per-example loss, and is not included here (use an L1 optimizer option).
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, classification, symmetric
 
@@ -49,7 +52,7 @@ def _nnfl(logits, labels, gamma, min_prob, detach_modulator):
 
 
 def normalized_negative_cross_entropy(
-  logits, labels, *, min_prob: float = 1e-7, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, min_prob: float = 1e-7, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Normalized negative cross entropy (NNCE; Ye et al., NeurIPS 2023).
 
@@ -82,13 +85,13 @@ def normalized_negative_cross_entropy(
 
 
 def normalized_negative_focal_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   gamma: float = 0.5,
   min_prob: float = 1e-7,
   detach_modulator: bool = False,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Normalized negative focal loss (NNFL; Ye et al., NeurIPS 2023).
 
@@ -136,8 +139,8 @@ def active_term(active, logits, labels, gamma, detach_modulator):
 
 
 def active_negative_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   active: str = "nce",
   alpha: float = 5.0,
@@ -145,7 +148,7 @@ def active_negative_loss(
   gamma: float = 0.5,
   min_prob: float = 1e-7,
   detach_modulator: bool = False,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Active negative loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{negative}`.
 

@@ -1,9 +1,12 @@
 r"""Partially Huberised cross entropy (Menon et al., ICLR 2020)."""
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
@@ -14,7 +17,7 @@ def _phuber_terms(log_probs, tau):
 
 
 def partially_huberised_cross_entropy(
-  logits, labels, *, tau: float = 2.0, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, tau: float = 2.0, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Partially Huberised CE (PHuber-CE; Menon et al., ICLR 2020).
 

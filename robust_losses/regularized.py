@@ -6,12 +6,15 @@ ELR keeps per-example state (a running average of the model's predictions) throu
 argument).
 """
 
+from __future__ import annotations
+
 import math
-from typing import Optional
+from typing import Any, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, protocol
 
@@ -19,15 +22,15 @@ _ELR_CLAMP = 1e-4  # p is clamped to [1e-4, 1 - 1e-4] in the regulariser, as the
 
 
 def early_learning_regularization(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   beta: float = 0.7,
   lam: float = 3.0,
-  targets: Optional[jax.Array] = None,
-  where: Optional[jax.Array] = None,
+  targets: Optional[ArrayLike] = None,
+  where: Optional[ArrayLike] = None,
   return_aux: bool = False,
-):
+) -> Union[jax.Array, tuple[jax.Array, dict[str, Any]]]:
   r"""Early-learning regularisation: :math:`\mathrm{CE} + \lambda \log(1 - \langle t_i, p_i \rangle)`
   (ELR; Liu et al., NeurIPS 2020).
 
@@ -109,16 +112,16 @@ _SR_CLAMP = 1e-7  # floor on the probabilities inside the p-norm, as the officia
 
 
 def sparse_regularization(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   tau: float = 0.5,
   p: float = 0.1,
   lam: float = 1.2,
   rho: float = 1.03,
   freq: int = 1,
-  epoch=None,
-  where: Optional[jax.Array] = None,
+  epoch: Optional[ArrayLike] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""CE with sparse regularisation (SR; Zhou et al., ICCV 2021).
 

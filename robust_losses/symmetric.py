@@ -7,10 +7,13 @@ and pair a normalized *active* loss (one that only looks at the labelled class) 
 loss (one that also pushes down the other classes) to recover fitting ability: APL.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, classification, generalized
 
@@ -25,7 +28,9 @@ def _reverse_ce_terms(logits, labels, A):
   return -jnp.sum(jax.nn.softmax(logits, axis=-1) * log_labels, axis=-1)
 
 
-def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[jax.Array] = None) -> jax.Array:
+def reverse_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, A: float = -4.0, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Reverse cross entropy :math:`-\sum_k p_k \log y_k`, with :math:`\log 0 := A`.
 
   CE with the roles of prediction and label swapped. For one-hot labels it equals
@@ -53,7 +58,13 @@ def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[ja
 
 
 def symmetric_cross_entropy(
-  logits, labels, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  alpha: float = 0.1,
+  beta: float = 1.0,
+  A: float = -4.0,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Symmetric cross entropy :math:`\alpha \mathrm{CE} + \beta \mathrm{RCE}` (Wang et al., ICCV 2019).
 
@@ -119,7 +130,7 @@ def _nce(logits, labels):
   return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)[0]
 
 
-def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   r"""Normalized cross entropy :math:`\mathrm{CE}(y) / \sum_j \mathrm{CE}(e_j)
   = \sum_k y_k \log p_k / \sum_j \log p_j` (Ma et al., ICML 2020).
 
@@ -144,7 +155,12 @@ def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = Non
 
 
 def normalized_focal_loss(
-  logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  gamma: float = 0.5,
+  detach_modulator: bool = False,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Normalized focal loss :math:`\mathrm{FL}(y) / \sum_j \mathrm{FL}(e_j)` (Ma et al., ICML 2020).
 
@@ -171,7 +187,7 @@ def normalized_focal_loss(
 
 
 def normalized_generalized_cross_entropy(
-  logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Normalized GCE :math:`(1 - p_y^q) / \sum_j (1 - p_j^q)` (Ma et al., ICML 2020).
 
@@ -280,8 +296,8 @@ APL_PASSIVE = ("rce", "mae", "nrce", "nmae")
 
 
 def active_passive_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   active: str = "nce",
   passive: str = "rce",
@@ -290,7 +306,7 @@ def active_passive_loss(
   gamma: float = 0.5,
   q: float = 0.7,
   A: float = -4.0,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Active-passive loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{passive}` (Ma et al.).
 

@@ -18,15 +18,20 @@ based on the predicted probability distribution by an exponential item", is deli
 its formula could not be obtained from any reachable source, and we do not ship a guess under its name.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 
-def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5, where: Optional[jax.Array] = None) -> jax.Array:
+def tamed_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, alpha: float = 1.5, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Tamed cross entropy :math:`((1 + \mathrm{CE})^{1-\alpha} - 1) / (1 - \alpha)`.
 
   Gradient: :math:`(1 + \mathrm{CE})^{-\alpha} \nabla \mathrm{CE}`, i.e. per example

@@ -1,9 +1,12 @@
 r"""Taylor cross entropy (Feng et al., IJCAI 2020)."""
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
@@ -13,7 +16,9 @@ def _taylor_terms(log_probs, order):
   return sum(jnp.power(one_minus_p, k) / k for k in range(1, order + 1))
 
 
-def taylor_cross_entropy(logits, labels, *, order: int = 2, where: Optional[jax.Array] = None) -> jax.Array:
+def taylor_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, order: int = 2, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Taylor cross entropy :math:`\sum_{k=1}^{t} (1 - p_y)^k / k` (t = ``order``; Feng et al., 2020).
 
   The order-t Taylor series of :math:`\mathrm{CE} = -\log p_y` around :math:`p_y = 1`: t = 1 is
