@@ -10,7 +10,19 @@ import pytest
 import robust_losses as rl
 
 K = 5
-T = 0.6 * np.eye(K) + 0.1 * (1 - np.eye(K))
+# Asymmetric (T != T.T) and with distinct entries, so a class-id path that reads a row of T (or of its
+# inverse) where the one-hot path reads a column gives other numbers. With the symmetric matrix this test
+# used before, forward correction's class-id path passed with ``t[labels]`` in place of ``t.T[labels]``
+# (planted, seen to pass there and fail here, reverted).
+T = np.array(
+  [
+    [0.60, 0.25, 0.10, 0.05, 0.00],
+    [0.05, 0.70, 0.15, 0.00, 0.10],
+    [0.00, 0.10, 0.55, 0.30, 0.05],
+    [0.20, 0.00, 0.05, 0.65, 0.10],
+    [0.10, 0.05, 0.00, 0.15, 0.70],
+  ]
+)
 
 
 def _required(name):

@@ -1,0 +1,218 @@
+"""Class-id paths against independent NumPy (float64) formulas written with the class id, for every loss whose
+class-id path is written out separately from its one-hot path (and a few that expand ids, for coverage).
+
+tests/test_losses_values.py checks the one-hot paths against NumPy and tests/test_integer_labels.py checks
+that ids and one-hot labels agree; this file pins the class-id paths to the formula directly, so a bug in a
+class-id path cannot hide behind a matching bug or a symmetric input. Bugs these tests were checked to catch
+(each planted as a one-line change, seen to fail here, reverted):
+* symmetric.symmetric_cross_entropy's class-id path with ``- beta * A * jnp.expm1(log_p_y)`` (the sign of the
+  RCE term) -> test_class_id_path_value[symmetric_cross_entropy-...].
+* correction.forward_corrected_cross_entropy's class-id path reading row y of T (``t[labels]``) instead of
+  column y (``t.T[labels]``) -> test_class_id_path_value[forward_corrected_cross_entropy] (T is asymmetric).
+* correction.backward_corrected_cross_entropy's class-id path with ``t_inv.T[labels]`` (column of T^-1) ->
+  test_class_id_path_value[backward_corrected_cross_entropy].
+* epsilon_softmax._eps_ce's class-id path with ``labels != top`` -> the epsilon-softmax cases.
+
+Tolerance (as in test_losses_values.py): the library computes in float32; each formula is at most a few dozen
+roundings of values of order 1-10 with cancellations below 10x for these logits, so rtol 1e-5 / atol 1e-6.
+"""
+
+import numpy as np
+import pytest
+
+import robust_losses as rl
+
+K = 5
+LOGITS = np.array(
+  [
+    [3.0, 0.5, -1.0, 0.2, 1.1],
+    [0.3, 0.1, -0.2, 0.4, -0.6],
+    [2.5, -1.5, 0.0, -0.5, 0.7],
+    [0.0, 1.0, 0.5, -2.0, 1.5],
+    [-1.2, 0.8, 2.2, 0.1, -0.3],
+    [1.7, 1.6, -0.4, 0.9, 0.0],
+  ],
+  np.float32,
+)
+IDS = np.array([0, 3, 4, 1, 2, 1])  # labelled class: the argmax in rows 0 and 4, another class elsewhere
+T = np.array(
+  [
+    [0.60, 0.25, 0.10, 0.05, 0.00],
+    [0.05, 0.70, 0.15, 0.00, 0.10],
+    [0.00, 0.10, 0.55, 0.30, 0.05],
+    [0.20, 0.00, 0.05, 0.65, 0.10],
+    [0.10, 0.05, 0.00, 0.15, 0.70],
+  ]
+)
+ROWS = np.arange(len(IDS))
+
+
+def log_softmax(z):
+  z = np.asarray(z, np.float64)
+  z = z - z.max(-1, keepdims=True)
+  return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+
+LP = log_softmax(LOGITS)
+P = np.exp(LP)
+LP_Y, P_Y = LP[ROWS, IDS], P[ROWS, IDS]
+Y = np.eye(K)[IDS]
+CE = -LP_Y
+
+
+def lq(p, q):
+  return (1 - p**q) / q
+
+
+def nce():
+  return LP_Y / LP.sum(-1)
+
+
+def nfl(gamma):
+  t = -((1 - P) ** gamma) * LP
+  return t[ROWS, IDS] / t.sum(-1)
+
+
+def ngce(q):
+  t = 1 - P**q
+  return t[ROWS, IDS] / t.sum(-1)
+
+
+def eps_ce(m, min_prob):
+  q = (P + m * (np.arange(K) == P.argmax(-1)[:, None])) / (1 + m)
+  return -np.log(np.maximum(q[ROWS, IDS], min_prob))
+
+
+def nnce(min_prob=1e-7):
+  big_a = -np.log(np.float32(min_prob)).astype(np.float64)
+  t = big_a + np.maximum(LP, np.log(np.float32(min_prob)))
+  return 1 - t[ROWS, IDS] / t.sum(-1)
+
+
+def nnfl(gamma=0.5, min_prob=1e-7):
+  log_mp = float(np.log(np.float32(min_prob)))
+  big_a = -((1 - np.float32(min_prob)) ** gamma) * log_mp
+  lp = np.maximum(LP, log_mp)
+  t = big_a + ((1 - np.exp(lp)) ** gamma) * lp
+  return 1 - t[ROWS, IDS] / t.sum(-1)
+
+
+def sigmoid_bce():
+  z = LOGITS.astype(np.float64)
+  return (np.logaddexp(0, -z) * Y + np.logaddexp(0, z) * (1 - Y)).mean(-1)
+
+
+def ldr_kl(lam=10.0, margin=0.1):
+  sp = np.logaddexp(0, LOGITS.astype(np.float64))
+  s = K * sp / sp.sum(-1, keepdims=True)
+  x = (margin * (1 - Y) + s - s[ROWS, IDS][:, None]) / lam
+  return lam * np.log(np.exp(x).mean(-1))
+
+
+def jensen_shannon(pi=0.7):
+  m = pi * Y + (1 - pi) * P
+  kl_y = np.log(1 / m[ROWS, IDS])
+  kl_p = (P * (LP - np.log(m))).sum(-1)
+  return -(pi * kl_y + (1 - pi) * kl_p) / ((1 - pi) * np.log(1 - pi))
+
+
+def logit_clip(tau):
+  z = LOGITS.astype(np.float64)
+  norm = np.sqrt((z * z).sum(-1, keepdims=True)) + 1e-7
+  clipped = np.where(norm > 1 / tau, z / norm / tau, z)
+  return -log_softmax(clipped)[ROWS, IDS]
+
+
+def elr(beta=0.7, lam=3.0, targets=0.1):
+  p = np.clip(P, 1e-4, 1 - 1e-4)
+  new = beta * targets + (1 - beta) * p / p.sum(-1, keepdims=True)
+  return CE + lam * np.log(1 - (new * p).sum(-1))
+
+
+def sparse_regularization(epoch=3, tau=0.5, p=0.1, lam=1.2, rho=1.03):
+  z = LOGITS.astype(np.float64)
+  u = z / (tau * np.sqrt((z * z).sum(-1, keepdims=True)))
+  lp = log_softmax(u)
+  return -lp[ROWS, IDS] + lam * rho**epoch * (np.maximum(np.exp(lp), 1e-7) ** p).sum(-1)
+
+
+def clipped(losses, quantile):
+  return np.minimum(losses, np.quantile(losses, quantile))
+
+
+A = -4.0
+CASES = [
+  ("softmax_cross_entropy", {}, lambda: CE),
+  ("sigmoid_binary_cross_entropy", {}, sigmoid_bce),
+  ("mean_absolute_error", {}, lambda: 2 * (1 - P_Y)),
+  ("mean_squared_error", {}, lambda: ((Y - P) ** 2).sum(-1)),
+  ("focal_loss", {}, lambda: -((1 - P_Y) ** 0.5) * LP_Y),
+  ("focal_loss", {"gamma": 2.0}, lambda: -((1 - P_Y) ** 2) * LP_Y),
+  ("bootstrapped_cross_entropy", {}, lambda: 0.95 * CE - 0.05 * (P * LP).sum(-1)),
+  ("bootstrapped_cross_entropy", {"beta": 0.8, "mode": "hard"}, lambda: 0.8 * CE - 0.2 * LP.max(-1)),
+  ("tamed_cross_entropy", {}, lambda: ((1 + CE) ** -0.5 - 1) / -0.5),
+  ("tamed_cross_entropy", {"alpha": 1.0}, lambda: np.log1p(CE)),
+  ("generalized_cross_entropy", {}, lambda: lq(P_Y, 0.7)),
+  ("truncated_generalized_cross_entropy", {}, lambda: np.where(P_Y > 0.5, lq(P_Y, 0.7), lq(0.5, 0.7))),
+  ("reverse_cross_entropy", {}, lambda: -A * (1 - P_Y)),
+  ("symmetric_cross_entropy", {}, lambda: 0.1 * CE - A * (1 - P_Y)),
+  ("symmetric_cross_entropy", {"alpha": 6.0, "beta": 0.1, "A": -6.0}, lambda: 6.0 * CE + 0.6 * (1 - P_Y)),
+  ("normalized_cross_entropy", {}, nce),
+  ("normalized_focal_loss", {}, lambda: nfl(0.5)),
+  ("normalized_generalized_cross_entropy", {}, lambda: ngce(0.7)),
+  ("active_passive_loss", {}, lambda: nce() - A * (1 - P_Y)),
+  ("active_passive_loss", {"active": "nfl", "passive": "mae", "beta": 0.5}, lambda: nfl(0.5) + (1 - P_Y)),
+  ("active_passive_loss", {"active": "ngce", "passive": "nrce"}, lambda: ngce(0.7) + (1 - P_Y) / (K - 1)),
+  ("active_passive_loss", {"active": "ce", "passive": "nmae"}, lambda: CE + (1 - P_Y) / (K - 1)),
+  ("active_passive_loss", {"active": "fl", "passive": "rce"}, lambda: -((1 - P_Y) ** 0.5) * LP_Y - A * (1 - P_Y)),
+  ("forward_corrected_cross_entropy", {"transition_matrix": T}, lambda: -np.log((P @ T)[ROWS, IDS])),
+  ("backward_corrected_cross_entropy", {"transition_matrix": T}, lambda: -(np.linalg.inv(T)[IDS] * LP).sum(-1)),
+  ("epsilon_softmax_cross_entropy", {"m": 10.0}, lambda: eps_ce(10.0, 1e-8)),
+  ("epsilon_softmax_cross_entropy", {"m": 1e5, "min_prob": 0.0}, lambda: eps_ce(1e5, 0.0)),
+  ("epsilon_softmax_cross_entropy_mae", {"m": 100.0}, lambda: 0.01 * eps_ce(100.0, 1e-8) + 5 * 2 * (1 - P_Y)),
+  ("asymmetric_generalized_cross_entropy", {}, lambda: (1.6**0.6 - (0.6 + P_Y) ** 0.6) / 0.6),
+  ("asymmetric_unhinged_loss", {}, lambda: ((5.5 - P_Y) ** 3 - 4.5**3) / 3),
+  ("asymmetric_exponential_loss", {}, lambda: np.exp(-P_Y / 2.5)),
+  ("nce_asymmetric_loss", {}, lambda: nce() + 4 * (7.0**1.5 - (6 + P_Y) ** 1.5) / 1.5),
+  ("nce_asymmetric_loss", {"passive": "ael", "a": 5.0}, lambda: nce() + 4 * np.exp(-P_Y / 5)),
+  ("asymmetric_mean_squared_error", {}, lambda: ((P - 30 * Y) ** 2).sum(-1) / K),
+  ("joint_asymmetric_loss", {}, lambda: nce() + ((P - 30 * Y) ** 2).sum(-1) / K),
+  ("joint_asymmetric_loss", {"active": "nfl"}, lambda: nfl(0.5) + ((P - 30 * Y) ** 2).sum(-1) / K),
+  ("normalized_negative_cross_entropy", {}, nnce),
+  ("normalized_negative_focal_loss", {}, nnfl),
+  ("active_negative_loss", {}, lambda: 5 * nce() + 5 * nnce()),
+  ("active_negative_loss", {"active": "nfl"}, lambda: 5 * nfl(0.5) + 5 * nnfl()),
+  ("ldr_kl_loss", {}, ldr_kl),
+  ("ldr_kl_loss", {"lam": 1.0}, lambda: ldr_kl(lam=1.0)),
+  ("jensen_shannon_divergence", {}, jensen_shannon),
+  ("taylor_cross_entropy", {}, lambda: (1 - P_Y) + (1 - P_Y) ** 2 / 2),
+  ("logit_clipping", {"tau": 0.5}, lambda: logit_clip(0.5)),
+  (
+    "partially_huberised_cross_entropy",
+    {},
+    lambda: np.where(P_Y <= 0.5, -2 * P_Y + np.log(2) + 1, CE),
+  ),
+  ("clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.6}, lambda: clipped(CE, 0.6)),
+  ("clipped_focal_loss", {"statistic": "median"}, lambda: clipped(-((1 - P_Y) ** 0.5) * LP_Y, 0.5)),
+  ("binary_cross_entropy_dynamic_clipping", {"statistic": "median"}, lambda: clipped(sigmoid_bce(), 0.5)),
+  ("oracle_small_loss_selection", {"noise_rate": 0.4, "base": "ce"}, lambda: clipped(CE, 0.6)),
+]
+EXTRAS = {
+  "early_learning_regularization": {"targets": np.full(LOGITS.shape, 0.1, np.float32)},
+  "sparse_regularization": {"epoch": 3},
+}
+CASES += [("early_learning_regularization", {}, elr), ("sparse_regularization", {}, sparse_regularization)]
+
+
+def test_every_loss_with_a_class_id_path_is_covered():
+  assert {name for name, _, _ in CASES} == set(rl.names()) - {"bi_tempered_logistic_loss"}
+
+
+@pytest.mark.parametrize(
+  "name,hparams,formula",
+  CASES,
+  ids=[f"{n}-{'-'.join(f'{k}{v}' for k, v in h.items() if k != 'transition_matrix')}" for n, h, _ in CASES],
+)
+def test_class_id_path_value(name, hparams, formula):
+  losses = getattr(rl, name)(LOGITS, IDS, **hparams, **EXTRAS.get(name, {}))
+  np.testing.assert_allclose(np.asarray(losses, np.float64), formula(), rtol=1e-5, atol=1e-6)
