@@ -7,6 +7,8 @@ registry: `robust_losses.get(name, **hparams)` (see `robust_losses.names()`).
 ICCE (Li et al., PRCV 2021) is not implemented: its formula is not available (see `tamed`'s docstring).
 """
 
+__version__ = "0.2.0"
+
 from robust_losses.asymmetric import (
   asymmetric_exponential_loss,
   asymmetric_generalized_cross_entropy,
