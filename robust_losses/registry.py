@@ -93,6 +93,7 @@ class Training:
   """What a loss needs from a training loop beyond (logits, labels): the loss-state protocol.
 
   A training loop (experiments/train.py) reads this through the `Loss` object and never names a loss:
+
     * `example_state(num_classes)`: {key: initial row} of per-example state kept for every
       training example, indexed by the example's position in the training set. Each step passes the
       batch's rows to the loss as keyword arguments named by the keys; a loss that updates its state
@@ -101,6 +102,7 @@ class Training:
       the model (eval mode) over the whole training set at the epochs where `refresh_due(epoch, hparams)`.
     * `extra_hparams`: hyperparameters only these hooks use (schedules), {name: default}.
     * `check(hparams, num_epochs)`: raises ValueError for a schedule that cannot act within the run.
+
   Schedules of the epoch alone need no entry here: the loss takes an ``epoch`` argument. Inputs the loop
   provides from the noise model (the transition matrix) are required hyperparameters, filled in by name.
   """
