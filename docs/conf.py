@@ -36,8 +36,12 @@ autodoc_member_order = "bysource"
 python_use_unqualified_type_names = True
 add_module_names = False
 
+# textmacros: the docstrings write identifiers as \text{min\_prob}, which plain MathJax text mode shows
+# with the backslash.
+mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]}, "tex": {"packages": {"[+]": ["textmacros"]}}}
+
 html_theme = "alabaster"
 html_title = f"robust_losses {release}"
 html_show_sourcelink = False
 # Wide enough for the examples' 100-column code lines.
-html_theme_options = {"page_width": "1320px", "sidebar_width": "240px"}
+html_theme_options = {"page_width": "1320px", "sidebar_width": "240px", "body_max_width": "none"}

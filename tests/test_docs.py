@@ -26,6 +26,7 @@ import robust_losses as rl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(REPO, "docs")
+PAGES = sorted(glob.glob(os.path.join(DOCS, "**", "*.rst"), recursive=True))
 MODULES = sorted(m.name for m in pkgutil.iter_modules(rl.__path__, "robust_losses."))
 # The registry and the training protocol are documented on their own pages; their docstrings describe an
 # API rather than a loss from a paper.
@@ -69,19 +70,18 @@ def _run(test):
   return runner.summarize(verbose=False)
 
 
-@pytest.mark.parametrize("module", MODULES)
+def _doctests(module):
+  return [t for t in doctest.DocTestFinder().find(importlib.import_module(module)) if t.examples]
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if _doctests(m)])
 def test_docstring_examples_run(module):
-  tests = doctest.DocTestFinder().find(importlib.import_module(module))
-  failed = sum(_run(t).failed for t in tests if t.examples)
+  failed = sum(_run(t).failed for t in _doctests(module))
   assert failed == 0, f"{failed} docstring example(s) of {module} failed (the report above shows which)"
 
 
 def test_every_public_loss_has_references_and_a_run_example():
-  found = {}
-  for module in MODULES:
-    for t in doctest.DocTestFinder().find(importlib.import_module(module)):
-      if t.examples:
-        found[t.name.rsplit(".", 1)[-1]] = t
+  found = {t.name.rsplit(".", 1)[-1]: t for module in MODULES for t in _doctests(module)}
   problems = []
   for name in _public_losses():
     doc = inspect.getdoc(getattr(rl, name)) or ""
@@ -94,17 +94,17 @@ def test_every_public_loss_has_references_and_a_run_example():
   assert not problems, problems
 
 
-@pytest.mark.parametrize("page", sorted(glob.glob(os.path.join(DOCS, "**", "*.rst"), recursive=True)))
+@pytest.mark.parametrize("page", [os.path.relpath(p, DOCS) for p in PAGES if ">>> " in open(p).read()])
 def test_reference_page_examples_run(page):
-  text = open(page).read()
-  test = doctest.DocTestParser().get_doctest(text, {}, os.path.relpath(page, REPO), page, 0)
+  path = os.path.join(DOCS, page)
+  test = doctest.DocTestParser().get_doctest(open(path).read(), {}, page, path, 0)
   assert _run(test).failed == 0
 
 
 def _documented_in_sources():
   """Names given to autofunction/autoclass/autodata in the rst pages, with their current module."""
   names = set()
-  for page in glob.glob(os.path.join(DOCS, "**", "*.rst"), recursive=True):
+  for page in PAGES:
     module = None
     for line in open(page):
       m = re.match(r"\.\. (?:currentmodule|automodule|module):: (\S+)", line)
