@@ -30,7 +30,8 @@ exclude_patterns = ["_build", "plots", "*.md"]
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_rtype = False
-# Signatures as written in the source; types are listed in the signature, not repeated in the text.
+# Parameter types go into the parameter lists, so signatures stay short (the dataclass and union
+# annotations are long).
 autodoc_typehints = "description"
 autodoc_member_order = "bysource"
 python_use_unqualified_type_names = True
