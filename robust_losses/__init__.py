@@ -23,6 +23,8 @@ Every derivative is available in forward and reverse mode (``jax.grad``, ``jax.j
 ICCE (Li et al., PRCV 2021) is not implemented: its formula is not available (see `tamed`'s docstring).
 """
 
+__version__ = "0.2.0"
+
 from robust_losses.asymmetric import (
   asymmetric_exponential_loss,
   asymmetric_generalized_cross_entropy,

@@ -70,6 +70,15 @@ def asymmetric_generalized_cross_entropy(
   References:
     Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2106.03110>`_, ICML 2021; code ``hitcszx/ALFs``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.asymmetric_generalized_cross_entropy(logits, labels, a=0.6, q=0.6))
+    [0.1256 0.3265 0.8177]
   """
   _check_agce(a, q)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -98,6 +107,15 @@ def asymmetric_unhinged_loss(
   References:
     Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2106.03110>`_, ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.asymmetric_unhinged_loss(logits, labels, a=5.5, q=3.0))
+    [ 3.1118  8.2261 20.9355]
   """
   _check_aul(a, q)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -125,6 +143,15 @@ def asymmetric_exponential_loss(
   References:
     Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2106.03110>`_, ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.asymmetric_exponential_loss(logits, labels, a=2.5))
+    [0.7114 0.7786 0.9453]
   """
   _utils.check_range("a", a, 0.0, lo_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -174,6 +201,15 @@ def nce_asymmetric_loss(
   References:
     Zhou et al., `Asymmetric Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2106.03110>`_, ICML 2021.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.nce_asymmetric_loss(logits, labels, passive="agce", alpha=1.0, beta=4.0, a=6.0, q=1.5))
+    [1.5818 3.9764 9.0413]
   """
   _utils.check_choice("passive", passive, NCE_PASSIVE)
   _utils.check_range("alpha", alpha, 0.0)
@@ -223,6 +259,15 @@ def asymmetric_mean_squared_error(
   References:
     Wang et al., `Joint Asymmetric Loss for Learning with Noisy Labels
     <https://arxiv.org/abs/2507.17692>`_, ICCV 2025; code ``cswjl/joint-asymmetric-loss``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.asymmetric_mean_squared_error(logits, labels, a=5.0))  # a = 5: Clothing1M's JAL
+    [4.3052 4.7956 6.0525]
   """
   _utils.check_range("a", a, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -271,6 +316,15 @@ def joint_asymmetric_loss(
   References:
     Wang et al., `Joint Asymmetric Loss for Learning with Noisy Labels
     <https://arxiv.org/abs/2507.17692>`_, ICCV 2025.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.joint_asymmetric_loss(logits, labels, active="nce", alpha=5.0, beta=0.1, a=5.0))  # Clothing1M
+    [0.5131 0.8255 1.7664]
   """
   _utils.check_choice("active", active, negative.ANL_ACTIVE)
   _utils.check_range("alpha", alpha, 0.0)

@@ -148,6 +148,17 @@ def bi_tempered_logistic_loss(
   References:
     Amid et al., `Robust Bi-Tempered Logistic Loss Based on Bregman Divergences
     <https://arxiv.org/abs/1906.03361>`_, NeurIPS 2019.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.bi_tempered_logistic_loss(logits, labels, t1=0.8, t2=1.2))
+    [0.169  0.4091 1.3503]
+    >>> print(rl.bi_tempered_logistic_loss(logits, labels, t1=1.0, t2=1.0))  # t1 = t2 = 1 is softmax CE
+    [0.161  0.4688 1.9612]
   """
   _utils.check_range("t1", t1, 0.0, 1.0, lo_open=True)
   _utils.check_range("t2", t2, 1.0)

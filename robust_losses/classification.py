@@ -32,6 +32,21 @@ def softmax_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: Option
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Goodfellow, Bengio & Courville, `Deep Learning <https://www.deeplearningbook.org/>`_, MIT Press 2016,
+    section 6.2.2.3 (softmax units and their cross entropy).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.softmax_cross_entropy(logits, labels))
+    [0.161  0.4688 1.9612]
+    >>> print(rl.softmax_cross_entropy(logits, jnp.eye(4)[labels]))  # one-hot labels: the same values
+    [0.161  0.4688 1.9612]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_utils.cross_entropy(logits, labels), where)
@@ -56,6 +71,20 @@ def sigmoid_binary_cross_entropy(
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Goodfellow, Bengio & Courville, `Deep Learning <https://www.deeplearningbook.org/>`_, MIT Press 2016,
+    section 6.2.2.2 (sigmoid units for Bernoulli outputs); the mean over classes follows Keras's
+    ``binary_crossentropy``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.sigmoid_binary_cross_entropy(logits, labels))
+    [0.5622 0.5258 1.0802]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(sigmoid_bce(logits, labels), where)
@@ -114,6 +143,19 @@ def mean_absolute_error(logits: ArrayLike, labels: ArrayLike, *, where: Optional
 
   Returns:
     Per-example losses [...] (float32), in [0, 2].
+
+  References:
+    Ghosh, Kumar & Sastry, `Robust Loss Functions under Label Noise for Deep Neural Networks
+    <https://arxiv.org/abs/1712.09482>`_, AAAI 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.mean_absolute_error(logits, labels))  # 2 (1 - p_y), at most 2
+    [0.2974 0.7485 1.7186]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   if _utils.is_ids(logits, labels):
@@ -136,6 +178,20 @@ def mean_squared_error(logits: ArrayLike, labels: ArrayLike, *, where: Optional[
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Brier, Verification of Forecasts Expressed in Terms of Probability, Monthly Weather Review 78(1),
+    1-3, 1950; as a noisy-label baseline: Ghosh, Kumar & Sastry, `Robust Loss Functions under Label
+    Noise for Deep Neural Networks <https://arxiv.org/abs/1712.09482>`_, AAAI 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.mean_squared_error(logits, labels))
+    [0.0312 0.1886 1.3355]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   probs = jax.nn.softmax(logits, axis=-1)
@@ -228,6 +284,15 @@ def focal_loss(
 
   References:
     Lin et al., `Focal Loss for Dense Object Detection <https://arxiv.org/abs/1708.02002>`_, ICCV 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.focal_loss(logits, labels, gamma=2.0))
+    [0.0036 0.0657 1.4482]
   """
   _utils.check_range("gamma", gamma, 0.0)
   _utils.check_bool("detach_modulator", detach_modulator)
@@ -277,6 +342,17 @@ def bootstrapped_cross_entropy(
   References:
     Reed et al., `Training Deep Neural Networks on Noisy Labels with Bootstrapping
     <https://arxiv.org/abs/1412.6596>`_, ICLR workshop 2015.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.bootstrapped_cross_entropy(logits, labels, beta=0.95))
+    [0.1811 0.4986 1.9009]
+    >>> print(rl.bootstrapped_cross_entropy(logits, labels, beta=0.8, mode="hard"))
+    [0.161  0.4688 1.6212]
   """
   _utils.check_range("beta", beta, 0.0, 1.0)
   _utils.check_choice("mode", mode, BOOTSTRAP_MODES)

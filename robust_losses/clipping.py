@@ -165,6 +165,22 @@ def batch_threshold(
   """The clipping threshold tau: `statistic` of the valid entries of `losses` over the global batch.
 
   Scalar, float32, no gradient. See :func:`dynamic_clipping` for the arguments.
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (the mechanism; the statistic here is our configurable stand-in).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> losses = rl.softmax_cross_entropy(logits, labels)
+    >>> print(f"{rl.batch_threshold(losses, statistic='median'):.4f}")
+    0.4688
+    >>> print(f"{rl.batch_threshold(losses, statistic='mean_std', num_std=1.0):.4f}")
+    1.6499
   """
   _check_clipping_hparams(statistic, quantile, num_std)
   values = jax.lax.stop_gradient(_utils.as_float(losses))
@@ -237,6 +253,21 @@ def dynamic_clipping(
   References:
     Hurtik et al., Neural Computing & Applications 34, 2022 (clipping by a per-mini-batch constant; the
     statistic here is our configurable stand-in).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> losses = rl.softmax_cross_entropy(logits, labels)
+    >>> print(losses)
+    [0.161  0.4688 1.9612]
+    >>> clipped, tau = rl.dynamic_clipping(losses, statistic="median", return_threshold=True)
+    >>> print(clipped)  # the largest loss is clipped at the batch median: zero gradient
+    [0.161  0.4688 0.4688]
+    >>> print(f"{tau:.4f}")
+    0.4688
   """
   losses = _utils.as_float(losses)
   where = _bool_mask(where, losses.shape)
@@ -317,6 +348,22 @@ def binary_cross_entropy_dynamic_clipping(
 
   Returns:
     Per-example losses [...] (float32), and the aux dict if ``return_aux``.
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (the mechanism; the statistic here is our configurable stand-in).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> losses, aux = rl.binary_cross_entropy_dynamic_clipping(logits, labels, statistic="median", return_aux=True)
+    >>> print(losses)
+    [0.5622 0.5258 0.5622]
+    >>> print(aux["clipped"], aux["unclipped"])
+    [0. 0. 1.] [0.5622 0.5258 1.0802]
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   _utils.check_bool("per_element", per_element)
@@ -368,6 +415,22 @@ def clipped_cross_entropy(
   not be obtained. Default: 'gmm' with separation ``num_std=3`` (BCE's 4 leaves CE's noisy mode mostly
   unclipped), best with ``warmup_epochs=5``: the winner of our CE ablation on the tuning grid and on the
   confirmation protocol (``configs/sweeps/clipping_ce.py``, docs/RESULTS.md).
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (the mechanism; the statistic here is our configurable stand-in).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> losses, aux = rl.clipped_cross_entropy(logits, labels, statistic="median", return_aux=True)
+    >>> print(losses)
+    [0.161  0.4688 0.4688]
+    >>> print(aux["clipped"], aux["unclipped"])
+    [0. 0. 1.] [0.161  0.4688 1.9612]
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   _check_warmup_epoch("clipped_cross_entropy", warmup_epochs, epoch)
@@ -395,6 +458,19 @@ def clipped_focal_loss(
   :func:`focal_loss` (``gamma`` >= 0, default 0.5) per example, then :func:`dynamic_clipping`; other
   arguments and aux as in :func:`binary_cross_entropy_dynamic_clipping`. Default statistic as for
   :func:`clipped_cross_entropy` ('gmm', ``num_std=3``; docs/RESULTS.md has the focal ablation).
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (the mechanism; the statistic here is our configurable stand-in).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.clipped_focal_loss(logits, labels, gamma=0.5, statistic="median"))
+    [0.0621 0.2868 0.2868]
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   _utils.check_range("gamma", gamma, 0.0)
@@ -433,6 +509,20 @@ def oracle_small_loss_selection(
     noise_rate: the share of examples to drop, in [0, 1).
     base: 'bce' (one-vs-all sigmoid BCE, as in Hurtik et al.) or 'ce' (softmax CE).
     warmup_epochs, epoch, where, axis_name, return_aux: as in :func:`binary_cross_entropy_dynamic_clipping`.
+
+  References:
+    Han et al., `Co-teaching: Robust Training of Deep Neural Networks with Extremely Noisy Labels
+    <https://arxiv.org/abs/1804.06872>`_, NeurIPS 2018 (small-loss selection with a known noise rate);
+    the clipping mechanism of Hurtik et al., Neural Computing & Applications 34, 2022.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.oracle_small_loss_selection(logits, labels, noise_rate=0.3, base="ce"))
+    [0.161  0.4688 1.0658]
   """
   _utils.check_range("noise_rate", noise_rate, 0.0, 1.0, hi_open=True)
   _utils.check_choice("base", base, SELECTION_BASES)

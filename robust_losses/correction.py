@@ -90,6 +90,16 @@ def forward_corrected_cross_entropy(
   References:
     Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
     <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> T = 0.8 * jnp.eye(4) + 0.2 / 3 * (1 - jnp.eye(4))  # 20% symmetric noise
+    >>> print(rl.forward_corrected_cross_entropy(logits, labels, transition_matrix=T))
+    [0.3697 0.6433 1.7729]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   check_transition_matrix(transition_matrix, num_classes=logits.shape[-1])
@@ -136,6 +146,16 @@ def backward_corrected_cross_entropy(
   References:
     Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
     <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> T = 0.8 * jnp.eye(4) + 0.2 / 3 * (1 - jnp.eye(4))  # 20% symmetric noise
+    >>> print(rl.backward_corrected_cross_entropy(logits, labels, transition_matrix=T))
+    [-0.6663  0.0233  1.9067]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   check_transition_matrix(transition_matrix, num_classes=logits.shape[-1], invertible=True)

@@ -43,6 +43,15 @@ def jensen_shannon_divergence(
   References:
     Englesson & Azizpour, `Generalized Jensen-Shannon Divergence Loss for Learning with Noisy Labels
     <https://arxiv.org/abs/2105.04522>`_, NeurIPS 2021; code ``ErikEnglesson/GJS``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.jensen_shannon_divergence(logits, labels, pi=0.7))
+    [0.1556 0.4233 1.2428]
   """
   _utils.check_range("pi", pi, 0.0, 1.0, lo_open=True, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -100,6 +109,15 @@ def ldr_kl_loss(
     Zhu, Ying & Yang, `Label Distributionally Robust Losses for Multi-class Classification: Consistency,
     Robustness and Adaptivity <https://arxiv.org/abs/2112.14869>`_, ICML 2023; code
     ``Optimization-AI/ICML2023_LDR``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.ldr_kl_loss(logits, labels, lam=10.0, margin=0.1))
+    [-1.2197 -0.8021  0.11  ]
   """
   _utils.check_range("lam", lam, 0.0, lo_open=True)
   _utils.check_range("margin", margin, 0.0)

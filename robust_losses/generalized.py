@@ -82,6 +82,15 @@ def generalized_cross_entropy(
   References:
     Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
     <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.generalized_cross_entropy(logits, labels, q=0.7))  # at most 1/q
+    [0.1523 0.3996 1.0666]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -131,6 +140,15 @@ def truncated_generalized_cross_entropy(
   References:
     Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
     <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.truncated_generalized_cross_entropy(logits, labels, q=0.7, k=0.5))  # p_y <= k: L_q(k)
+    [0.1523 0.3996 0.5492]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("k", k, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -166,6 +184,22 @@ def truncated_lq_prune_weights(
 
   Returns:
     Weights [...] (float32, 0 or 1).
+
+  References:
+    Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
+    <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> weights = rl.truncated_lq_prune_weights(logits, labels, k=0.5)
+    >>> print(weights)
+    [1. 1. 0.]
+    >>> print(rl.truncated_generalized_cross_entropy(logits, labels, k=0.5, weights=weights))
+    [0.1523 0.3996 0.5492]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("k", k, 0.0, 1.0, lo_open=True, hi_open=True)

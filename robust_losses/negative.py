@@ -78,6 +78,15 @@ def normalized_negative_cross_entropy(
   References:
     Ye et al., `Active Negative Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2312.02857>`_, NeurIPS 2023; code ``Virusdoll/Active-Negative-Loss``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_negative_cross_entropy(logits, labels))
+    [0.7084 0.7288 0.7473]
   """
   _check_min_prob(min_prob)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -120,6 +129,15 @@ def normalized_negative_focal_loss(
   References:
     Ye et al., `Active Negative Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2312.02857>`_, NeurIPS 2023.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_negative_focal_loss(logits, labels, gamma=0.5))
+    [0.7083 0.7283 0.7467]
   """
   _utils.check_range("gamma", gamma, 0.0)
   _check_min_prob(min_prob)
@@ -183,6 +201,15 @@ def active_negative_loss(
   References:
     Ye et al., `Active Negative Loss Functions for Learning with Noisy Labels
     <https://arxiv.org/abs/2312.02857>`_, NeurIPS 2023.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.active_negative_loss(logits, labels, active="nce", alpha=5.0, beta=5.0))
+    [3.6248 3.9898 4.8978]
   """
   _utils.check_choice("active", active, ANL_ACTIVE)
   _utils.check_range("alpha", alpha, 0.0)

@@ -43,6 +43,15 @@ def partially_huberised_cross_entropy(
     Menon et al., `Can Gradient Clipping Mitigate Label Noise?
     <https://openreview.net/forum?id=rklB76EKPr>`_, ICLR 2020 (no official code; checked against the
     ReScience reproduction ``dmizr/phuber``).
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.partially_huberised_cross_entropy(logits, labels, tau=2.0))
+    [0.161  0.4688 1.4118]
   """
   _utils.check_range("tau", tau, 1.0, lo_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)

@@ -73,6 +73,15 @@ def early_learning_regularization(
   References:
     Liu et al., `Early-Learning Regularization Prevents Memorization of Noisy Labels
     <https://arxiv.org/abs/2007.00151>`_, NeurIPS 2020; code ``shengliu66/ELR``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.early_learning_regularization(logits, labels, beta=0.7, lam=3.0))  # no state: targets 0
+    [-0.585   0.044   1.3473]
   """
   _utils.check_range("beta", beta, 0.0, 1.0, hi_open=True)
   _utils.check_range("lam", lam, 0.0)
@@ -161,6 +170,17 @@ def sparse_regularization(
   References:
     Zhou et al., `Learning with Noisy Labels via Sparse Regularization
     <https://arxiv.org/abs/2108.00192>`_, ICCV 2021; code ``hitcszx/lnl_sr``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.sparse_regularization(logits, labels, tau=0.5, p=0.1, lam=1.2, rho=1.03, epoch=0))
+    [4.423  4.3126 5.6845]
+    >>> print(rl.sparse_regularization(logits, labels, tau=0.5, p=0.1, lam=1.2, rho=1.03, epoch=10))
+    [5.8057 5.6846 7.0759]
   """
   _utils.check_range("tau", tau, 0.0, lo_open=True)
   _utils.check_range("p", p, 0.0, 1.0, lo_open=True)

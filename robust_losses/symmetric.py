@@ -51,6 +51,15 @@ def reverse_cross_entropy(
   References:
     Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
     <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.reverse_cross_entropy(logits, labels, A=-4.0))  # -A (1 - p_y)
+    [0.5948 1.497  3.4373]
   """
   _utils.check_range("A", A, hi=0.0, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -82,6 +91,19 @@ def symmetric_cross_entropy(
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
+    <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.symmetric_cross_entropy(logits, labels, alpha=0.1, beta=1.0))
+    [0.6109 1.5438 3.6334]
   """
   _utils.check_range("alpha", alpha, 0.0)
   _utils.check_range("beta", beta, 0.0)
@@ -149,6 +171,15 @@ def normalized_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: Opt
   References:
     Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_cross_entropy(logits, labels))  # in [0, 1]
+    [0.0165 0.0692 0.2322]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_nce(logits, labels), where)
@@ -179,6 +210,19 @@ def normalized_focal_loss(
 
   Returns:
     Per-example losses [...] (float32), in [0, 1].
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_focal_loss(logits, labels, gamma=0.5))
+    [0.0066 0.0463 0.2265]
   """
   _utils.check_range("gamma", gamma, 0.0)
   _utils.check_bool("detach_modulator", detach_modulator)
@@ -204,6 +248,19 @@ def normalized_generalized_cross_entropy(
 
   Returns:
     Per-example losses [...] (float32), in [0, 1].
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_generalized_cross_entropy(logits, labels, q=0.7))
+    [0.0387 0.1083 0.2779]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -336,6 +393,15 @@ def active_passive_loss(
   References:
     Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.active_passive_loss(logits, labels, active="nce", passive="rce", alpha=1.0, beta=1.0))
+    [0.6113 1.5662 3.6695]
   """
   _utils.check_choice("active", active, APL_ACTIVE)
   _utils.check_choice("passive", passive, APL_PASSIVE)
