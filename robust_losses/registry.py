@@ -63,9 +63,11 @@ _LOSSES: dict[str, Callable] = {
     negative.normalized_negative_cross_entropy,
     negative.normalized_negative_focal_loss,
     negative.active_negative_loss,
+    negative.active_negative_loss_entropy_regularized,
     asymmetric.asymmetric_generalized_cross_entropy,
     asymmetric.asymmetric_unhinged_loss,
     asymmetric.asymmetric_exponential_loss,
+    asymmetric.asymmetric_norm_loss,
     asymmetric.nce_asymmetric_loss,
     asymmetric.asymmetric_mean_squared_error,
     asymmetric.joint_asymmetric_loss,
@@ -73,9 +75,11 @@ _LOSSES: dict[str, Callable] = {
     epsilon_softmax.epsilon_softmax_cross_entropy_mae,
     divergence.ldr_kl_loss,
     divergence.jensen_shannon_divergence,
+    divergence.generalized_jensen_shannon_divergence,
     taylor.taylor_cross_entropy,
     logitclip.logit_clipping,
     phuber.partially_huberised_cross_entropy,
+    phuber.partially_huberised_generalized_cross_entropy,
     regularized.early_learning_regularization,
     regularized.sparse_regularization,
   )
@@ -154,6 +158,11 @@ _TRAINING: dict[str, Training] = {
   ),
 }
 _NO_TRAINING = Training()
+# Losses that take the logits of several augmented views of each example, stacked on a leading axis
+# [M, ..., K]: name -> M from the hyperparameters. Every other loss takes one view, [..., K].
+_NUM_VIEWS: dict[str, Callable[[Mapping[str, Any]], int]] = {
+  "generalized_jensen_shannon_divergence": lambda hp: divergence.generalized_jensen_shannon_num_views(hp["js_weights"]),
+}
 
 
 def names() -> list[str]:
@@ -248,6 +257,9 @@ class Loss:
       clipping); in data-parallel code pass `axis_name` so the statistics are global.
     uses_epoch: whether the loss follows a schedule of the epoch (pass `epoch` when training).
     example_state_keys: names of the per-example state it keeps in training (see `Training`).
+    num_views: M, the number of augmented views of each example the loss takes: 1 for almost every loss
+      (logits [..., K]); for M > 1 (GJS) pass the logits of M independently augmented copies of the batch
+      stacked on a new leading axis, [M, ..., K], with the labels and `where` of one copy.
   """
 
   __slots__ = ("name", "hparams", "_key", "_fn", "_training", "_label_smoothing", "_fn_hparams", "__weakref__")
@@ -298,9 +310,16 @@ class Loss:
   def example_state_keys(self) -> tuple[str, ...]:
     return _example_state_keys(self.name)
 
+  @property
+  def num_views(self) -> int:
+    views = _NUM_VIEWS.get(self.name)
+    return 1 if views is None else views(self.hparams)
+
   def _labels(self, logits, labels):
     if not self._label_smoothing:
       return labels
+    if self.num_views > 1:  # the labels are those of one view
+      logits = logits[0]
     logits, labels, _ = _utils.prepare(logits, labels, None)
     return optax.smooth_labels(_utils.one_hot(logits, labels), self._label_smoothing)
 
@@ -413,5 +432,6 @@ def get(name: str, **hparams) -> Loss:
   # anything, so a bad value fails here rather than at the first training step.
   num_classes = np.shape(resolved["transition_matrix"])[-1] if "transition_matrix" in resolved else 3
   spec = jax.ShapeDtypeStruct((2, max(num_classes, 2)), jnp.float32)
-  jax.eval_shape(loss, spec, spec)
+  views = () if loss.num_views == 1 else (loss.num_views,)
+  jax.eval_shape(loss, jax.ShapeDtypeStruct(views + spec.shape, spec.dtype), spec)
   return loss
