@@ -170,10 +170,13 @@ def bench_losses(quick: bool, forms=("ids", "onehot"), only=None, repeats=None, 
       ),
     }
     for n in names:
+      loss = build(n, k)
+      # A multi-view loss (GJS) gets M copies of the batch's logits: it does M views' work per example.
+      z = logits if loss.num_views == 1 else jnp.stack([logits] * loss.num_views)
       for form in forms:
-        fns[(n, form)] = timed_fn(build(n, k), logits, labels[form], inner)
+        fns[(n, form)] = timed_fn(loss, z, labels[form], inner)
         if baseline is not None and n in baseline.names():
-          fns[(n, form + BASELINE)] = timed_fn(build(n, k, baseline), logits, labels[form], inner)
+          fns[(n, form + BASELINE)] = timed_fn(build(n, k, baseline), z, labels[form], inner)
     secs = _timing.interleaved(fns, repeats=repeats or (3 if quick else 7), warmup=1)
     results[(b, k)] = {key: t / inner for key, t in secs.items()}
     print(f"  done {b}x{k}", file=sys.stderr, flush=True)
