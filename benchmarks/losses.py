@@ -187,6 +187,9 @@ def bench_losses(
       ),
     }
     for n in names:
+      loss = build(n, k)
+      # A multi-view loss (GJS) gets M copies of the batch's logits: it does M views' work per example.
+      z = logits if loss.num_views == 1 else jnp.stack([logits] * loss.num_views)
       for form in forms:
         copies = [(form, None)]
         if baseline is not None and n in baseline.names():
@@ -194,7 +197,9 @@ def bench_losses(
           copies.insert(0 if baseline_first else 1, (form + BASELINE, baseline))
         for key, module in copies:
           loss = build(n, k, module)
-          fns[(n, key)] = timed_fn(loss, logits, labels[form], inner, **loop_kwargs(loss, b, k))
+          # A multi-view loss (GJS) gets M copies of the batch's logits: it does M views' work per example.
+          z = logits if getattr(loss, "num_views", 1) == 1 else jnp.stack([logits] * loss.num_views)
+          fns[(n, key)] = timed_fn(loss, z, labels[form], inner, **loop_kwargs(loss, b, k))
     secs = _timing.interleaved(fns, repeats=repeats or (3 if quick else 7), warmup=1)
     results[(b, k)] = {key: t / inner for key, t in secs.items()}
     print(f"  done {b}x{k}", file=sys.stderr, flush=True)

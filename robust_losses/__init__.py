@@ -29,6 +29,7 @@ from robust_losses.asymmetric import (
   asymmetric_exponential_loss,
   asymmetric_generalized_cross_entropy,
   asymmetric_mean_squared_error,
+  asymmetric_norm_loss,
   asymmetric_unhinged_loss,
   joint_asymmetric_loss,
   nce_asymmetric_loss,
@@ -51,7 +52,7 @@ from robust_losses.clipping import (
   oracle_small_loss_selection,
 )
 from robust_losses.correction import backward_corrected_cross_entropy, forward_corrected_cross_entropy
-from robust_losses.divergence import jensen_shannon_divergence, ldr_kl_loss
+from robust_losses.divergence import generalized_jensen_shannon_divergence, jensen_shannon_divergence, ldr_kl_loss
 from robust_losses.epsilon_softmax import epsilon_softmax_cross_entropy, epsilon_softmax_cross_entropy_mae
 from robust_losses.generalized import (
   generalized_cross_entropy,
@@ -61,10 +62,11 @@ from robust_losses.generalized import (
 from robust_losses.logitclip import clip_logits, logit_clipping
 from robust_losses.negative import (
   active_negative_loss,
+  active_negative_loss_entropy_regularized,
   normalized_negative_cross_entropy,
   normalized_negative_focal_loss,
 )
-from robust_losses.phuber import partially_huberised_cross_entropy
+from robust_losses.phuber import partially_huberised_cross_entropy, partially_huberised_generalized_cross_entropy
 from robust_losses.registry import Loss, Training, get, hparam_types, names, register, required_hparams
 from robust_losses.regularized import early_learning_regularization, sparse_regularization
 from robust_losses.symmetric import (
@@ -80,10 +82,12 @@ from robust_losses.taylor import taylor_cross_entropy
 
 __all__ = [
   "active_negative_loss",
+  "active_negative_loss_entropy_regularized",
   "active_passive_loss",
   "asymmetric_exponential_loss",
   "asymmetric_generalized_cross_entropy",
   "asymmetric_mean_squared_error",
+  "asymmetric_norm_loss",
   "asymmetric_unhinged_loss",
   "backward_corrected_cross_entropy",
   "batch_threshold",
@@ -100,6 +104,7 @@ __all__ = [
   "focal_loss",
   "forward_corrected_cross_entropy",
   "generalized_cross_entropy",
+  "generalized_jensen_shannon_divergence",
   "get",
   "hparam_types",
   "jensen_shannon_divergence",
@@ -118,6 +123,7 @@ __all__ = [
   "normalized_negative_cross_entropy",
   "normalized_negative_focal_loss",
   "partially_huberised_cross_entropy",
+  "partially_huberised_generalized_cross_entropy",
   "required_hparams",
   "register",
   "reverse_cross_entropy",

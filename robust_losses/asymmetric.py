@@ -1,9 +1,10 @@
-r"""Asymmetric losses: AGCE, AUL, AEL (Zhou et al., ICML 2021) and AMSE / JAL (Wang et al., ICCV 2025).
+r"""Asymmetric losses: AGCE, AUL, AEL (Zhou et al., ICML 2021), ANorm (Zhou et al., TPAMI 2023) and AMSE / JAL
+(Wang et al., ICCV 2025).
 
 A loss is *asymmetric* (Zhou et al.) if, roughly, it pushes the prediction all the way to the label's
 class whenever the label is the most likely clean class: a weaker condition than symmetry that still
 gives noise tolerance under (class-dependent) noise while allowing better fitting. The asymmetric losses
-below only depend on :math:`p_y` (AMSE also on the other :math:`p_k`); they are usually combined with
+below only depend on :math:`p_y` (ANorm and AMSE also on the other :math:`p_k`); they are usually combined with
 NCE as the active term.
 
 All functions take soft labels too: the label-weighted sum of the per-class terms, which for one-hot
@@ -12,6 +13,7 @@ labels is exactly the formula at :math:`p_y`.
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import jax
@@ -158,7 +160,71 @@ def asymmetric_exponential_loss(
   return _utils.mask(_utils.label_sum(logits, labels, lambda lp: _ael_terms(lp, a)), where)
 
 
-NCE_PASSIVE = ("agce", "aul", "ael")
+ANORM_MIN_PROB = 1e-5  # the official clamp of p before the powers
+
+
+def _check_anorm(a, p):
+  _utils.check_range("a", a, 1.0, lo_open=True)
+  _utils.check_range("p", p, 0.0, lo_open=True)
+
+
+def _anorm(logits, labels, a, p):
+  """sum_k y_k (|a - p_k|^p - (a - 1)^p) / p + (1 - y_k) p_k^p / p, p_k clamped below at 1e-5."""
+  # For one-hot labels this is sum_k |a e_yk - p_k|^p - (a - 1)^p (over p); for soft labels the
+  # label-weighted sum of that loss over the classes (the rows of y sum to 1). The label class's term
+  # is the AUL term, free of the cancellation of (a - p_y)^p - (a - 1)^p near p_y = 1.
+  log_probs = jnp.maximum(jax.nn.log_softmax(logits, axis=-1), math.log(ANORM_MIN_PROB))
+  y = _utils.one_hot(logits, labels)
+  return jnp.sum(y * _aul_terms(log_probs, a, p) + (1.0 - y) * jnp.exp(p * log_probs) / p, axis=-1)
+
+
+def asymmetric_norm_loss(
+  logits: ArrayLike, labels: ArrayLike, *, a: float = 1.5, p: float = 0.9, where: Optional[ArrayLike] = None
+) -> jax.Array:
+  r"""Asymmetric p-norm loss (ANorm; Zhou et al., TPAMI 2023; official ``ANormLoss``).
+
+  .. math:: \ell = \frac1p \Big(\sum_k |a\,e_{y,k} - p_k|^p - (a - 1)^p\Big)
+     = \frac{(a - p_y)^p - (a - 1)^p + \sum_{k \ne y} p_k^p}{p},
+
+  with every :math:`p_k` clamped below at :math:`10^{-5}` (zero gradient below), as in the official code.
+  Zero at :math:`p_y = 1` (up to the clamp of the other classes). The label term is AUL's (exponent
+  :math:`p` for its :math:`q`); the other classes add :math:`p_k^p / p`, a passive push-down of the
+  competing classes whose gradient :math:`p_k^{p-1}` is largest on small :math:`p_k` for :math:`p < 1`.
+  Soft labels use the label-weighted sum of the loss over the classes.
+
+  Defaults a = 1.5, p = 0.9: the class defaults of ``ANormLoss`` (no dataset config of the authors uses
+  ANorm; their ``NCEandANL`` defaults are a = 2, p = 0.7, see :func:`nce_asymmetric_loss`). The ANL
+  repository vendors an identical copy.
+
+  Args:
+    logits: [..., K] unnormalised scores.
+    labels: [...] integer class ids or [..., K] one-hot/soft labels.
+    a: label scale, > 1.
+    p: exponent, > 0.
+    where: optional bool [...]; False examples get loss 0 and zero gradient.
+
+  Returns:
+    Per-example losses [...] (float32).
+
+  References:
+    Zhou et al., `Asymmetric Loss Functions for Noise-tolerant Learning: Theory and Applications
+    <https://ieeexplore.ieee.org/document/10039708>`_, TPAMI 2023 (extends the ICML 2021 paper); code
+    ``hitcszx/ALFs``, ``lnl/losses.py:ANormLoss``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
+    >>> losses = rl.asymmetric_norm_loss(logits, jnp.array([0, 0]))
+    >>> [round(float(x), 4) for x in losses]  # p_y = 0.96, then p_y = 0.02
+    [0.0965, 2.0931]
+  """
+  _check_anorm(a, p)
+  logits, labels, where = _utils.prepare(logits, labels, where)
+  return _utils.mask(_anorm(logits, labels, a, p), where)
+
+
+NCE_PASSIVE = ("agce", "aul", "ael", "anorm")
 
 
 def nce_asymmetric_loss(
@@ -173,9 +239,10 @@ def nce_asymmetric_loss(
   where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""NCE plus an asymmetric loss: :math:`\alpha\,\mathrm{NCE} + \beta \cdot \{\mathrm{AGCE},
-  \mathrm{AUL}, \mathrm{AEL}\}` (the published NCE+AGCE / NCE+AUL / NCE+AEL; Zhou et al., 2021).
+  \mathrm{AUL}, \mathrm{AEL}, \mathrm{ANorm}\}` (the published NCE+AGCE / NCE+AUL / NCE+AEL; Zhou et al., 2021).
 
-  ``passive`` picks the asymmetric term ('agce', 'aul', 'ael'; ``q`` is unused by 'ael'). NCE is
+  ``passive`` picks the asymmetric term ('agce', 'aul', 'ael', 'anorm'; ``q`` is unused by 'ael' and is
+  ANorm's exponent :math:`p` for 'anorm', see :func:`asymmetric_norm_loss`). NCE is
   :func:`symmetric.normalized_cross_entropy`. Official configs (``lnl/config.py``):
 
   * NCE+AGCE: CIFAR-10 :math:`\alpha=1, \beta=4, a=6, q=1.5` (the defaults); CIFAR-100
@@ -184,15 +251,17 @@ def nce_asymmetric_loss(
     \beta=0.015, a=6, q=3`; MNIST :math:`\alpha=0, \beta=1, a=3, q=0.1`.
   * NCE+AEL: CIFAR-10 :math:`\alpha=1, \beta=4, a=5`; CIFAR-100 :math:`\alpha=10, \beta=0.1,
     a=1.5`; MNIST :math:`\alpha=0, \beta=1, a=3.5`.
+  * NCE+ANorm (official ``NCEandANL``; no dataset config uses it): class defaults :math:`\alpha=1,
+    \beta=1, a=2, p=0.7` (pass ``q=0.7``).
 
   Args:
     logits: [..., K] unnormalised scores.
     labels: [...] integer class ids or [..., K] one-hot/soft labels.
-    passive: 'agce', 'aul' or 'ael'.
+    passive: 'agce', 'aul', 'ael' or 'anorm'.
     alpha: weight of NCE, >= 0.
     beta: weight of the asymmetric loss, >= 0.
-    a: parameter of the asymmetric loss (> 0; > 1 for 'aul').
-    q: exponent of 'agce'/'aul', > 0.
+    a: parameter of the asymmetric loss (> 0; > 1 for 'aul' and 'anorm').
+    q: exponent of 'agce'/'aul'/'anorm', > 0.
     where: optional bool [...]; False examples get loss 0 and zero gradient.
 
   Returns:
@@ -220,12 +289,15 @@ def nce_asymmetric_loss(
   elif passive == "aul":
     _check_aul(a, q)
     terms = lambda lp: _aul_terms(lp, a, q)
-  else:
+  elif passive == "ael":
     _utils.check_range("a", a, 0.0, lo_open=True)
     terms = lambda lp: _ael_terms(lp, a)
+  else:
+    _check_anorm(a, q)
   logits, labels, where = _utils.prepare(logits, labels, where)
   nce = symmetric._nce(logits, labels)
-  return _utils.mask(alpha * nce + beta * _utils.label_sum(logits, labels, terms), where)
+  passive_loss = _anorm(logits, labels, a, q) if passive == "anorm" else _utils.label_sum(logits, labels, terms)
+  return _utils.mask(alpha * nce + beta * passive_loss, where)
 
 
 def _amse(logits, labels, a):

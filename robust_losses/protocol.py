@@ -20,6 +20,8 @@ What a loss can need, and how it declares it:
   that may be traced) and needs no entry here; ``Training.check`` rejects a schedule that cannot act
   within the run, and ``extra_hparams`` holds hyperparameters only the loop's hooks read (truncated Lq's
   ``prune_start_epoch``).
+* **Several augmented views of each example** (``Training.num_views``): the loss takes the logits of M
+  views stacked on a leading axis (GJS).
 * **Inputs from the noise model** (the correction losses' ``transition_matrix``): required
   hyperparameters (no default), filled in by name by the loop.
 
@@ -60,6 +62,9 @@ class Training:
       they are loss hyperparameters like the others (``get`` takes them, ``Loss.hparams`` lists them).
     check: ``check(hparams, num_epochs)``, raises ValueError for a schedule that cannot act within a run
       of ``num_epochs`` epochs. None: no check.
+    num_views: ``num_views(hparams) -> M``, the number of augmented views of each example the loss takes
+      (GJS): the loop passes the logits of M independently augmented copies of the batch stacked on a new
+      leading axis, ``[M, ..., K]``, with the labels of one copy. None: one view, ``[..., K]``.
   """
 
   example_state: Optional[Callable[[int], Mapping[str, Any]]] = None
@@ -67,6 +72,7 @@ class Training:
   refresh_due: Optional[Callable[[int, Mapping[str, Any]], bool]] = None
   extra_hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   check: Optional[Callable[[Mapping[str, Any], int], None]] = None
+  num_views: Optional[Callable[[Mapping[str, Any]], int]] = None
   # Reserved: `step_state` (see the module docstring) goes here.
 
   def example_state_keys(self) -> tuple[str, ...]:

@@ -198,6 +198,9 @@ class Loss:
     uses_epoch: whether the loss follows a schedule of the epoch (pass `epoch` when training).
     example_state_keys: names of the per-example state it keeps in training (see `protocol.Training`);
       a call must pass that state (``example_state``).
+    num_views: M, the number of augmented views of each example the loss takes: 1 for almost every loss
+      (logits [..., K]); for M > 1 (GJS) pass the logits of M independently augmented copies of the batch
+      stacked on a new leading axis, [M, ..., K], with the labels and `where` of one copy.
   """
 
   def __init__(self, name: str, hparams: Mapping[str, Any]):
@@ -271,11 +274,18 @@ class Loss:
   def example_state_keys(self) -> tuple[str, ...]:
     return self._training.example_state_keys()
 
+  @property
+  def num_views(self) -> int:
+    views = self._training.num_views
+    return 1 if views is None else int(views(self.hparams))
+
   def _labels(self, logits, labels, where):
     """(labels, where) as the loss function gets them: with label smoothing, smoothed one-hot labels, and the
     examples that negative class ids ignore moved into `where` (a one-hot row cannot carry that mark)."""
     if not self._label_smoothing:
       return labels, where
+    if self.num_views > 1:  # the labels are those of one view
+      logits = logits[0]
     shaped, prepared, where = _utils.prepare(logits, labels, where)
     if _utils.is_ids(shaped, prepared):
       onehot = jax.nn.one_hot(prepared, shaped.shape[-1], dtype=shaped.dtype)
@@ -424,6 +434,8 @@ def _abstract_call(loss: Loss, num_classes: int, ids: bool = False):
   with its per-example state and an epoch where it takes them."""
   spec = jax.ShapeDtypeStruct((2, num_classes), jnp.float32)
   labels = jax.ShapeDtypeStruct((2,), jnp.int32) if ids else spec
+  if loss.num_views > 1:  # the logits of M views stacked on a leading axis
+    spec = jax.ShapeDtypeStruct((loss.num_views, *spec.shape), spec.dtype)
   state = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in loss.init_example_state(2, num_classes).items()}
   call = {"epoch": 0} if loss.uses_epoch else {}
   return jax.eval_shape(lambda z, y, s: loss(z, y, example_state=s or None, **call), spec, labels, state)
@@ -538,10 +550,11 @@ def _check_contract(fn, name, training):
   for hp, p in keyword.items():
     if hp in _CALL_ARGS or hp in state_keys or p.default is kind.empty:
       continue
-    if type(p.default) not in _HPARAM_TYPES:
+    numbers = isinstance(p.default, tuple) and all(type(v) in (float, int) for v in p.default)
+    if type(p.default) not in _HPARAM_TYPES and not numbers:
       raise TypeError(
-        f"register: hyperparameter {hp}={p.default!r} of {name} must default to a float, int, str or bool "
-        f"(a type a config can hold); got {type(p.default).__name__}"
+        f"register: hyperparameter {hp}={p.default!r} of {name} must default to a float, int, str or bool, "
+        f"or a tuple of numbers (a type a config can hold); got {type(p.default).__name__}"
       )
 
 
@@ -571,9 +584,11 @@ _BUILTINS = (
   negative.normalized_negative_cross_entropy,
   negative.normalized_negative_focal_loss,
   negative.active_negative_loss,
+  negative.active_negative_loss_entropy_regularized,
   asymmetric.asymmetric_generalized_cross_entropy,
   asymmetric.asymmetric_unhinged_loss,
   asymmetric.asymmetric_exponential_loss,
+  asymmetric.asymmetric_norm_loss,
   asymmetric.nce_asymmetric_loss,
   asymmetric.asymmetric_mean_squared_error,
   asymmetric.joint_asymmetric_loss,
@@ -581,9 +596,11 @@ _BUILTINS = (
   epsilon_softmax.epsilon_softmax_cross_entropy_mae,
   divergence.ldr_kl_loss,
   divergence.jensen_shannon_divergence,
+  divergence.generalized_jensen_shannon_divergence,
   taylor.taylor_cross_entropy,
   logitclip.logit_clipping,
   phuber.partially_huberised_cross_entropy,
+  phuber.partially_huberised_generalized_cross_entropy,
   regularized.early_learning_regularization,
   regularized.sparse_regularization,
 )

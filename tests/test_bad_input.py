@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import robust_losses as rl
+from tests.views import single_view
 
 K = 4
 T = np.array([[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.2, 0.1], [0.0, 0.1, 0.8, 0.1], [0.2, 0.0, 0.1, 0.7]])
@@ -35,7 +36,7 @@ IDS_OK = np.where(VALID, IDS, 0)
 
 def _loss(name, **hparams):
   required = {k: (T if k == "transition_matrix" else 0.2) for k in rl.required_hparams(name)}
-  return rl.get(name, **required, **hparams)
+  return single_view(rl.get(name, **required, **hparams))
 
 
 def _kwargs(loss, n):

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 import robust_losses as rl
+from tests.views import views_of
 
 K = 5
 LOGITS = np.array(
@@ -136,6 +137,30 @@ def sparse_regularization(epoch=3, tau=0.5, p=0.1, lam=1.2, rho=1.03):
   return -lp[ROWS, IDS] + lam * rho**epoch * (np.maximum(np.exp(lp), 1e-7) ** p).sum(-1)
 
 
+def anorm(a=1.5, p=0.9):
+  pc = np.maximum(P, 1e-5)
+  others = np.where(Y == 1, 0.0, pc**p).sum(-1)
+  return ((a - pc[ROWS, IDS]) ** p - (a - 1) ** p + others) / p
+
+
+def phuber_gce(q=0.7, tau=10.0):
+  p_star = tau ** (1 / (q - 1))
+  return np.where(P_Y <= p_star, -tau * P_Y + tau * p_star + lq(p_star, q), lq(P_Y, q))
+
+
+def anl_entropy_regularized(alpha=5.0, beta=5.0, lam=2.0, min_prob=1e-7):
+  p = np.clip(P, min_prob, 1 - min_prob)
+  mean = np.clip(p.sum(0) / p.sum(), min_prob, 1 - min_prob)
+  return alpha * nce() + beta * nnce(min_prob) + lam * (np.log(K) + (mean * np.log(mean)).sum())
+
+
+def gjs(weights=(0.9, 0.05, 0.05)):
+  views = [np.exp(log_softmax(LOGITS * (1.0 + 0.3 * i))) for i in range(len(weights) - 1)]
+  m = weights[0] * Y + sum(w * v for w, v in zip(weights[1:], views))
+  kl = weights[0] * -np.log(m[ROWS, IDS]) + sum(w * (v * np.log(v / m)).sum(-1) for w, v in zip(weights[1:], views))
+  return -kl / ((1 - weights[0]) * np.log(1 - weights[0]))
+
+
 def clipped(losses, quantile):
   return np.minimum(losses, np.quantile(losses, quantile))
 
@@ -192,6 +217,14 @@ CASES = [
     {},
     lambda: np.where(P_Y <= 0.5, -2 * P_Y + np.log(2) + 1, CE),
   ),
+  ("asymmetric_norm_loss", {}, anorm),
+  ("asymmetric_norm_loss", {"a": 2.0, "p": 0.7}, lambda: anorm(2.0, 0.7)),
+  ("nce_asymmetric_loss", {"passive": "anorm", "a": 2.0, "q": 0.7}, lambda: nce() + 4 * anorm(2.0, 0.7)),
+  ("partially_huberised_generalized_cross_entropy", {}, phuber_gce),
+  ("partially_huberised_generalized_cross_entropy", {"tau": 1.5}, lambda: phuber_gce(tau=1.5)),
+  ("active_negative_loss_entropy_regularized", {}, anl_entropy_regularized),
+  ("generalized_jensen_shannon_divergence", {}, gjs),
+  ("generalized_jensen_shannon_divergence", {"js_weights": (0.5, 0.2, 0.2, 0.1)}, lambda: gjs((0.5, 0.2, 0.2, 0.1))),
   ("clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.6}, lambda: clipped(CE, 0.6)),
   ("clipped_focal_loss", {"statistic": "median"}, lambda: clipped(-((1 - P_Y) ** 0.5) * LP_Y, 0.5)),
   ("binary_cross_entropy_dynamic_clipping", {"statistic": "median"}, lambda: clipped(sigmoid_bce(), 0.5)),
@@ -214,5 +247,9 @@ def test_every_loss_with_a_class_id_path_is_covered():
   ids=[f"{n}-{'-'.join(f'{k}{v}' for k, v in h.items() if k != 'transition_matrix')}" for n, h, _ in CASES],
 )
 def test_class_id_path_value(name, hparams, formula):
-  losses = getattr(rl, name)(LOGITS, IDS, **hparams, **EXTRAS.get(name, {}))
+  fn = getattr(rl, name)
+  logits = LOGITS
+  if name == "generalized_jensen_shannon_divergence":  # the views of tests/views.py: logits scaled by 1 + 0.3 i
+    logits = views_of(LOGITS, len(hparams.get("js_weights", (0.9, 0.05, 0.05))) - 1)
+  losses = fn(logits, IDS, **hparams, **EXTRAS.get(name, {}))
   np.testing.assert_allclose(np.asarray(losses, np.float64), formula(), rtol=1e-5, atol=1e-6)

@@ -30,6 +30,7 @@ import numpy as np
 import pytest
 
 import robust_losses as rl
+from tests.views import single_view
 
 K = 4
 # Asymmetric transition matrix (a row read as a column gives other numbers).
@@ -39,7 +40,7 @@ RTOL = 1e-9
 
 def _loss_and_kwargs(name):
   required = {k: (T if k == "transition_matrix" else 0.2) for k in rl.required_hparams(name)}
-  loss = rl.get(name, **required)
+  loss = single_view(rl.get(name, **required))
   kwargs = {}
   if loss.uses_epoch:
     kwargs["epoch"] = 7  # past any warm-up: the clipping losses clip, SR's weight has grown

@@ -49,7 +49,8 @@ RTOL, ATOL = 1e-5, 2.5e-5
 @pytest.mark.parametrize("name", rl.names())
 def test_integer_and_one_hot_labels_agree_in_values_and_gradients(name):
   loss = rl.get(name, **_required(name))
-  logits = 3.0 * jax.random.normal(jax.random.key(0), (3, 4, K))
+  views = () if loss.num_views == 1 else (loss.num_views,)  # GJS: the views' logits stacked in front
+  logits = 3.0 * jax.random.normal(jax.random.key(0), (*views, 3, 4, K))
   ids = jax.random.randint(jax.random.key(1), (3, 4), 0, K)
   onehot = jax.nn.one_hot(ids, K)
 

@@ -118,7 +118,7 @@ def _positional_hparam(logits, labels, scale=1.0, *, where=None):
   return scale * rl.softmax_cross_entropy(logits, labels, where=where)
 
 
-def _array_default(logits, labels, *, weights_per_class=(1.0, 2.0), where=None):
+def _array_default(logits, labels, *, weights_per_class=[1.0, 2.0], where=None):
   return rl.softmax_cross_entropy(logits, labels, where=where)
 
 
@@ -137,7 +137,7 @@ def _epoch_default(logits, labels, *, epoch=0, where=None):
 CONTRACT = [
   (_no_where, ValueError, r"must take the per-example mask as a keyword-only `where=None`"),
   (_positional_hparam, ValueError, r"exactly two positional parameters, the rest keyword-only"),
-  (_array_default, TypeError, r"hyperparameter weights_per_class=\(1.0, 2.0\) .* must default to a float, int, str"),
+  (_array_default, TypeError, r"hyperparameter weights_per_class=\[1.0, 2.0\] .* must default to a float, int, str"),
   (_reduces, ValueError, r"must return per-example losses of shape logits.shape\[:-1\]; .* returned \(\)"),
   (_int_alpha, TypeError, r"hyperparameter 'alpha' has type int in _int_alpha but float elsewhere"),
   (_epoch_default, ValueError, r"call argument 'epoch' must default to None; got 0"),
