@@ -28,6 +28,7 @@ from robust_losses import (
   generalized,
   logitclip,
   negative,
+  ogc,
   phuber,
   regularized,
   symmetric,
@@ -78,13 +79,14 @@ _LOSSES: dict[str, Callable] = {
     phuber.partially_huberised_cross_entropy,
     regularized.early_learning_regularization,
     regularized.sparse_regularization,
+    ogc.optimized_gradient_clipping,
   )
 }
 
 # Keyword-only parameters supplied per call rather than configured. `epoch` (int32 scalar: epochs completed)
 # is given by a training loop to losses with a schedule; per-example state is passed under the names of
 # its keys (see `Training`).
-_CALL_ARGS = frozenset({"where", "axis_name", "weights", "return_aux", "epoch"})
+_CALL_ARGS = frozenset({"where", "axis_name", "weights", "return_aux", "epoch", "window"})
 LABEL_SMOOTHING = "label_smoothing"
 
 

@@ -163,6 +163,12 @@ BUILDERS = {
   "phuber_ce": lambda hp: _partial(rl.partially_huberised_cross_entropy, tau=hp["tau"]),
   "sr": _sr,
   "taylor_ce": lambda hp: _partial(rl.taylor_cross_entropy, order=hp["t"]),
+  # OGC at a fixed threshold (the official module with its state set; its schedule: tests/test_ogc.py).
+  "ogc_ce": lambda hp: _partial(rl.optimized_gradient_clipping, threshold=hp["threshold"], base="ce"),
+  "ogc_fl": lambda hp: _partial(
+    rl.optimized_gradient_clipping, threshold=hp["threshold"], base="fl", gamma=hp["gamma"]
+  ),
+  "ogc_gce": lambda hp: _partial(rl.optimized_gradient_clipping, threshold=hp["threshold"], base="gce", q=hp["q"]),
 }
 # Fixtures of losses not implemented here; every JSON must be covered or listed (checked below).
 NOT_COVERED = {
@@ -171,6 +177,7 @@ NOT_COVERED = {
   "gjs_gjs": "GJS needs several augmented views per example; only the one-view JS is implemented",
   "phuber_gce": "PHuber-GCE is not implemented",
   "elr": None,  # stateful: tested by test_elr_matches_official_call_sequence
+  "ogc_threshold": None,  # OGC's threshold search and mixture fit: tests/test_ogc.py
 }
 
 
