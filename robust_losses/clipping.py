@@ -289,12 +289,13 @@ def class_thresholds(
 ) -> jax.Array:
   r"""Per labelled class, ``statistic`` of the losses of the global batch's examples labelled :math:`c`.
 
-  .. math:: \tau_c = \mathrm{statistic}(\{L_i : y_i = c\}),\quad \text{or the pooled}\
+  .. math:: \tau_c = \mathrm{statistic}(\{L_i : y_i = c\}),\quad \text{or the pooled }
             \mathrm{statistic}(\{L_i\}) \text{ if } |\{i : y_i = c\}| < \texttt{min\_class\_count}.
 
-  Why per class: pair-flip and asymmetric noise move a share of the examples of class :math:`j` to one other
-  label, so they are the hard examples *among those labelled* :math:`j+1` but need not form a separate loss
-  mode across the whole batch (they compete with the genuinely hard examples of every class). Fallback: a
+  The idea: pair-flip and asymmetric noise move a share of the examples of class :math:`j` to one other label,
+  so they are the hard examples *among those labelled* :math:`j+1` but need not form a separate loss mode across
+  the whole batch. docs/RESULTS.md ("What makes pair-flip noise visible to a clipping statistic") measures
+  whether conditioning on the label separates them better than the pooled statistic. Fallback: a
   class with too few losses gets the statistic of all valid losses (the per-batch mechanism) rather than no
   clipping, so per-class clipping degrades to the pooled statistic, not to no clipping, when the batch has
   too few examples of a class (``K`` near the batch size); a mode-seeking statistic on a handful of losses is

@@ -9,9 +9,9 @@ Two layouts, chosen at ``init``:
 
 * pooled, ``losses [W]``: the last :math:`W` valid losses, whatever their label;
 * per labelled class, ``losses [C, W]``: row :math:`c` holds the last :math:`W` losses of examples
-  *labelled* :math:`c`. Pair-flip and asymmetric noise move a share of class :math:`j`'s examples to one other
-  label, so the flipped examples are the hard ones among those labelled :math:`j+1` (say) but need not stand out
-  in the whole batch; a per-class statistic compares them with their own label's clean examples.
+  *labelled* :math:`c`, for a statistic computed per class (pair-flip and asymmetric noise move a share of
+  class :math:`j`'s examples to one other label, so a per-class statistic compares them with their own label's
+  clean examples; docs/RESULTS.md measures what that and a window change).
 
 The state is a :class:`LossWindow` NamedTuple of arrays (a pytree of fixed shapes: jittable and
 checkpointable). ``update`` appends the valid entries of the *global* batch in batch order (gathered over
