@@ -205,8 +205,9 @@ def dynamic_clipping(
     per_class: compute the statistic separately over the examples of each labelled class and clip each example
       at its class's threshold (:func:`class_thresholds`; needs ``labels``). Not the paper's mechanism: for
       pair-flip and asymmetric noise, whose flipped examples are the hard ones *within* their label.
-    labels: class ids ``[...]`` (the shape of ``losses``; negative ids are ignored examples: left out and
-      output 0) or one-hot/soft labels ``[..., C]`` (their argmax is the labelled class).
+    labels: for ``per_class`` and ``window`` (unused otherwise): class ids ``[...]`` (the shape of ``losses``;
+      negative ids are ignored examples: left out and output 0) or one-hot/soft labels ``[..., C]`` (their argmax
+      is the labelled class).
     num_classes: :math:`C`, needed for ``per_class`` with class ids and no per-class window.
     min_class_count: with ``per_class``, a class with fewer losses than this gets the pooled threshold.
     window: a :class:`LossWindow` (state *before* this batch, from :func:`loss_window_init`). The batch is
