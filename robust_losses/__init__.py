@@ -46,10 +46,12 @@ from robust_losses.classification import (
 from robust_losses.clipping import (
   batch_threshold,
   binary_cross_entropy_dynamic_clipping,
+  class_thresholds,
   clipped_cross_entropy,
   clipped_focal_loss,
   dynamic_clipping,
   oracle_small_loss_selection,
+  window_threshold,
 )
 from robust_losses.correction import backward_corrected_cross_entropy, forward_corrected_cross_entropy
 from robust_losses.divergence import generalized_jensen_shannon_divergence, jensen_shannon_divergence, ldr_kl_loss
@@ -66,6 +68,14 @@ from robust_losses.negative import (
   normalized_negative_cross_entropy,
   normalized_negative_focal_loss,
 )
+from robust_losses.ogc import (
+  OGCThreshold,
+  OGCThresholdState,
+  ogc_threshold,
+  ogc_threshold_init,
+  ogc_threshold_update,
+  optimized_gradient_clipping,
+)
 from robust_losses.phuber import partially_huberised_cross_entropy, partially_huberised_generalized_cross_entropy
 from robust_losses.registry import Loss, Training, get, hparam_types, names, register, required_hparams
 from robust_losses.regularized import early_learning_regularization, sparse_regularization
@@ -79,6 +89,7 @@ from robust_losses.symmetric import (
 )
 from robust_losses.tamed import tamed_cross_entropy
 from robust_losses.taylor import taylor_cross_entropy
+from robust_losses.windows import LossWindow, loss_window_init, loss_window_update
 
 __all__ = [
   "active_negative_loss",
@@ -94,6 +105,7 @@ __all__ = [
   "bi_tempered_logistic_loss",
   "binary_cross_entropy_dynamic_clipping",
   "bootstrapped_cross_entropy",
+  "class_thresholds",
   "clip_logits",
   "clipped_cross_entropy",
   "clipped_focal_loss",
@@ -112,12 +124,21 @@ __all__ = [
   "ldr_kl_loss",
   "logit_clipping",
   "Loss",
+  "LossWindow",
+  "loss_window_init",
+  "loss_window_update",
   "mean_absolute_error",
   "mean_squared_error",
   "names",
   "nce_asymmetric_loss",
   "normalized_cross_entropy",
   "oracle_small_loss_selection",
+  "OGCThreshold",
+  "OGCThresholdState",
+  "ogc_threshold",
+  "ogc_threshold_init",
+  "ogc_threshold_update",
+  "optimized_gradient_clipping",
   "normalized_focal_loss",
   "normalized_generalized_cross_entropy",
   "normalized_negative_cross_entropy",
@@ -136,4 +157,5 @@ __all__ = [
   "Training",
   "truncated_generalized_cross_entropy",
   "truncated_lq_prune_weights",
+  "window_threshold",
 ]

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
 # A mapped axis name (shard_map, pmap, vmap), or a tuple of them.
 AxisName = Hashable
@@ -364,3 +365,24 @@ def select(pred, if_true: Callable[[], Any], if_false: Callable[[], Any]):
 def safe_nonzero(x, fill=1.0):
   """x with zeros replaced by `fill`: a denominator valid in the branch that is not selected."""
   return jnp.where(x == 0, fill, x)
+
+
+def keep_labelled(logits, labels, where) -> Optional[jax.Array]:
+  """`where` with examples whose class id is negative (ignored examples) turned off.
+
+  A negative class id marks an example to ignore, exactly as ``where=False``: loss 0, zero gradient, and left
+  out of every batch statistic. One-hot/soft labels pass ``where`` through unchanged.
+  """
+  labels = jnp.asarray(labels)
+  if labels.shape != jnp.shape(logits)[:-1] or not jnp.issubdtype(labels.dtype, jnp.integer):
+    return where
+  labelled = labels >= 0
+  return labelled if where is None else jnp.broadcast_to(jnp.asarray(where, bool), labels.shape) & labelled
+
+
+def replicated(x) -> jax.Array:
+  """Under jit with explicitly sharded inputs, sorting over a sharded axis is an error: gather first."""
+  sharding = getattr(jax.typeof(x), "sharding", None)
+  if isinstance(sharding, NamedSharding) and any(s is not None for s in sharding.spec):
+    return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec()))
+  return x

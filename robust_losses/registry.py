@@ -34,6 +34,7 @@ from robust_losses import (
   generalized,
   logitclip,
   negative,
+  ogc,
   phuber,
   protocol,
   regularized,
@@ -49,7 +50,7 @@ Training = protocol.Training
 # Keyword-only parameters supplied per call rather than configured. `epoch` (int32 scalar: epochs completed)
 # is given by a training loop to losses with a schedule; per-example state is passed under the names of
 # its keys (see `protocol.Training`).
-_CALL_ARGS = frozenset({"where", "axis_name", "weights", "return_aux", "epoch"})
+_CALL_ARGS = frozenset({"where", "axis_name", "weights", "return_aux", "epoch", "window"})
 LABEL_SMOOTHING = "label_smoothing"
 # Hyperparameter types a config can hold (ml_collections placeholders); required ones may be array-like.
 _HPARAM_TYPES = (float, int, str, bool)
@@ -601,6 +602,7 @@ _BUILTINS = (
   logitclip.logit_clipping,
   phuber.partially_huberised_cross_entropy,
   phuber.partially_huberised_generalized_cross_entropy,
+  ogc.optimized_gradient_clipping,
   regularized.early_learning_regularization,
   regularized.sparse_regularization,
 )

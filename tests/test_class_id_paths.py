@@ -161,6 +161,19 @@ def gjs(weights=(0.9, 0.05, 0.05)):
   return -kl / ((1 - weights[0]) * np.log(1 - weights[0]))
 
 
+def ogc(t, base="ce", official_value=True, gamma=0.5, q=0.7):
+  loss = {"ce": lambda p: -np.log(p), "gce": lambda p: lq(p, q), "fl": lambda p: -((1 - p) ** gamma) * np.log(p)}[base]
+  grad = {
+    "ce": lambda p: -1 / p,
+    "gce": lambda p: -(p ** (q - 1)),
+    "fl": lambda p: gamma * np.log(p) * (1 - p) ** (gamma - 1) - (1 - p) ** gamma / p,
+  }[base]
+  tau = abs(grad(t))
+  below = (1.0 if official_value else tau * t) + loss(t)
+  p_y = np.clip(P_Y, 1e-7, 1 - 1e-7)
+  return np.where(p_y <= t, below - tau * p_y, loss(p_y))
+
+
 def clipped(losses, quantile):
   return np.minimum(losses, np.quantile(losses, quantile))
 
@@ -225,6 +238,14 @@ CASES = [
   ("active_negative_loss_entropy_regularized", {}, anl_entropy_regularized),
   ("generalized_jensen_shannon_divergence", {}, gjs),
   ("generalized_jensen_shannon_divergence", {"js_weights": (0.5, 0.2, 0.2, 0.1)}, lambda: gjs((0.5, 0.2, 0.2, 0.1))),
+  ("optimized_gradient_clipping", {}, lambda: ogc(1e-7)),
+  ("optimized_gradient_clipping", {"threshold": 0.3}, lambda: ogc(0.3)),
+  ("optimized_gradient_clipping", {"threshold": 0.3, "base": "gce"}, lambda: ogc(0.3, "gce")),
+  (
+    "optimized_gradient_clipping",
+    {"threshold": 0.3, "base": "fl", "official_value": False},
+    lambda: ogc(0.3, "fl", False),
+  ),
   ("clipped_cross_entropy", {"statistic": "quantile", "quantile": 0.6}, lambda: clipped(CE, 0.6)),
   ("clipped_focal_loss", {"statistic": "median"}, lambda: clipped(-((1 - P_Y) ** 0.5) * LP_Y, 0.5)),
   ("binary_cross_entropy_dynamic_clipping", {"statistic": "median"}, lambda: clipped(sigmoid_bce(), 0.5)),

@@ -79,6 +79,10 @@ CASES = [
   ("partially_huberised_generalized_cross_entropy", "partially_huberised_generalized_cross_entropy", {}),
   ("early_learning_regularization", "early_learning_regularization", {}),
   ("sparse_regularization", "sparse_regularization", {}),
+  ("optimized_gradient_clipping", "optimized_gradient_clipping", {"threshold": 0.3}),
+  ("ogc_fl", "optimized_gradient_clipping", {"threshold": 0.5, "base": "fl"}),
+  ("ogc_gce_continuous", "optimized_gradient_clipping", {"threshold": 0.4, "base": "gce", "official_value": False}),
+  ("clip_per_class", "clipped_cross_entropy", {"statistic": "median", "per_class": True, "min_class_count": 2}),
 ]
 CASE_IDS = [c[0] for c in CASES]
 

@@ -173,11 +173,18 @@ BUILDERS = {
   "phuber_gce": lambda hp: _partial(rl.partially_huberised_generalized_cross_entropy, q=hp["q"], tau=hp["tau"]),
   "sr": _sr,
   "taylor_ce": lambda hp: _partial(rl.taylor_cross_entropy, order=hp["t"]),
+  # OGC at a fixed threshold (the official module with its state set; its schedule: tests/test_ogc.py).
+  "ogc_ce": lambda hp: _partial(rl.optimized_gradient_clipping, threshold=hp["threshold"], base="ce"),
+  "ogc_fl": lambda hp: _partial(
+    rl.optimized_gradient_clipping, threshold=hp["threshold"], base="fl", gamma=hp["gamma"]
+  ),
+  "ogc_gce": lambda hp: _partial(rl.optimized_gradient_clipping, threshold=hp["threshold"], base="gce", q=hp["q"]),
 }
 # Fixtures of losses not implemented here; every JSON must be covered or listed (checked below).
 NOT_COVERED = {
   "elr": None,  # stateful: tested by test_elr_matches_official_call_sequence
   "gjs_gjs": None,  # two views per example: tested by test_gjs_matches_official_code_with_two_views
+  "ogc_threshold": None,  # OGC's threshold search and mixture fit: tests/test_ogc.py
 }
 
 

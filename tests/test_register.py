@@ -118,7 +118,7 @@ def _positional_hparam(logits, labels, scale=1.0, *, where=None):
   return scale * rl.softmax_cross_entropy(logits, labels, where=where)
 
 
-def _array_default(logits, labels, *, weights_per_class=[1.0, 2.0], where=None):
+def _array_default(logits, labels, *, weights_per_class=[1.0, 2.0], where=None):  # noqa: B006
   return rl.softmax_cross_entropy(logits, labels, where=where)
 
 

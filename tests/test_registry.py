@@ -48,6 +48,7 @@ EXPECTED_NAMES = [
   "normalized_generalized_cross_entropy",
   "normalized_negative_cross_entropy",
   "normalized_negative_focal_loss",
+  "optimized_gradient_clipping",
   "oracle_small_loss_selection",
   "partially_huberised_cross_entropy",
   "partially_huberised_generalized_cross_entropy",
@@ -90,6 +91,8 @@ def test_hparams_are_resolved_defaults_plus_overrides():
     "num_std": 4.0,
     "per_element": False,
     "warmup_epochs": 0,
+    "per_class": False,
+    "min_class_count": 8,
     "label_smoothing": 0.0,
   }
   # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
