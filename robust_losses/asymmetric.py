@@ -216,7 +216,7 @@ def asymmetric_norm_loss(
     >>> import robust_losses as rl
     >>> logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0]])
     >>> losses = rl.asymmetric_norm_loss(logits, jnp.array([0, 0]))
-    >>> [round(float(x), 4) for x in losses]  # p_y = 0.96, then p_y = 0.02
+    >>> print([round(float(x), 4) for x in losses])  # p_y = 0.96, then p_y = 0.02
     [0.0965, 2.0931]
   """
   _check_anorm(a, p)

@@ -375,6 +375,11 @@ def class_thresholds(
   Returns:
     float32 ``[C]`` thresholds, no gradient.
 
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (clipping by a statistic of the losses); the per-class and
+    windowed statistics are this library's variants (docs/RESULTS.md).
+
   Examples:
     >>> import jax.numpy as jnp
     >>> import robust_losses as rl
@@ -407,6 +412,11 @@ def window_threshold(
 
   Arguments as in :func:`dynamic_clipping` and :func:`class_thresholds`. Replicated when the window is
   (it was built from global batches), so no ``axis_name`` is needed.
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (clipping by a statistic of the losses); the per-class and
+    windowed statistics are this library's variants (docs/RESULTS.md).
 
   Examples:
     >>> import jax.numpy as jnp

@@ -178,10 +178,8 @@ def generalized_jensen_shannon_divergence(
     >>> view2 = jnp.array([[1.5, 0.5, -1.0], [0.5, 1.0, -0.5]])  # the same two examples, another one
     >>> logits = jnp.stack([view1, view2])  # [M=2, B=2, K=3]
     >>> losses = rl.generalized_jensen_shannon_divergence(logits, jnp.array([0, 1]), js_weights=(0.5, 0.25, 0.25))
-    >>> losses.shape
-    (2,)
-    >>> rl.get("generalized_jensen_shannon_divergence", js_weights=(0.5, 0.25, 0.25)).num_views
-    2
+    >>> print(losses.shape, rl.get("generalized_jensen_shannon_divergence", js_weights=(0.5, 0.25, 0.25)).num_views)
+    (2,) 2
   """
   weights = _check_js_weights(js_weights)
   num_views = len(weights) - 1

@@ -194,6 +194,10 @@ class OGCThresholdState(NamedTuple):
 def ogc_threshold_init(queue_size: int = 4096) -> OGCThresholdState:
   """The initial OGC state: an empty queue of ``queue_size`` losses and :math:`t = 10^{-7}` (no clipping).
 
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning <https://arxiv.org/abs/2412.08941>`_,
+    AAAI 2025; official code ``Virusdoll/OGC`` (``methods/losses_ogc.py``).
+
   Examples:
     >>> import robust_losses as rl
     >>> state = rl.ogc_threshold_init(queue_size=256)
@@ -424,6 +428,10 @@ def ogc_threshold_update(
   Returns:
     The new :class:`OGCThresholdState`.
 
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning <https://arxiv.org/abs/2412.08941>`_,
+    AAAI 2025; official code ``Virusdoll/OGC`` (``methods/losses_ogc.py``).
+
   Examples:
     >>> import jax, jax.numpy as jnp
     >>> import robust_losses as rl
@@ -489,6 +497,10 @@ def ogc_threshold(
 ) -> OGCThreshold:
   """:func:`ogc_threshold_init` and :func:`ogc_threshold_update` with these hyperparameters (the official
   scripts' values are the defaults), checked now.
+
+  References:
+    Ye et al., `Optimized Gradient Clipping for Noisy Label Learning <https://arxiv.org/abs/2412.08941>`_,
+    AAAI 2025; official code ``Virusdoll/OGC`` (``methods/losses_ogc.py``).
 
   Examples:
     >>> import jax.numpy as jnp

@@ -106,7 +106,7 @@ def partially_huberised_generalized_cross_entropy(
     >>> import robust_losses as rl
     >>> logits = jnp.array([[2.0, 0.0, -1.0], [-9.0, 0.0, 9.0]])
     >>> losses = rl.partially_huberised_generalized_cross_entropy(logits, jnp.array([0, 0]))
-    >>> [round(float(x), 4) for x in losses]  # p_y = 0.84, GCE part; p_y = 1.5e-8 < p*, linear part
+    >>> print([round(float(x), 4) for x in losses])  # p_y = 0.84, GCE part; p_y = 1.5e-8 < p*, linear part
     [0.1601, 1.4266]
   """
   _utils.check_range("q", q, 0.0, 1.0, lo_open=True, hi_open=True)

@@ -68,7 +68,7 @@ _REGISTRY: dict[str, _Entry] = {}
 
 
 def names() -> list[str]:
-  """All registered loss names (built-in and `register`ed), sorted."""
+  """All registered loss names (built-in and added with :func:`register`), sorted."""
   return sorted(_REGISTRY)
 
 

@@ -80,7 +80,8 @@ def early_learning_regularization(
     >>> jnp.set_printoptions(precision=4)
     >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
     >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
-    >>> print(rl.early_learning_regularization(logits, labels, beta=0.7, lam=3.0))  # no state: targets 0
+    >>> targets = jnp.zeros_like(logits)  # the batch's rows of the target memory, zeros initially
+    >>> print(rl.early_learning_regularization(logits, labels, beta=0.7, lam=3.0, targets=targets))
     [-0.585   0.044   1.3473]
   """
   _utils.check_range("beta", beta, 0.0, 1.0, hi_open=True)

@@ -66,11 +66,16 @@ def loss_window_init(size: int, num_classes: Optional[int] = None) -> LossWindow
   Returns:
     A :class:`LossWindow` of zeros (``count`` 0).
 
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (clipping by a statistic of the losses); a window of the last
+    losses is this library's variant and OGC's queue (Ye et al., AAAI 2025) (docs/RESULTS.md).
+
   Examples:
     >>> import robust_losses as rl
     >>> window = rl.loss_window_init(4)
-    >>> window.losses.shape, int(window.count)
-    ((4,), 0)
+    >>> print(window.losses.shape, int(window.count))
+    (4,) 0
     >>> rl.loss_window_init(4, num_classes=3).losses.shape
     (3, 4)
   """
@@ -173,6 +178,11 @@ def loss_window_update(
 
   Returns:
     The new :class:`LossWindow` (same shapes).
+
+  References:
+    Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
+    Applications 34(14), 12029-12041, 2022 (clipping by a statistic of the losses); a window of the last
+    losses is this library's variant and OGC's queue (Ye et al., AAAI 2025) (docs/RESULTS.md).
 
   Examples:
     >>> import jax.numpy as jnp
