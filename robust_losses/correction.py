@@ -6,11 +6,14 @@ explain the noisy labels through T; backward correction re-weights the loss by :
 expectation under the noise equals the clean loss.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
@@ -59,7 +62,7 @@ def check_transition_matrix(transition_matrix, *, num_classes: Optional[int] = N
 
 
 def forward_corrected_cross_entropy(
-  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, transition_matrix: ArrayLike, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Forward-corrected CE :math:`-\sum_j y_j \log (p^\top T)_j` (Patrini et al., 2017).
 
@@ -87,6 +90,16 @@ def forward_corrected_cross_entropy(
   References:
     Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
     <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> T = 0.8 * jnp.eye(4) + 0.2 / 3 * (1 - jnp.eye(4))  # 20% symmetric noise
+    >>> print(rl.forward_corrected_cross_entropy(logits, labels, transition_matrix=T))
+    [0.3697 0.6433 1.7729]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   check_transition_matrix(transition_matrix, num_classes=logits.shape[-1])
@@ -110,7 +123,7 @@ def forward_corrected_cross_entropy(
 
 
 def backward_corrected_cross_entropy(
-  logits, labels, *, transition_matrix, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, transition_matrix: ArrayLike, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Backward-corrected CE :math:`-\sum_k (y^\top T^{-1})_k \log p_k` (Patrini et al., 2017).
 
@@ -133,6 +146,16 @@ def backward_corrected_cross_entropy(
   References:
     Patrini et al., `Making Deep Neural Networks Robust to Label Noise: a Loss Correction Approach
     <https://arxiv.org/abs/1609.03683>`_, CVPR 2017.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> T = 0.8 * jnp.eye(4) + 0.2 / 3 * (1 - jnp.eye(4))  # 20% symmetric noise
+    >>> print(rl.backward_corrected_cross_entropy(logits, labels, transition_matrix=T))
+    [-0.6663  0.0233  1.9067]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   check_transition_matrix(transition_matrix, num_classes=logits.shape[-1], invertible=True)

@@ -14,10 +14,13 @@ method as published and evaluated, so the floor is the default (``min_prob=1e-8`
 gives the unclamped formula.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, symmetric
 
@@ -52,7 +55,7 @@ def _check(m, min_prob):
 
 
 def epsilon_softmax_cross_entropy(
-  logits, labels, *, m: float = 1e5, min_prob: float = 1e-8, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, m: float = 1e5, min_prob: float = 1e-8, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""CE on ε-softmax: :math:`-\log \max(q_y, \text{min\_prob})`, :math:`q = (p + m\,e_{\hat t})/(1+m)`.
 
@@ -77,6 +80,17 @@ def epsilon_softmax_cross_entropy(
   References:
     Wang et al., `ε-Softmax: Approximating One-Hot Vectors for Mitigating Label Noise
     <https://openreview.net/forum?id=vjsd8Bcipv>`_, NeurIPS 2024; code ``cswjl/eps-softmax``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.epsilon_softmax_cross_entropy(logits, labels, m=1e5))
+    [1.4870e-06 3.7424e-06 1.3474e+01]
+    >>> print(rl.epsilon_softmax_cross_entropy(logits, labels, m=0.0))  # m = 0 is softmax CE
+    [0.161  0.4688 1.9612]
   """
   _check(m, min_prob)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -84,14 +98,14 @@ def epsilon_softmax_cross_entropy(
 
 
 def epsilon_softmax_cross_entropy_mae(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   alpha: float = 0.01,
   beta: float = 5.0,
   m: float = 1e5,
   min_prob: float = 1e-8,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r""":math:`\alpha\,\mathrm{CE}_\epsilon + \beta\,\mathrm{MAE}` (Wang et al., NeurIPS 2024).
 
@@ -115,6 +129,19 @@ def epsilon_softmax_cross_entropy_mae(
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Wang et al., `ε-Softmax: Approximating One-Hot Vectors for Mitigating Label Noise
+    <https://openreview.net/forum?id=vjsd8Bcipv>`_, NeurIPS 2024; code ``cswjl/eps-softmax``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.epsilon_softmax_cross_entropy_mae(logits, labels, alpha=0.01, beta=5.0, m=1e5))
+    [1.487  3.7424 8.7279]
   """
   _check(m, min_prob)
   _utils.check_range("alpha", alpha, 0.0)

@@ -6,12 +6,16 @@ down-weighted by :math:`p_y^q`. The truncated loss additionally caps the loss of
 :math:`p_y \le k` at the constant :math:`L_q(k)`, removing their gradient altogether.
 """
 
-from typing import Optional
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
 
-from robust_losses import _utils
+from robust_losses import _utils, protocol
 
 
 def lq_terms(log_probs, q) -> jax.Array:
@@ -56,7 +60,9 @@ def lq_class_terms(q):
   return small_q_terms
 
 
-def generalized_cross_entropy(logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None) -> jax.Array:
+def generalized_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Generalized cross entropy :math:`L_q = \sum_k y_k (1 - p_k^q) / q` (= :math:`(1 - p_y^q)/q`).
 
   Gradient: :math:`p_y^q \nabla \mathrm{CE}` for one-hot labels — CE's gradient weighted by the model's
@@ -76,6 +82,15 @@ def generalized_cross_entropy(logits, labels, *, q: float = 0.7, where: Optional
   References:
     Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
     <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.generalized_cross_entropy(logits, labels, q=0.7))  # at most 1/q
+    [0.1523 0.3996 1.0666]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -90,13 +105,13 @@ def _label_probability(logits, labels) -> jax.Array:
 
 
 def truncated_generalized_cross_entropy(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   q: float = 0.7,
   k: float = 0.5,
-  weights: Optional[jax.Array] = None,
-  where: Optional[jax.Array] = None,
+  weights: Optional[ArrayLike] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Truncated Lq loss: :math:`L_q(p_y)` if :math:`p_y > k`, else the constant :math:`L_q(k)`.
 
@@ -125,6 +140,15 @@ def truncated_generalized_cross_entropy(
   References:
     Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
     <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.truncated_generalized_cross_entropy(logits, labels, q=0.7, k=0.5))  # p_y <= k: L_q(k)
+    [0.1523 0.3996 0.5492]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("k", k, 0.0, 1.0, lo_open=True, hi_open=True)
@@ -141,7 +165,7 @@ def truncated_generalized_cross_entropy(
 
 
 def truncated_lq_prune_weights(
-  logits, labels, *, q: float = 0.7, k: float = 0.5, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, k: float = 0.5, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Pruning weights of the truncated Lq loss: :math:`w = 1[p_y > k]` (float32, no gradient).
 
@@ -160,9 +184,69 @@ def truncated_lq_prune_weights(
 
   Returns:
     Weights [...] (float32, 0 or 1).
+
+  References:
+    Zhang & Sabuncu, `Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels
+    <https://arxiv.org/abs/1805.07836>`_, NeurIPS 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> weights = rl.truncated_lq_prune_weights(logits, labels, k=0.5)
+    >>> print(weights)
+    [1. 1. 0.]
+    >>> print(rl.truncated_generalized_cross_entropy(logits, labels, k=0.5, weights=weights))
+    [0.1523 0.3996 0.5492]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   _utils.check_range("k", k, 0.0, 1.0, lo_open=True, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
   keep = _label_probability(jax.lax.stop_gradient(logits), labels) > k
   return _utils.mask(keep.astype(jnp.float32), where)
+
+
+# --- truncated Lq's training protocol (see `protocol.Training`): the weight step of the alternating convex
+# search, w = 1[p_y > k] recomputed from the model every `prune_every_epochs` epochs from `prune_start_epoch`.
+
+TRUNCATED_LQ_SCHEDULE = {"prune_start_epoch": 40, "prune_every_epochs": 10}  # the paper's reference code
+
+
+def truncated_lq_init(num_classes: int) -> dict[str, np.ndarray]:
+  """Initial per-example state of truncated Lq: weight 1 (every example kept until the first pruning)."""
+  del num_classes
+  return {"weights": np.float32(1.0)}
+
+
+def truncated_lq_refresh(logits, labels, hparams: Mapping[str, Any]) -> dict[str, jax.Array]:
+  """New weights of every example from eval-mode logits: `truncated_lq_prune_weights` with the loss's q, k."""
+  return {"weights": truncated_lq_prune_weights(logits, labels, q=hparams["q"], k=hparams["k"])}
+
+
+def truncated_lq_refresh_due(epoch: int, hparams: Mapping[str, Any]) -> bool:
+  """Whether the weights are recomputed at the start of `epoch` (0-based)."""
+  start, every = hparams["prune_start_epoch"], hparams["prune_every_epochs"]
+  return epoch >= start and (epoch - start) % every == 0
+
+
+def truncated_lq_check(hparams: Mapping[str, Any], num_epochs: int) -> None:
+  """Raises ValueError if the first pruning falls outside the run (the run would train plain Lq)."""
+  protocol.check_schedule_epoch(
+    "prune_start_epoch",
+    hparams["prune_start_epoch"],
+    num_epochs,
+    "the weights are never computed and the run trains plain Lq",
+  )
+
+
+TRAINING = {
+  "truncated_generalized_cross_entropy": protocol.Training(
+    example_state=truncated_lq_init,
+    refresh=truncated_lq_refresh,
+    refresh_due=truncated_lq_refresh_due,
+    extra_hparams=TRUNCATED_LQ_SCHEDULE,
+    check=truncated_lq_check,
+  )
+}

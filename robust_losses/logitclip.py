@@ -1,19 +1,38 @@
 r"""Logit clipping (LogitClip; Wei et al., ICML 2023): CE on logits whose L2 norm is clipped."""
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 _NORM_EPS = 1e-7  # added to the norm, as the official code
 
 
-def clip_logits(logits, tau, official_threshold: bool = False) -> jax.Array:
+def clip_logits(logits: ArrayLike, tau: float, official_threshold: bool = False) -> jax.Array:
   r"""Logits with L2 norm clipped: rows with :math:`\|z\| + \epsilon >` threshold become
   :math:`z / (\|z\| + \epsilon) \cdot (1/\tau)`; the threshold is :math:`1/\tau` (paper, continuous) or
-  :math:`\tau` (``official_threshold``). The gradient flows through the norm."""
+  :math:`\tau` (``official_threshold``). The gradient flows through the norm.
+
+  References:
+    Wei et al., `Mitigating Memorization of Noisy Labels by Clipping the Model Prediction
+    <https://arxiv.org/abs/2212.04055>`_, ICML 2023.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> clipped = rl.clip_logits(logits, tau=0.5)  # rows with norm > 1/tau rescaled to norm 1/tau
+    >>> print(jnp.linalg.norm(logits, axis=-1))
+    [3.2265 1.5588 2.8879]
+    >>> print(jnp.linalg.norm(clipped, axis=-1))
+    [2.     1.5588 2.    ]
+  """
   squares = jnp.sum(jnp.square(logits), axis=-1, keepdims=True)
   # sqrt has an infinite derivative at 0 (an all-zero row, e.g. a masked one): floor its argument.
   norm = jnp.sqrt(jnp.maximum(squares, jnp.finfo(logits.dtype).tiny)) + _NORM_EPS
@@ -23,7 +42,12 @@ def clip_logits(logits, tau, official_threshold: bool = False) -> jax.Array:
 
 
 def logit_clipping(
-  logits, labels, *, tau: float = 1.0, official_threshold: bool = False, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  tau: float = 1.0,
+  official_threshold: bool = False,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Cross entropy on norm-clipped logits (LogitClip; Wei et al., ICML 2023).
 
@@ -59,8 +83,18 @@ def logit_clipping(
   References:
     Wei et al., `Mitigating Memorization of Noisy Labels by Clipping the Model Prediction
     <https://arxiv.org/abs/2212.04055>`_, ICML 2023.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.logit_clipping(logits, labels, tau=1.0))
+    [0.7871 0.7233 1.4219]
   """
   _utils.check_range("tau", tau, 0.0, lo_open=True)
+  _utils.check_bool("official_threshold", official_threshold)
   logits, labels, where = _utils.prepare(logits, labels, where)
   clipped = clip_logits(logits, tau, official_threshold)
   return _utils.mask(_utils.cross_entropy(clipped, labels), where)

@@ -7,10 +7,13 @@ and pair a normalized *active* loss (one that only looks at the labelled class) 
 loss (one that also pushes down the other classes) to recover fitting ability: APL.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils, classification, generalized
 
@@ -25,7 +28,9 @@ def _reverse_ce_terms(logits, labels, A):
   return -jnp.sum(jax.nn.softmax(logits, axis=-1) * log_labels, axis=-1)
 
 
-def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[jax.Array] = None) -> jax.Array:
+def reverse_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, A: float = -4.0, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Reverse cross entropy :math:`-\sum_k p_k \log y_k`, with :math:`\log 0 := A`.
 
   CE with the roles of prediction and label swapped. For one-hot labels it equals
@@ -46,6 +51,15 @@ def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[ja
   References:
     Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
     <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.reverse_cross_entropy(logits, labels, A=-4.0))  # -A (1 - p_y)
+    [0.5948 1.497  3.4373]
   """
   _utils.check_range("A", A, hi=0.0, hi_open=True)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -53,7 +67,13 @@ def reverse_cross_entropy(logits, labels, *, A: float = -4.0, where: Optional[ja
 
 
 def symmetric_cross_entropy(
-  logits, labels, *, alpha: float = 0.1, beta: float = 1.0, A: float = -4.0, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  alpha: float = 0.1,
+  beta: float = 1.0,
+  A: float = -4.0,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Symmetric cross entropy :math:`\alpha \mathrm{CE} + \beta \mathrm{RCE}` (Wang et al., ICCV 2019).
 
@@ -71,6 +91,19 @@ def symmetric_cross_entropy(
 
   Returns:
     Per-example losses [...] (float32).
+
+  References:
+    Wang et al., `Symmetric Cross Entropy for Robust Learning with Noisy Labels
+    <https://arxiv.org/abs/1908.06112>`_, ICCV 2019.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.symmetric_cross_entropy(logits, labels, alpha=0.1, beta=1.0))
+    [0.6109 1.5438 3.6334]
   """
   _utils.check_range("alpha", alpha, 0.0)
   _utils.check_range("beta", beta, 0.0)
@@ -119,7 +152,7 @@ def _nce(logits, labels):
   return _normalized_ids(logits, labels, jnp.negative, _nce_class_terms)[0]
 
 
-def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = None) -> jax.Array:
+def normalized_cross_entropy(logits: ArrayLike, labels: ArrayLike, *, where: Optional[ArrayLike] = None) -> jax.Array:
   r"""Normalized cross entropy :math:`\mathrm{CE}(y) / \sum_j \mathrm{CE}(e_j)
   = \sum_k y_k \log p_k / \sum_j \log p_j` (Ma et al., ICML 2020).
 
@@ -138,13 +171,27 @@ def normalized_cross_entropy(logits, labels, *, where: Optional[jax.Array] = Non
   References:
     Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_cross_entropy(logits, labels))  # in [0, 1]
+    [0.0165 0.0692 0.2322]
   """
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_nce(logits, labels), where)
 
 
 def normalized_focal_loss(
-  logits, labels, *, gamma: float = 0.5, detach_modulator: bool = False, where: Optional[jax.Array] = None
+  logits: ArrayLike,
+  labels: ArrayLike,
+  *,
+  gamma: float = 0.5,
+  detach_modulator: bool = False,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Normalized focal loss :math:`\mathrm{FL}(y) / \sum_j \mathrm{FL}(e_j)` (Ma et al., ICML 2020).
 
@@ -163,14 +210,28 @@ def normalized_focal_loss(
 
   Returns:
     Per-example losses [...] (float32), in [0, 1].
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_focal_loss(logits, labels, gamma=0.5))
+    [0.0066 0.0463 0.2265]
   """
   _utils.check_range("gamma", gamma, 0.0)
+  _utils.check_bool("detach_modulator", detach_modulator)
   logits, labels, where = _utils.prepare(logits, labels, where)
   return _utils.mask(_nfl(logits, labels, gamma, detach_modulator), where)
 
 
 def normalized_generalized_cross_entropy(
-  logits, labels, *, q: float = 0.7, where: Optional[jax.Array] = None
+  logits: ArrayLike, labels: ArrayLike, *, q: float = 0.7, where: Optional[ArrayLike] = None
 ) -> jax.Array:
   r"""Normalized GCE :math:`(1 - p_y^q) / \sum_j (1 - p_j^q)` (Ma et al., ICML 2020).
 
@@ -187,6 +248,19 @@ def normalized_generalized_cross_entropy(
 
   Returns:
     Per-example losses [...] (float32), in [0, 1].
+
+  References:
+    Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
+    <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.normalized_generalized_cross_entropy(logits, labels, q=0.7))
+    [0.0387 0.1083 0.2779]
   """
   _utils.check_range("q", q, 0.0, 1.0)
   logits, labels, where = _utils.prepare(logits, labels, where)
@@ -279,8 +353,8 @@ APL_PASSIVE = ("rce", "mae", "nrce", "nmae")
 
 
 def active_passive_loss(
-  logits,
-  labels,
+  logits: ArrayLike,
+  labels: ArrayLike,
   *,
   active: str = "nce",
   passive: str = "rce",
@@ -289,7 +363,7 @@ def active_passive_loss(
   gamma: float = 0.5,
   q: float = 0.7,
   A: float = -4.0,
-  where: Optional[jax.Array] = None,
+  where: Optional[ArrayLike] = None,
 ) -> jax.Array:
   r"""Active-passive loss :math:`\alpha \cdot \mathrm{active} + \beta \cdot \mathrm{passive}` (Ma et al.).
 
@@ -319,6 +393,15 @@ def active_passive_loss(
   References:
     Ma et al., `Normalized Loss Functions for Deep Learning with Noisy Labels
     <https://arxiv.org/abs/2006.13554>`_, ICML 2020.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.active_passive_loss(logits, labels, active="nce", passive="rce", alpha=1.0, beta=1.0))
+    [0.6113 1.5662 3.6695]
   """
   _utils.check_choice("active", active, APL_ACTIVE)
   _utils.check_choice("passive", passive, APL_PASSIVE)

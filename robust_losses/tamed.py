@@ -18,15 +18,20 @@ based on the predicted probability distribution by an exponential item", is deli
 its formula could not be obtained from any reachable source, and we do not ship a guess under its name.
 """
 
+from __future__ import annotations
+
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+from jax.typing import ArrayLike
 
 from robust_losses import _utils
 
 
-def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5, where: Optional[jax.Array] = None) -> jax.Array:
+def tamed_cross_entropy(
+  logits: ArrayLike, labels: ArrayLike, *, alpha: float = 1.5, where: Optional[ArrayLike] = None
+) -> jax.Array:
   r"""Tamed cross entropy :math:`((1 + \mathrm{CE})^{1-\alpha} - 1) / (1 - \alpha)`.
 
   Gradient: :math:`(1 + \mathrm{CE})^{-\alpha} \nabla \mathrm{CE}`, i.e. per example
@@ -51,6 +56,17 @@ def tamed_cross_entropy(logits, labels, *, alpha: float = 1.5, where: Optional[j
   References:
     Martinez & Stiefelhagen, `Taming the Cross Entropy Loss
     <https://arxiv.org/abs/1810.05075>`_, GCPR 2018.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import robust_losses as rl
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
+    >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
+    >>> print(rl.tamed_cross_entropy(logits, labels, alpha=1.5))
+    [0.1438 0.3497 0.8378]
+    >>> print(rl.tamed_cross_entropy(logits, labels, alpha=0.0))  # alpha = 0 is softmax CE
+    [0.161  0.4688 1.9612]
   """
   _utils.check_range("alpha", alpha, 0.0)
   logits, labels, where = _utils.prepare(logits, labels, where)

@@ -188,6 +188,12 @@ def per_example(name, hp, z, y):
     t, q, p = hp["tau"], hp["q"], p_y(z, y)
     th = t ** (1 / (q - 1))
     return torch.where(p <= th, -t * p + t * th + (1 - th**q) / q, (1 - p**q) / q)
+  if name in ("ogc_ce", "ogc_fl", "ogc_gce"):
+    base, t = name[4:], hp["threshold"]
+    p = take(F.softmax(z, 1).clamp(1e-7, 1 - 1e-7), y)
+    t32 = torch.tensor(t)  # float32: tau and L(t) are float32 in the official code
+    tau = ogc_grad(t32, base, hp).abs().item()
+    return torch.where(p <= t, 1 - tau * p + ogc_loss(t32, base, hp), ogc_loss(p, base, hp))
   if name == "sr":
     u = z / z.norm(dim=1, keepdim=True).clamp(min=1e-12) / hp["tau"]
     reg = (F.softmax(u, 1).clamp(1e-7, 1) ** hp["p"]).sum(1)
@@ -200,6 +206,71 @@ def per_example(name, hp, z, y):
       base = -((1 - lpy.detach().exp()) ** 0.5) * lpy
     return base + hp["lamb"] * reg
   raise KeyError(name)
+
+
+def ogc_loss(p, base, hp):
+  if base == "ce":
+    return -torch.log(p)
+  if base == "fl":
+    return -((1 - p) ** hp["gamma"]) * torch.log(p)
+  return (1 - p ** hp["q"]) / hp["q"]
+
+
+def ogc_grad(p, base, hp):
+  if base == "ce":
+    return -1 / p
+  if base == "fl":
+    g = hp["gamma"]
+    return g * torch.log(p) * (1 - p) ** (g - 1) - (1 - p) ** g / p
+  return -(p ** (hp["q"] - 1))
+
+
+def ogc_ratio(t, clean, noisy, base, hp):
+  """README §14: the noisy/clean ratio of expected clipped gradients on the 1000-point grid (untruncated,
+  unnormalised normal densities: the truncation and 1/sigma factors cancel)."""
+  grid = np.linspace(-math.log(1 - 1e-7), -math.log(1e-7), 1000)
+  g = ogc_grad(torch.tensor(np.exp(-grid)), base, hp).abs().numpy()
+  tau = ogc_grad(torch.tensor(float(t)), base, hp).abs().item()  # a Python float: torch makes it float32
+  clipped = np.minimum(g, tau)
+  f = [np.exp(-((grid - m) ** 2) / (2 * v)) for m, v in (clean, noisy)]
+  return (f[1] @ clipped / f[1].sum()) / (f[0] @ clipped / f[0].sum())
+
+
+def ogc_search(ratio, target, steps=10, tol=1e-7):
+  lo, hi = 1e-7, 1 - 1e-7
+  if target - ratio(hi) < 0:
+    return hi
+  if target - ratio(lo) > 0:
+    return lo
+  for _ in range(steps):
+    mid = (lo + hi) / 2
+    cost = target - ratio(mid)
+    if abs(cost) < tol:
+      return mid
+    if cost > 0:
+      hi = mid
+    else:
+      lo = mid
+  return hi
+
+
+def check_ogc_threshold(d):
+  worst = 0.0
+  for c in d["search_cases"]:
+    parts = [(c[k]["mean"], c[k]["covariance"]) for k in ("clean", "noisy")]
+    ratio = lambda t: ogc_ratio(t, *parts, c["base"], c["hparams"])
+    calls = np.asarray(c["ratio_calls"])
+    worst = max(worst, rel([ratio(x) for x in calls[:, 0]], calls[:, 1]))
+    worst = max(worst, rel(ogc_search(ratio, c["target"]), c["threshold"]))
+  for c in d["fit_cases"]:
+    fit = c["fit_gmm"]
+    parts = list(zip(fit["means"], fit["covariances"]))
+    for key, expected in c["get_tau_t"].items():
+      base, lr = key.split("/")
+      hp = {"ce": {}, "fl": {"gamma": 0.5}, "gce": {"q": 0.7}}[base]
+      t = ogc_search(lambda t: ogc_ratio(t, *parts, base, hp), 1 + float(lr[2:]) * d["official_args"]["epsilon"])
+      worst = max(worst, rel(t, expected["threshold"]))
+  return worst
 
 
 def rel(a, b):
@@ -270,7 +341,7 @@ def check_elr(d):
 
 
 def main():
-  special = {"anl_ce_er": check_er, "gjs_gjs": check_gjs, "elr": check_elr}
+  special = {"anl_ce_er": check_er, "gjs_gjs": check_gjs, "elr": check_elr, "ogc_threshold": check_ogc_threshold}
   bad = []
   for f in sorted(glob.glob(os.path.join(D, "*.json"))):
     name = os.path.basename(f)[:-5]

@@ -65,6 +65,7 @@ REPOS = {
   "elr": ("shengliu66/ELR", "shengliu66+ELR", "934af53434a336b6db80d05d7649d23216e8ca6d"),
   "sr": ("hitcszx/lnl_sr", "hitcszx+lnl_sr", "cd3ed32110b1dfa3236bbcfe66d31db7bf62ad4b"),
   "ldr": ("Optimization-AI/ICML2023_LDR", "Optimization-AI+ICML2023_LDR", "732fc85dbd8b30b6dd16cd2dfb79d6c325558d71"),
+  "ogc": ("Virusdoll/OGC", "Virusdoll+OGC", "a6b342af647257f1c1de3dc52bac85c35c88c70f"),
 }
 
 INPUT_RECIPE = {
@@ -1306,6 +1307,290 @@ def gen_ldr(src):
 
 
 # ----------------------------------------------------------------------------------------------
+# 14. OGC (optimized gradient clipping, AAAI'25): the per-batch loss and the threshold search
+
+OGC_ARGS = {  # every shipped script (script/*/ogc_*.sh)
+  "epsilon": 20.0,
+  "time_frame_s": 32,
+  "queue_size_q": 4096,
+  "binary_search_tol": 1e-7,
+  "binary_search_max_iter": 10,
+}
+OGC_BASES = {"ce": ("OGC_CE", {}), "fl": ("OGC_FL", {"gamma": 0.5}), "gce": ("OGC_GCE", {"q": 0.7})}
+OGC_FIT_SEED = 1  # np.random.seed before each fit: main.py seeds NumPy's global RNG, which sklearn's k-means uses
+
+
+def load_ogc(src):
+  """methods/losses_ogc.py imports `.tools` relatively: both files are loaded as modules of one synthetic
+  package (the repository's methods/__init__.py is not run: it imports every other loss of the repo)."""
+  pkg = "official_ogc_methods"
+  paths = {name: src.extract("ogc", f"methods/{name}.py") for name in ("tools", "losses_ogc")}
+  package = types.ModuleType(pkg)
+  package.__path__ = [os.path.dirname(paths["tools"])]
+  sys.modules[pkg] = package
+  for name, path in paths.items():
+    spec = importlib.util.spec_from_file_location(f"{pkg}.{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+  return sys.modules[f"{pkg}.tools"], sys.modules[f"{pkg}.losses_ogc"]
+
+
+def ogc_instance(losses_ogc, base, time_frame_s=OGC_ARGS["time_frame_s"]):
+  cls, extra = OGC_BASES[base]
+  return getattr(losses_ogc, cls)(**{**OGC_ARGS, "time_frame_s": time_frame_s}, **extra)
+
+
+def set_ogc_threshold(m, t):
+  """The state get_tau_t leaves: prob_thr_t = t and tau_t = |mapping_p_to_grad(torch.tensor(t))| (float32)."""
+  m.prob_thr_t = t
+  m.tau_t = m.mapping_p_to_grad(torch.tensor(t)).abs().item()
+
+
+def ogc_queue(name):
+  """Fixed queues of 4096 CE losses (rounded to 6 significant digits, clipped to the official range)."""
+  rng = np.random.default_rng({"sym50": 40, "noise20": 41, "unimodal": 42, "overlap": 43, "noise5_far": 44}[name])
+  n = 4096
+  if name == "unimodal":
+    x = rng.exponential(0.5, n)
+  else:
+    share, clean_scale, noisy_mean, noisy_std = {
+      "sym50": (0.5, 0.1, 3.0, 1.0),
+      "noise20": (0.2, 0.2, 2.5, 0.8),
+      "overlap": (0.4, 0.5, 1.5, 0.6),
+      "noise5_far": (0.05, 0.05, 6.0, 1.0),
+    }[name]
+    n_noisy = int(share * n)
+    x = np.concatenate([rng.exponential(clean_scale, n - n_noisy), rng.normal(noisy_mean, noisy_std, n_noisy)])
+    x = rng.permutation(x)
+  x = np.clip(x, -math.log(1 - 1e-7), -math.log(1e-7))
+  return np.array([float(f"{v:.6g}") for v in x])
+
+
+OGC_QUEUE_RECIPE = {
+  "sym50": "rng=default_rng(40); 2048 exponential(0.1) + 2048 normal(3.0, 1.0), permuted",
+  "noise20": "rng=default_rng(41); 3277 exponential(0.2) + 819 normal(2.5, 0.8), permuted",
+  "unimodal": "rng=default_rng(42); 4096 exponential(0.5)",
+  "overlap": "rng=default_rng(43); 2458 exponential(0.5) + 1638 normal(1.5, 0.6), permuted",
+  "noise5_far": "rng=default_rng(44); 3892 exponential(0.05) + 204 normal(6.0, 1.0), permuted",
+}
+OGC_QUEUE_NOTE = (
+  "n_noisy = int(share * 4096); then clipped to [-log(1-1e-7), -log(1e-7)] and rounded to 6 significant "
+  "digits (float(f'{v:.6g}')); the official code ran on exactly these values"
+)
+
+
+def sklearn_em_from_kmeans(x, seed):
+  """What GaussianMixture(2, max_iter=10, reg_covar=1e-3).fit does, written out in float64 from the k-means
+  labels sklearn draws with the same global seed: checks that the initial split is the only random part."""
+  from sklearn.cluster import KMeans
+
+  np.random.seed(seed)
+  labels = KMeans(n_clusters=2, n_init=1, random_state=np.random.mtrand._rand).fit(x[:, None]).labels_
+  resp = np.eye(2)[labels]
+
+  def params(resp):
+    nk = resp.sum(0) + 10 * np.finfo(np.float64).eps
+    means = resp.T @ x / nk
+    var = np.array([(resp[:, k] * (x - means[k])) @ (x - means[k]) / nk[k] for k in range(2)]) + 1e-3
+    return nk, means, var
+
+  nk, means, var = params(resp)
+  weights = nk / len(x)
+  bound, changes = -np.inf, []
+  for _ in range(10):
+    joint = -0.5 * (np.log(2 * np.pi) + (x[:, None] - means) ** 2 / var) - 0.5 * np.log(var) + np.log(weights)
+    top = joint.max(1, keepdims=True)
+    norm = top + np.log(np.exp(joint - top).sum(1, keepdims=True))
+    new_bound = norm.mean()
+    nk, means, var = params(np.exp(joint - norm))
+    weights = nk / nk.sum()
+    change = float(new_bound - bound)
+    changes.append(change if math.isfinite(change) else None)  # the first change is from -inf
+    bound = new_bound
+    if abs(change) < 1e-3:
+      break
+  low = int(np.argmin(means))
+  lower = labels == labels[np.argmin(x)]
+  return {
+    "kmeans_lower_count": int(lower.sum()),
+    "kmeans_lower_max": float(x[lower].max()),
+    "em_iterations": len(changes),
+    "lower_bound_changes": changes,
+    "means": means[[low, 1 - low]].tolist(),
+    "covariances": var[[low, 1 - low]].tolist(),
+    "weights": weights[[low, 1 - low]].tolist(),
+  }
+
+
+def gen_ogc(src):
+  tools, losses_ogc = load_ogc(src)
+  commit = src.commit("ogc")
+  files = ["methods/losses_ogc.py", "methods/tools.py"]
+  blobs = {f: src.blob("ogc", f) for f in files}
+  out = {}
+
+  # --- the per-batch loss at fixed thresholds
+  def p_threshold_case(t, k, seed):
+    """Rows with p_y at fixed multiples of t (pairs share the label): the value jump at t shows."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(rng.integers(0, k, 4), 2)
+    mult = np.array([0.5, 1.5, 1 - 1e-6, 1 + 1e-6, 1 - 1e-3, 1 + 1e-3, 0.99, 1.01])
+    ps = np.minimum(t * mult, 0.999)
+    logits = np.zeros((8, k))
+    logits[np.arange(8), labels] = np.log(ps * (k - 1) / (1 - ps))  # softmax(...)_y == ps
+    info = {
+      "p_y_targets": ps.tolist(),
+      "p_multiples_of_threshold": mult.tolist(),
+      "recipe": f"labels=np.repeat(default_rng({seed}).integers(0,K,4),2); logits zero except "
+      "logit_y = log(p(K-1)/(1-p)), p = threshold*mult",
+    }
+    return logits, labels, "threshold", info
+
+  for base, (cls, extra) in OGC_BASES.items():
+    settings = {}
+    for t in (1e-7, 0.1, 0.5, 0.9):
+      settings[f"t{t:g}"] = {"K": 10, "threshold": t, **extra}
+    settings["t0.05_k100"] = {"K": 100, "threshold": 0.05, **extra}
+
+    def make(s, hp, base=base):
+      # time_frame_s huge: the threshold never refits during these calls; it is set as get_tau_t sets it.
+      m = ogc_instance(losses_ogc, base, time_frame_s=10**12)
+      set_ogc_threshold(m, hp["threshold"])
+      return lambda z, y: m(pred=z, labels=y, lr=0.1)
+
+    extra_cases = {"t0.5": [p_threshold_case(0.5, 10, 90 + len(out))]}
+    out[f"ogc_{base}"] = standard_fixture(
+      src,
+      "ogc",
+      files,
+      f"methods/losses_ogc.py:{cls}.forward at a fixed threshold",
+      settings,
+      make,
+      "p = softmax(z).clamp(1e-7, 1-1e-7)[y]; tau = |L'(t)| computed from torch.tensor(t) (float32) and "
+      "L(t) likewise float32; loss = 1 - tau*p + L(t) if p <= t else L(p); batch mean. The instance is "
+      f"built with the scripts' arguments {OGC_ARGS} except time_frame_s=1e12, so no refit happens, and its "
+      "state is set as get_tau_t sets it: prob_thr_t = t, tau_t = |mapping_p_to_grad(torch.tensor(t))|. "
+      "The value below t is 1 - tau*p + L(t): continuous at t for CE (tau*t = 1 up to float32) but jumping by "
+      "1 - tau*t for FL/GCE (the 'threshold' case puts p_y at multiples of t). FL's modulator is not detached.",
+      extra_cases=extra_cases,
+      extra_top={"official_args": {**OGC_ARGS, **extra}},
+    )
+
+  # --- the threshold search: (a) on fixed mixture parameters, (b) after fit_gmm on fixed queues
+  mixtures = {
+    "m1": ((0.2, 0.05), (2.5, 0.8)),
+    "m2": ((0.5, 0.2), (3.0, 1.0)),
+    "m3": ((0.05, 0.01), (4.0, 2.0)),
+    "m4": ((0.3, 0.1), (1.5, 0.5)),
+    "m5": ((0.02, 0.002), (8.0, 4.0)),
+    "m6": ((1.0, 0.5), (1.2, 0.6)),
+  }
+  real_fit, real_search = losses_ogc.fit_gmm, losses_ogc.binary_search
+  search_cases = []
+  for mname, (clean, noisy) in mixtures.items():
+    for base in OGC_BASES:
+      for lr in (0.1, 0.01, 0.001):
+        m = ogc_instance(losses_ogc, base)
+        m.queue_H.extend([0.0] * OGC_ARGS["queue_size_q"])  # full, so get_tau_t searches; values unused below
+        m.lr_t = lr
+        trace = []
+
+        def traced(x_min, x_max, func, *args, trace=trace, **kwargs):
+          def recorded(x):
+            r = func(x)
+            trace.append([float(x), float(r)])
+            return r
+
+          return real_search(x_min, x_max, recorded, *args, **kwargs)
+
+        losses_ogc.fit_gmm = lambda X, clean=clean, noisy=noisy: (clean[0], clean[1], noisy[0], noisy[1])
+        losses_ogc.binary_search = traced
+        try:
+          t, tau = m.get_tau_t()
+        finally:
+          losses_ogc.fit_gmm, losses_ogc.binary_search = real_fit, real_search
+        search_cases.append(
+          {
+            "name": f"{mname}/{base}/lr{lr:g}",
+            "base": base,
+            "hparams": OGC_BASES[base][1],
+            "clean": {"mean": clean[0], "covariance": clean[1]},
+            "noisy": {"mean": noisy[0], "covariance": noisy[1]},
+            "lr": lr,
+            "target": 1 + lr * OGC_ARGS["epsilon"],
+            "threshold": float(t),
+            "tau": float(tau),
+            "ratio_calls": trace,
+          }
+        )
+  fit_cases = []
+  for qname in OGC_QUEUE_RECIPE:
+    x = ogc_queue(qname)
+    np.random.seed(OGC_FIT_SEED)
+    mc, vc, mn, vn = tools.fit_gmm(x.reshape(-1, 1))
+    reproduced = sklearn_em_from_kmeans(x, OGC_FIT_SEED)
+    official = [float(mc), float(mn)], [float(vc), float(vn)]
+    diff = max(
+      np.max(np.abs(np.array(reproduced["means"]) - official[0])),
+      np.max(np.abs(np.array(reproduced["covariances"]) - official[1])),
+    )
+    thresholds = {}
+    for base in OGC_BASES:
+      for lr in (0.1, 0.01):
+        m = ogc_instance(losses_ogc, base)
+        m.queue_H.extend(x.tolist())
+        m.lr_t = lr
+        np.random.seed(OGC_FIT_SEED)
+        t, tau = m.get_tau_t()
+        assert abs(m.info["mean_clean"] - mc) < 1e-12  # the same fit as above
+        thresholds[f"{base}/lr{lr:g}"] = {"threshold": float(t), "tau": float(tau)}
+    fit_cases.append(
+      {
+        "name": qname,
+        "recipe": OGC_QUEUE_RECIPE[qname],
+        "queue": x.tolist(),
+        "fit_gmm": {"means": official[0], "covariances": official[1]},
+        "sklearn_steps": reproduced,
+        "sklearn_steps_max_abs_diff": float(diff),
+        "get_tau_t": thresholds,
+      }
+    )
+  import scipy
+  import sklearn
+
+  out["ogc_threshold"] = {
+    "repo": REPOS["ogc"][0],
+    "commit": commit,
+    "file": files,
+    "file_blob_sha": blobs,
+    "symbol": "methods/losses_ogc.py:OptimizedGradientClippingBase.get_tau_t (+ calc_grad_ratio), "
+    "methods/tools.py:fit_gmm, binary_search",
+    "torch_version": torch.__version__,
+    "sklearn_version": sklearn.__version__,
+    "scipy_version": scipy.__version__,
+    "dtype": "float64",
+    "official_args": OGC_ARGS,
+    "search_cases": search_cases,
+    "fit_cases": fit_cases,
+    "fit_seed": OGC_FIT_SEED,
+    "queue_note": OGC_QUEUE_NOTE,
+    "notes": "search_cases: get_tau_t with fit_gmm replaced in the module's namespace by a function returning the "
+    "given (mean, covariance) of the clean and noisy component, so the official truncated-normal densities, "
+    "calc_grad_ratio and binary_search run unchanged; ratio_calls lists every (x, ratio(x)) binary_search "
+    "evaluated, in order (x_max, x_min, then the midpoints), so each bisection decision's margin |target - "
+    "ratio| is on record. fit_cases: the official fit_gmm (sklearn GaussianMixture(2, max_iter=10, "
+    "reg_covar=1e-3), k-means init drawn from NumPy's global RNG, seeded with fit_seed before each call) on "
+    "a fixed queue, and get_tau_t with the real fit_gmm (same seed) at lr 0.1 and 0.01. sklearn_steps "
+    "re-derives the fit in float64 from the k-means labels drawn with the same seed (kmeans_lower_count / "
+    "kmeans_lower_max: the initial lower cluster); sklearn_steps_max_abs_diff shows it is the fit_gmm "
+    "result, so the k-means split is the only random part.",
+    "generator": "scripts/make_official_fixtures.py",
+  }
+  return out
+
+
+# ----------------------------------------------------------------------------------------------
 
 
 def _is_num(x):
@@ -1338,7 +1623,7 @@ def main():
   ap.add_argument("--out", default=os.path.join(here, "..", "tests", "fixtures", "official"))
   ap.add_argument("--src", default="/tmp/official_src", help="where extracted official files are written")
   ap.add_argument(
-    "--only", nargs="*", help="generator names (anl alfs jal eps logitclip gjs taylor nls apl phuber elr sr ldr)"
+    "--only", nargs="*", help="generator names (anl alfs jal eps logitclip gjs taylor nls apl phuber elr sr ldr ogc)"
   )
   a = ap.parse_args()
   torch.set_num_threads(1)
@@ -1358,6 +1643,7 @@ def main():
     "elr": gen_elr,
     "sr": gen_sr,
     "ldr": gen_ldr,
+    "ogc": gen_ogc,
   }
   os.makedirs(a.out, exist_ok=True)
   written = []
@@ -1369,7 +1655,8 @@ def main():
       with open(path, "w") as f:
         f.write(to_json(fx) + "\n")
       written.append(path)
-      print("wrote", os.path.relpath(path), len(fx["cases"]), "cases")
+      counts = {k: len(v) for k, v in fx.items() if k.endswith("cases") and isinstance(v, list)}
+      print("wrote", os.path.relpath(path), ", ".join(f"{n} {k}" for k, n in counts.items()))
   for w in src.head_warnings:
     print("WARNING", w)
 

@@ -1,7 +1,10 @@
 """The library installs on its own: `pip install .` in a clean virtual environment brings only JAX-side
-requirements and puts no generic top-level package (experiments, configs, benchmarks) in site-packages."""
+requirements and puts no generic top-level package (experiments, configs, benchmarks) in site-packages. The
+installed package carries its version, its licence and its type information (py.typed)."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -32,11 +35,23 @@ assert a.shape == (4,) and np.allclose(a, b, rtol=1e-6), (a, b)
 print("ok", float(a.sum()))
 """
 
+METADATA = """
+import importlib.metadata, json, robust_losses
+meta = importlib.metadata.metadata("robust_losses")
+print(json.dumps({
+  "version": robust_losses.__version__,
+  "dist_version": importlib.metadata.version("robust_losses"),
+  "license": meta["License"],
+  "classifiers": meta.get_all("Classifier"),
+  "files": [str(f) for f in importlib.metadata.files("robust_losses")],
+}))
+"""
+
 
 def test_library_installs_alone_in_a_clean_venv(tmp_path):
   src = tmp_path / "src"
   src.mkdir()
-  for name in ("setup.py", "README.md"):
+  for name in ("setup.py", "README.md", "LICENSE"):
     shutil.copy(os.path.join(REPO, name), src / name)
   shutil.copytree(
     os.path.join(REPO, "robust_losses"), src / "robust_losses", ignore=shutil.ignore_patterns("__pycache__")
@@ -57,6 +72,7 @@ def test_library_installs_alone_in_a_clean_venv(tmp_path):
   ).stdout.strip()
   top_level = set(os.listdir(site))
   assert "robust_losses" in top_level
+  assert os.path.exists(os.path.join(site, "robust_losses", "py.typed"))
   assert not top_level & {"experiments", "configs", "benchmarks", "tests"}, top_level
   run = subprocess.run(
     [py, "-c", SCRIPT],
@@ -67,3 +83,15 @@ def test_library_installs_alone_in_a_clean_venv(tmp_path):
     timeout=300,
   )
   assert run.returncode == 0 and run.stdout.startswith("ok"), run.stdout + run.stderr
+  meta = subprocess.run(
+    [py, "-c", METADATA], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu"}
+  )
+  assert meta.returncode == 0, meta.stderr[-3000:]
+  meta = json.loads(meta.stdout)
+  with open(os.path.join(REPO, "robust_losses", "__init__.py")) as f:
+    source_version = re.search(r'^__version__ = "([^"]+)"$', f.read(), re.M).group(1)
+  assert meta["version"] == meta["dist_version"] == source_version, meta
+  assert meta["license"] == "Apache-2.0", meta
+  assert "License :: OSI Approved :: Apache Software License" in meta["classifiers"], meta
+  assert any(f.endswith(".dist-info/licenses/LICENSE") for f in meta["files"]), meta["files"]
+  assert "robust_losses/py.typed" in meta["files"], meta["files"]

@@ -10,11 +10,34 @@ import pytest
 import robust_losses as rl
 
 K = 5
-T = 0.6 * np.eye(K) + 0.1 * (1 - np.eye(K))
+# Asymmetric (T != T.T) and with distinct entries, so a class-id path that reads a row of T (or of its
+# inverse) where the one-hot path reads a column gives other numbers. With the symmetric matrix this test
+# used before, forward correction's class-id path passed with ``t[labels]`` in place of ``t.T[labels]``
+# (planted, seen to pass there and fail here, reverted).
+T = np.array(
+  [
+    [0.60, 0.25, 0.10, 0.05, 0.00],
+    [0.05, 0.70, 0.15, 0.00, 0.10],
+    [0.00, 0.10, 0.55, 0.30, 0.05],
+    [0.20, 0.00, 0.05, 0.65, 0.10],
+    [0.10, 0.05, 0.00, 0.15, 0.70],
+  ]
+)
 
 
 def _required(name):
   return {k: (T if k == "transition_matrix" else 0.2) for k in rl.required_hparams(name)}
+
+
+def _loop_kwargs(loss, batch_shape):
+  """What a training loop passes: the epoch, and state rows (ELR targets that are not all zero)."""
+  kwargs = {"epoch": 3} if loss.uses_epoch else {}
+  state = loss.init_example_state(int(np.prod(batch_shape)), K)
+  if "targets" in state:
+    state["targets"] = np.full_like(state["targets"], 0.15)
+  if state:
+    kwargs["example_state"] = {k: v.reshape(*batch_shape, *v.shape[1:]) for k, v in state.items()}
+  return kwargs
 
 
 # Logits up to ~|9|: the two label forms differ only in float32 rounding order. log p_y is z_y - lse for ids
@@ -26,12 +49,18 @@ RTOL, ATOL = 1e-5, 2.5e-5
 @pytest.mark.parametrize("name", rl.names())
 def test_integer_and_one_hot_labels_agree_in_values_and_gradients(name):
   loss = rl.get(name, **_required(name))
-  logits = 3.0 * jax.random.normal(jax.random.key(0), (3, 4, K))
+  views = () if loss.num_views == 1 else (loss.num_views,)  # GJS: the views' logits stacked in front
+  logits = 3.0 * jax.random.normal(jax.random.key(0), (*views, 3, 4, K))
   ids = jax.random.randint(jax.random.key(1), (3, 4), 0, K)
   onehot = jax.nn.one_hot(ids, K)
 
+  kwargs = _loop_kwargs(loss, (3, 4))
+
   def value_and_grad(labels):
-    return jax.jit(jax.value_and_grad(lambda z: loss(z, labels, axis_name=None).sum()))(logits), loss(logits, labels)
+    return (
+      jax.jit(jax.value_and_grad(lambda z: loss(z, labels, axis_name=None, **kwargs).sum()))(logits),
+      loss(logits, labels, **kwargs),
+    )
 
   (total_i, grad_i), per_i = value_and_grad(ids)
   (total_o, grad_o), per_o = value_and_grad(onehot)
@@ -41,7 +70,7 @@ def test_integer_and_one_hot_labels_agree_in_values_and_gradients(name):
   assert np.isfinite(np.asarray(grad_i)).all()
   # Masks work the same way with ids (masked examples: 0 loss, 0 gradient).
   where = np.array([[True, False, True, True]] * 3)
-  masked = loss(logits, ids, where=where)
+  masked = loss(logits, ids, where=where, **kwargs)
   np.testing.assert_array_equal(np.asarray(masked)[~where], 0.0)
 
 

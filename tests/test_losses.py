@@ -51,13 +51,16 @@ CASES = [
   ("normalized_negative_cross_entropy", "normalized_negative_cross_entropy", {}),
   ("normalized_negative_focal_loss", "normalized_negative_focal_loss", {}),
   ("active_negative_loss", "active_negative_loss", {}),
+  ("active_negative_loss_entropy_regularized", "active_negative_loss_entropy_regularized", {}),
   ("anl_fl_detached", "active_negative_loss", {"active": "nfl", "detach_modulator": True}),
   ("asymmetric_generalized_cross_entropy", "asymmetric_generalized_cross_entropy", {}),
   ("asymmetric_unhinged_loss", "asymmetric_unhinged_loss", {}),
   ("asymmetric_exponential_loss", "asymmetric_exponential_loss", {}),
+  ("asymmetric_norm_loss", "asymmetric_norm_loss", {}),
   ("nce_asymmetric_loss", "nce_asymmetric_loss", {}),
   ("nce_aul", "nce_asymmetric_loss", {"passive": "aul", "a": 6.3}),
   ("nce_ael", "nce_asymmetric_loss", {"passive": "ael", "a": 5.0}),
+  ("nce_anorm", "nce_asymmetric_loss", {"passive": "anorm", "alpha": 1.0, "beta": 1.0, "a": 2.0, "q": 0.7}),
   ("asymmetric_mean_squared_error", "asymmetric_mean_squared_error", {}),
   ("joint_asymmetric_loss", "joint_asymmetric_loss", {}),
   ("jal_fl", "joint_asymmetric_loss", {"active": "nfl"}),
@@ -67,25 +70,68 @@ CASES = [
   ("ldr_kl_loss", "ldr_kl_loss", {}),
   ("ldr_kl_lam1", "ldr_kl_loss", {"lam": 1.0}),
   ("jensen_shannon_divergence", "jensen_shannon_divergence", {}),
+  ("generalized_jensen_shannon_divergence", "generalized_jensen_shannon_divergence", {}),
+  ("gjs_three_views", "generalized_jensen_shannon_divergence", {"js_weights": (0.4, 0.2, 0.2, 0.2)}),
   ("taylor_cross_entropy", "taylor_cross_entropy", {"order": 3}),
   ("logit_clipping", "logit_clipping", {"tau": 1.5}),
   ("logit_clipping_official", "logit_clipping", {"tau": 1.5, "official_threshold": True}),
   ("partially_huberised_cross_entropy", "partially_huberised_cross_entropy", {}),
+  ("partially_huberised_generalized_cross_entropy", "partially_huberised_generalized_cross_entropy", {}),
   ("early_learning_regularization", "early_learning_regularization", {}),
   ("sparse_regularization", "sparse_regularization", {}),
+  ("optimized_gradient_clipping", "optimized_gradient_clipping", {"threshold": 0.3}),
+  ("ogc_fl", "optimized_gradient_clipping", {"threshold": 0.5, "base": "fl"}),
+  ("ogc_gce_continuous", "optimized_gradient_clipping", {"threshold": 0.4, "base": "gce", "official_value": False}),
+  ("clip_per_class", "clipped_cross_entropy", {"statistic": "median", "per_class": True, "min_class_count": 2}),
 ]
 CASE_IDS = [c[0] for c in CASES]
 
 
-def _data(shape=(2, 3), seed=0):
+def _views(case_id):
+  """() for a loss of one view, else (M,): the leading axis of the M views of its logits (GJS)."""
+  _, name, hparams = CASES[CASE_IDS.index(case_id)]
+  num_views = robust_losses.get(name, **hparams).num_views
+  return () if num_views == 1 else (num_views,)
+
+
+def _with_views(logits, views, seed=1):
+  """The logits of every view: the first is `logits`, the others perturbed copies (other augmentations)."""
+  if not views:
+    return logits
+  noise = jax.random.normal(jax.random.key(seed), (views[0] - 1, *logits.shape), logits.dtype)
+  return jnp.concatenate([logits[None], logits[None] + noise.astype(logits.dtype)])
+
+
+def _data(shape=(2, 3), seed=0, views=()):
   kx, ky = jax.random.split(jax.random.key(seed))
   logits = 2.0 * jax.random.normal(kx, (*shape, K))
   labels = jax.nn.one_hot(jax.random.randint(ky, shape, 0, K), K)
-  return logits, labels
+  return _with_views(logits, views), labels
+
+
+def _extras(name, hparams, logits, labels):
+  """What a training loop gives the losses with a schedule or state, as a function of the batch so that any
+  subset of examples gets the same rows: SR's epoch, ELR's targets, truncated Lq's weights (the ones the
+  loop's refresh would compute from these logits)."""
+  if name == "sparse_regularization":
+    return {"epoch": 3}
+  if name == "early_learning_regularization":
+    return {"targets": jnp.full(jnp.shape(logits), 0.1, jnp.float32)}
+  if name == "truncated_generalized_cross_entropy":
+    return {"weights": robust_losses.truncated_lq_prune_weights(logits, labels, k=hparams.get("k", 0.5))}
+  return {}
 
 
 def _fn(name, hparams):
-  return functools.partial(getattr(robust_losses, name), **hparams)
+  fn = getattr(robust_losses, name)
+  return lambda logits, labels, **kw: fn(logits, labels, **hparams, **_extras(name, hparams, logits, labels), **kw)
+
+
+def _registry_kwargs(loss, logits, labels):
+  """`_extras` as the Loss object takes them (state rows under example_state)."""
+  extras = _extras(loss.name, loss.hparams, logits, labels)
+  epoch = extras.pop("epoch", None)
+  return {"epoch": epoch, "example_state": extras or None}
 
 
 def test_cases_cover_every_registered_loss():
@@ -95,7 +141,7 @@ def test_cases_cover_every_registered_loss():
 @functools.lru_cache(maxsize=None)
 def _eager(case_id):
   _, name, hparams = CASES[CASE_IDS.index(case_id)]
-  return _fn(name, hparams)(*_data())
+  return _fn(name, hparams)(*_data(views=_views(case_id)))
 
 
 class VariantsTest(chex.TestCase):
@@ -103,7 +149,7 @@ class VariantsTest(chex.TestCase):
   @parameterized.named_parameters(*[(case_id, case_id) for case_id in CASE_IDS])
   def test_jit_and_eager_agree(self, case_id):
     _, name, hparams = CASES[CASE_IDS.index(case_id)]
-    out = self.variant(_fn(name, hparams))(*_data())
+    out = self.variant(_fn(name, hparams))(*_data(views=_views(case_id)))
     chex.assert_shape(out, (2, 3))
     chex.assert_type(out, jnp.float32)
     chex.assert_trees_all_close(out, _eager(case_id), rtol=1e-5, atol=1e-6)
@@ -132,23 +178,26 @@ def _properties(case_id):
     (_, losses), grads = jax.value_and_grad(lambda x: (lambda l: (l.sum(), l))(fn(x, y, **kwargs)), has_aux=True)(x)
     return losses, grads
 
-  logits, labels = _data()
+  views = _views(case_id)
+  logits, labels = _data(views=views)
   # Padding may hold garbage: NaN logits in masked rows must not reach outputs or gradients.
   masked_logits = jnp.where(WHERE[..., None], logits, jnp.nan)
+  extreme_logits = _with_views(EXTREME, views)
   masked, extreme = jax.jit(lambda x, e: (value_and_grad(x, labels, where=WHERE), value_and_grad(e, EXTREME_LABELS)))(
-    masked_logits, EXTREME
+    masked_logits, extreme_logits
   )
   return jax.device_get(
     {
       "batched": _eager(case_id),
-      "flat": fn(logits.reshape(-1, K), labels.reshape(-1, K)).reshape(2, 3),
+      "flat": fn(logits.reshape(*views, -1, K), labels.reshape(-1, K)).reshape(2, 3),
       "masked": masked,
-      "alone": fn(logits[WHERE], labels[WHERE]),
+      # A multi-view loss's views axis leads: select the kept examples of every view.
+      "alone": fn(logits[(slice(None),) * len(views) + (WHERE,)], labels[WHERE]),
       "extreme": extreme,
-      "extreme_as_f32": fn(EXTREME.astype(jnp.float32), EXTREME_LABELS),
-      "registry": loss(logits, labels),
-      "registry_aux": loss.call_with_aux(logits, labels),
-      "registry_where": loss(masked_logits, labels, where=WHERE),
+      "extreme_as_f32": fn(extreme_logits.astype(jnp.float32), EXTREME_LABELS),
+      "registry": loss(logits, labels, **_registry_kwargs(loss, logits, labels)),
+      "registry_aux": loss.call_with_aux(logits, labels, **_registry_kwargs(loss, logits, labels)),
+      "registry_where": loss(masked_logits, labels, where=WHERE, **_registry_kwargs(loss, masked_logits, labels)),
     }
   ), loss
 
@@ -167,7 +216,7 @@ def test_where_masks_examples_and_their_gradients(case_id):
   losses, grads = out["masked"]
   assert np.all(np.isfinite(losses)) and np.all(np.isfinite(grads))
   np.testing.assert_array_equal(losses[~WHERE], 0.0)
-  np.testing.assert_array_equal(grads[~WHERE], 0.0)
+  np.testing.assert_array_equal(grads[..., ~WHERE, :], 0.0)
   # The kept examples get exactly the losses of a batch holding only them (for the clipping losses this
   # says masked examples do not enter the batch statistic).
   np.testing.assert_allclose(losses[WHERE], out["alone"], rtol=1e-5, atol=1e-6)
@@ -196,7 +245,12 @@ def test_registry_round_trip(case_id):
   with_aux, aux = out["registry_aux"]
   np.testing.assert_array_equal(with_aux, out["batched"])
   np.testing.assert_allclose(out["registry_where"], out["masked"][0], rtol=1e-6, atol=1e-7)
-  assert set(aux) == ({"clipped", "unclipped"} if loss.uses_batch_statistics else set())
+  # The clipping losses report what they clipped; the batch entropy of ANL-CE-ER clips nothing.
+  clips = loss.uses_batch_statistics and name != "active_negative_loss_entropy_regularized"
+  assert set(aux) == (
+    {"clipped", "unclipped"} if clips else {"example_state"} if name == "early_learning_regularization" else set()
+  )
+  aux.pop("example_state", None)
   for value in aux.values():
     chex.assert_shape(value, (2, 3))
     chex.assert_type(value, jnp.float32)

@@ -411,9 +411,10 @@ def test_registry_label_smoothing_is_optax_smooth_labels():
 # --- written-out gradients of the class-id fast paths ---------------------------------------------
 # With integer labels, NCE, NFL, NGCE and APL (with those active terms) take
 # `_utils.label_log_prob_and_sum`, soft bootstrapping `_utils.label_log_prob_and_entropy` and sigmoid BCE
-# `classification._one_vs_all_softplus_sum`: one pass over the classes with a hand-written VJP
-# (jax.custom_vjp). It must be exactly the gradient of the formula: here against jax.grad of the formula
-# written directly in jax.numpy on one-hot labels (no fast path).
+# `classification._one_vs_all_softplus_sum`: one pass over the classes with a hand-written derivative
+# (jax.custom_jvp, transposed for reverse mode). It must be exactly the gradient of the formula: here against
+# jax.grad of the formula written directly in jax.numpy on one-hot labels (no fast path). Forward mode and
+# second derivatives: tests/test_forward_mode.py.
 
 
 def _f_nce(z, y):

@@ -16,10 +16,12 @@ Y = np.eye(K, dtype=np.float32)[[0, 2, 3, 1]]
 
 EXPECTED_NAMES = [
   "active_negative_loss",
+  "active_negative_loss_entropy_regularized",
   "active_passive_loss",
   "asymmetric_exponential_loss",
   "asymmetric_generalized_cross_entropy",
   "asymmetric_mean_squared_error",
+  "asymmetric_norm_loss",
   "asymmetric_unhinged_loss",
   "backward_corrected_cross_entropy",
   "bi_tempered_logistic_loss",
@@ -33,6 +35,7 @@ EXPECTED_NAMES = [
   "focal_loss",
   "forward_corrected_cross_entropy",
   "generalized_cross_entropy",
+  "generalized_jensen_shannon_divergence",
   "jensen_shannon_divergence",
   "joint_asymmetric_loss",
   "ldr_kl_loss",
@@ -45,8 +48,10 @@ EXPECTED_NAMES = [
   "normalized_generalized_cross_entropy",
   "normalized_negative_cross_entropy",
   "normalized_negative_focal_loss",
+  "optimized_gradient_clipping",
   "oracle_small_loss_selection",
   "partially_huberised_cross_entropy",
+  "partially_huberised_generalized_cross_entropy",
   "reverse_cross_entropy",
   "sigmoid_binary_cross_entropy",
   "softmax_cross_entropy",
@@ -86,6 +91,8 @@ def test_hparams_are_resolved_defaults_plus_overrides():
     "num_std": 4.0,
     "per_element": False,
     "warmup_epochs": 0,
+    "per_class": False,
+    "min_class_count": 8,
     "label_smoothing": 0.0,
   }
   # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
@@ -105,6 +112,7 @@ def test_capability_flags():
   batch_stats = {n for n in rl.names() if rl.get(n, **_required(n)).uses_batch_statistics}
   assert weighted == {"truncated_generalized_cross_entropy"}
   assert batch_stats == {
+    "active_negative_loss_entropy_regularized",
     "binary_cross_entropy_dynamic_clipping",
     "clipped_cross_entropy",
     "clipped_focal_loss",
@@ -123,6 +131,9 @@ def test_capability_flags():
     "oracle_small_loss_selection",
     "sparse_regularization",
   }
+  views = {n: rl.get(n, **_required(n)).num_views for n in rl.names()}
+  assert {n: v for n, v in views.items() if v != 1} == {"generalized_jensen_shannon_divergence": 2}
+  assert rl.get("generalized_jensen_shannon_divergence", js_weights=(0.4, 0.2, 0.2, 0.2)).num_views == 3
 
 
 def _required(name):
@@ -146,7 +157,9 @@ def test_hparam_types_cover_every_hyperparameter():
 
 def test_unknown_name():
   with pytest.raises(
-    ValueError, match=r"unknown loss 'cross_entropy'; valid names are \['active_negative_loss', 'active_passive"
+    ValueError,
+    match=r"unknown loss 'cross_entropy'; did you mean .*'softmax_cross_entropy'.*\? Valid names are "
+    r"\['active_negative_loss', 'active_negative_loss_entropy",
   ):
     rl.get("cross_entropy")
 
@@ -214,7 +227,6 @@ BAD = [
   ("bi_tempered_logistic_loss", {"t1": 1.5}, r"t1=1.5 is out of range"),
   ("bi_tempered_logistic_loss", {"t2": 0.8}, r"t2=0.8 is out of range; valid range is \[1, inf\)"),
   ("bi_tempered_logistic_loss", {"num_iters": 0}, r"num_iters=0 is out of range; valid range is"),
-  ("bi_tempered_logistic_loss", {"num_iters": 2.5}, r"num_iters=2.5 must be a Python int"),
   (
     "clipped_cross_entropy",
     {"statistic": "max"},
@@ -235,7 +247,7 @@ BAD = [
   (
     "nce_asymmetric_loss",
     {"passive": "rce"},
-    r"passive='rce' is not a valid choice; valid choices are \['ael', 'agce', 'aul'\]",
+    r"passive='rce' is not a valid choice; valid choices are \['ael', 'agce', 'anorm', 'aul'\]",
   ),
   ("asymmetric_mean_squared_error", {"a": 0.5}, r"a=0.5 is out of range; valid range is \[1, inf\)"),
   ("epsilon_softmax_cross_entropy", {"m": -1.0}, r"m=-1.0 is out of range; valid range is \[0, inf\)"),
@@ -244,6 +256,36 @@ BAD = [
   ("taylor_cross_entropy", {"order": 0}, r"order=0 is out of range; valid range is integers >= 1"),
   ("logit_clipping", {"tau": 0.0}, r"tau=0.0 is out of range; valid range is \(0, inf\)"),
   ("partially_huberised_cross_entropy", {"tau": 1.0}, r"tau=1.0 is out of range; valid range is \(1, inf\)"),
+  ("partially_huberised_generalized_cross_entropy", {"q": 1.0}, r"q=1.0 is out of range; valid range is \(0, 1\)"),
+  (
+    "partially_huberised_generalized_cross_entropy",
+    {"tau": 0.5},
+    r"tau=0.5 is out of range; valid range is \(1, inf\)",
+  ),
+  ("asymmetric_norm_loss", {"a": 1.0}, r"a=1.0 is out of range; valid range is \(1, inf\)"),
+  ("asymmetric_norm_loss", {"p": 0.0}, r"p=0.0 is out of range; valid range is \(0, inf\)"),
+  ("nce_asymmetric_loss", {"passive": "anorm", "a": 0.5}, r"a=0.5 is out of range; valid range is \(1, inf\)"),
+  ("active_negative_loss_entropy_regularized", {"lam": -1.0}, r"lam=-1.0 is out of range; valid range is \[0, inf\)"),
+  (
+    "active_negative_loss_entropy_regularized",
+    {"min_prob": 0.5},
+    r"min_prob=0.5 is out of range; valid range is \(0, 0.5\)",
+  ),
+  (
+    "generalized_jensen_shannon_divergence",
+    {"js_weights": (0.7, 0.3)},
+    r"js_weights=\(0.7, 0.3\) has 2 weights; valid is at least 3 .*jensen_shannon_divergence\(pi=js_weights\[0\]\)",
+  ),
+  (
+    "generalized_jensen_shannon_divergence",
+    {"js_weights": (0.9, 0.05, 0.04)},
+    r"js_weights=\(0.9, 0.05, 0.04\) sum to 0.99; valid weights sum to 1 within 0.001",
+  ),
+  (
+    "generalized_jensen_shannon_divergence",
+    {"js_weights": (1.0, 0.0, 0.0)},
+    r"js_weights\[0\]=1.0 is out of range; valid range is \(0, 1\)",
+  ),
   ("early_learning_regularization", {"beta": 1.0}, r"beta=1.0 is out of range; valid range is \[0, 1\)"),
   ("sparse_regularization", {"freq": 0}, r"freq=0 is out of range; valid range is integers >= 1"),
   ("sparse_regularization", {"rho": 0.9}, r"rho=0.9 is out of range; valid range is \[1, inf\)"),
@@ -255,6 +297,15 @@ BAD = [
 def test_out_of_range_hyperparameters_fail_at_construction(name, hparams, match):
   with pytest.raises(ValueError, match=match):
     rl.get(name, **hparams)
+
+
+def test_hyperparameters_of_another_type_fail_at_construction():
+  with pytest.raises(
+    TypeError, match=r"hyperparameter num_iters=2.5 of loss 'bi_tempered_logistic_loss' must be an int"
+  ):
+    rl.get("bi_tempered_logistic_loss", num_iters=2.5)
+  with pytest.raises(ValueError, match=r"num_iters=2.5 must be a Python int"):  # the function's own check
+    rl.bi_tempered_logistic_loss(LOGITS, Y, num_iters=2.5)
 
 
 def test_weights_only_for_the_truncated_loss():
