@@ -63,6 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.noise.kind = "symmetric"  # none|symmetric|uniform|asymmetric|pairflip|matrix|real
   c.noise.rate = 0.4
   c.noise.matrix = config_dict.placeholder(tuple)  # K×K row-stochastic, for kind='matrix'
+  c.noise.path = ""  # kind='file': noisy labels, a run's noisy_labels.npz or int [N] / [R, N] (docs/NOISE_FILES.md)
 
   # Model (experiments/models.py); 'auto' picks one that fits the input shape.
   c.model = "auto"

@@ -15,21 +15,27 @@ Kinds (``KINDS``):
   matrix ``T[i, j] = P(noisy = j | clean = i)``; ``rate`` is ignored.
 - ``real``: the human/web labels supplied by the dataset loader (e.g. CIFAR-10N ``aggre_label``) are used as
   they are; ``rate`` is ignored.
+- ``file``: the labels stored in a file (``path``): a run's own ``noisy_labels.npz`` (``save_noisy_labels``), or
+  labels made elsewhere as a ``.npy`` / ``.npz`` of int [N] or [R, N]; ``rate`` is ignored. Format and
+  conversions: docs/NOISE_FILES.md.
 
 Every run should log ``summary(noisy)``: the realised rate differs from the nominal one (floor, ``uniform``
 self-draws, asymmetric maps touching only some classes).
 """
 
+import contextlib
 import dataclasses
+import hashlib
 import math
 import numbers
+import os
 
 import numpy as np
 
-KINDS = ("none", "symmetric", "uniform", "asymmetric", "pairflip", "matrix", "real")
+KINDS = ("none", "symmetric", "uniform", "asymmetric", "pairflip", "matrix", "real", "file")
 
 # Kinds whose noise level is set by `rate`; the others ignore it entirely.
-_RATE_KINDS = ("symmetric", "uniform", "asymmetric", "pairflip")
+RATE_KINDS = ("symmetric", "uniform", "asymmetric", "pairflip")
 
 # Tolerance for "rows sum to 1" of user matrices (configs written by hand, e.g. 0.1 + 0.2 + 0.7).
 _ROW_SUM_ATOL = 1e-6
@@ -220,11 +226,17 @@ def _show(x):
   return repr(x.item() if isinstance(x, np.generic) else x)
 
 
-def validate(kind, rate, *, num_classes, dataset=None, matrix=None):
+def validate(kind, rate, *, num_classes, dataset=None, matrix=None, path=None, rate_explicit=False):
   """Check a noise configuration; raise ValueError naming the bad value and what is allowed.
 
   Cheap and host-only, so the trainer calls it before compiling anything. ``rate`` is checked only for kinds
-  that use it (``symmetric``, ``uniform``, ``asymmetric``, ``pairflip``).
+  that use it (``RATE_KINDS``: ``symmetric``, ``uniform``, ``asymmetric``, ``pairflip``). The other kinds ignore
+  it, unless ``rate_explicit=True`` (the config set the rate on purpose, not by its default): then a rate other
+  than None or 0 for such a kind is an error, as it would silently do nothing.
+
+  ``kind='file'`` reads the file at ``path`` and checks its format, dtype, shape and class range against
+  ``num_classes`` (``check_noise_file``); its length N and row count are checked where they are known
+  (``check_noise_file(path, num_examples=N, num_replicas=R)``, and ``apply_noise``).
   """
   if kind not in KINDS:
     raise ValueError(f"unknown noise kind={kind!r}; valid kinds: {', '.join(KINDS)}")
@@ -232,11 +244,16 @@ def validate(kind, rate, *, num_classes, dataset=None, matrix=None):
     raise ValueError(f"num_classes={_show(num_classes)} must be an integer >= 1")
   K = int(num_classes)
 
-  if kind in _RATE_KINDS:
+  if kind in RATE_KINDS:
     if (
       isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not math.isfinite(rate) or not 0.0 <= rate <= 1.0
     ):
       raise ValueError(f"noise rate={_show(rate)} for kind={kind!r} must be a number in [0, 1]")
+  elif rate_explicit and rate is not None and not (isinstance(rate, numbers.Real) and rate == 0):
+    raise ValueError(
+      f"noise rate={_show(rate)} has no effect for kind={kind!r}: a rate applies only to kinds "
+      f"{', '.join(RATE_KINDS)}; leave it unset (or 0) for kind={kind!r}"
+    )
 
   if kind == "symmetric" and K < 2 and rate > 0:
     raise ValueError(f"symmetric noise needs num_classes >= 2 (got {K}): there is no other class to flip to")
@@ -249,6 +266,8 @@ def validate(kind, rate, *, num_classes, dataset=None, matrix=None):
       raise ValueError(f"asymmetric map of dataset={dataset!r} uses class {top}, but num_classes={K}")
   if kind == "matrix":
     _check_matrix(matrix, K)
+  if kind == "file":
+    check_noise_file(path, num_classes=K)
 
 
 def _check_matrix(matrix, K):
@@ -299,12 +318,30 @@ def _num_flips(rate, n):
   return int(math.floor(rate * n + 1e-9))
 
 
-def apply_noise(clean, *, kind, rate, num_classes, seed, dataset=None, matrix=None, real_labels=None):
+def apply_noise(
+  clean,
+  *,
+  kind,
+  rate,
+  num_classes,
+  seed,
+  dataset=None,
+  matrix=None,
+  real_labels=None,
+  path=None,
+  replica=0,
+  num_replicas=1,
+):
   """Apply the noise model to ``clean`` (int [N]) and return a :class:`NoisyLabels`.
 
   Deterministic given ``seed`` (``np.random.default_rng(seed)``). Validates the configuration first.
+
+  ``kind='file'`` returns exactly row ``replica`` of the labels in ``path`` (``seed`` is not used). The file holds
+  one row, shared by every replica, or ``num_replicas`` rows (row r for replica r), each of length N; all of it
+  is checked by ``check_noise_file``, including, for a ``noisy_labels.npz``, that it was written for ``clean``.
+  The flipped mask, realised rate and transition matrix are computed against ``clean`` as for every kind.
   """
-  validate(kind, rate, num_classes=num_classes, dataset=dataset, matrix=matrix)
+  validate(kind, rate, num_classes=num_classes, dataset=dataset, matrix=matrix, path=path)
   K = int(num_classes)
   clean = _check_labels("clean labels", clean, K)
   rng = np.random.default_rng(seed)
@@ -340,6 +377,15 @@ def apply_noise(clean, *, kind, rate, num_classes, seed, dataset=None, matrix=No
     if real_labels is None:
       raise ValueError("kind='real' needs real_labels= (the dataset's noisy labels, int [N])")
     labels = _check_labels("real_labels", real_labels, K, n=clean.size)
+  elif kind == "file":
+    if isinstance(num_replicas, bool) or not isinstance(num_replicas, numbers.Integral) or num_replicas < 1:
+      raise ValueError(f"num_replicas={_show(num_replicas)} must be an integer >= 1")
+    if isinstance(replica, bool) or not isinstance(replica, numbers.Integral) or not 0 <= replica < num_replicas:
+      raise ValueError(f"replica={_show(replica)} is out of range; valid range is [0, {num_replicas - 1}]")
+    rows = check_noise_file(
+      path, num_examples=clean.size, num_classes=K, num_replicas=num_replicas, clean_labels=clean
+    ).labels
+    labels = rows[0 if rows.shape[0] == 1 else replica].copy()
 
   is_noisy = labels != clean
   return NoisyLabels(
@@ -366,8 +412,14 @@ def transition_matrix(kind, rate, *, num_classes, dataset=None, matrix=None):
   """Expected row-stochastic T[i, j] = P(noisy = j | clean = i) of the noise model (Patrini's known-T setting).
 
   For the exact-count kinds the realised fraction is floor(rate*N_c)/N_c, i.e. ``rate`` up to rounding.
-  ``real`` noise has no known T: estimate it (e.g. Patrini's anchor-point estimator) and use kind='matrix'.
+  ``real`` and ``file`` noise have no known T: estimate it (e.g. Patrini's anchor-point estimator) and use
+  kind='matrix'.
   """
+  if kind in ("real", "file"):
+    raise ValueError(
+      f"kind={kind!r} has no known transition matrix; estimate it from the data (e.g. Patrini's anchor "
+      "points) and pass it with kind='matrix' to transition_matrix"
+    )
   validate(kind, rate, num_classes=num_classes, dataset=dataset, matrix=matrix)
   K = int(num_classes)
   T = np.eye(K)
@@ -383,11 +435,6 @@ def transition_matrix(kind, rate, *, num_classes, dataset=None, matrix=None):
       T[c, target] = rate
   elif kind == "matrix":
     T = np.array(matrix, dtype=np.float64)
-  elif kind == "real":
-    raise ValueError(
-      "kind='real' has no known transition matrix; estimate it from the data (e.g. Patrini's anchor "
-      "points) and pass it with kind='matrix' to transition_matrix"
-    )
   return T
 
 
@@ -404,3 +451,260 @@ def summary(noisy):
     "per_class_flip_rate": [float(f / n) if n else None for f, n in zip(flips, counts)],
     "transition_realised": noisy.transition_realised.tolist(),
   }
+
+
+# --- Noise files ------------------------------------------------------------------------------------------------
+# Format: docs/NOISE_FILES.md. Files are read with allow_pickle=False: reading one never runs code.
+
+NOISE_FILE = "noisy_labels.npz"  # the name a run's labels get in its workdir
+FORMAT_VERSION = 1
+# Keys an .npz may hold its labels under, in order of preference (this project's files use the first).
+LABEL_KEYS = ("noisy_labels", "labels")
+# Optional in an .npz made elsewhere: the clean labels [N] the noisy ones were made for, in the same order. When
+# present they must equal the training set's labels, which catches a file in another example order.
+CLEAN_KEY = "clean_labels"
+# Every key of a file written by save_noisy_labels; `format_version` marks such a file.
+_OWN_KEYS = (
+  "format_version",
+  "noisy_labels",
+  "is_noisy",
+  "noise_kind",
+  "noise_rate",
+  "seed",
+  "rate_realised",
+  "num_classes",
+  "num_examples",
+  "clean_sha256",
+)
+_ACCEPTED = (
+  f"accepted: a run's {NOISE_FILE}, a .npy of integer labels [N] or [R, N], or an .npz holding them under key "
+  + " or ".join(repr(k) for k in LABEL_KEYS)
+)
+
+
+def clean_labels_sha256(clean):
+  """Hex SHA-256 of the clean labels as little-endian int32 bytes, in example order."""
+  return hashlib.sha256(np.ascontiguousarray(clean, dtype="<i4").tobytes()).hexdigest()
+
+
+def save_noisy_labels(path, noisy, replicas):
+  """Write every replica's training labels to the .npz ``path`` (a run's is ``os.path.join(workdir, NOISE_FILE)``).
+
+  Args:
+    path: the file to write. It is replaced atomically (written to a temporary file in the same directory,
+      then ``os.replace``): a reader sees the previous file or the whole new one, never a part.
+    noisy: one :class:`NoisyLabels` per replica, all made from the same clean labels.
+    replicas: the matching ``(setting, seed)`` pairs; ``setting`` is a dict with ``kind`` and ``rate``.
+
+  Returns:
+    ``path``. Arrays written (R replicas, N examples, K classes): ``noisy_labels`` int32 [R, N], ``is_noisy``
+    bool [R, N], ``noise_kind`` str [R], ``noise_rate`` float64 [R] (NaN for kinds outside ``RATE_KINDS``, which
+    ignore it), ``seed`` int64 [R], ``rate_realised`` float64 [R], and the scalars ``num_classes`` int64 (K),
+    ``num_examples`` int64 (N), ``clean_sha256`` str (``clean_labels_sha256`` of the clean labels) and
+    ``format_version`` int64 (``FORMAT_VERSION``).
+  """
+  noisy, replicas = list(noisy), list(replicas)
+  if not noisy or len(noisy) != len(replicas):
+    raise ValueError(f"need one (setting, seed) per NoisyLabels and at least one; got {len(noisy)} and {len(replicas)}")
+  clean = noisy[0].clean
+  K = noisy[0].transition_realised.shape[0]
+  for r, nl in enumerate(noisy):
+    if not np.array_equal(nl.clean, clean) or nl.transition_realised.shape[0] != K:
+      raise ValueError(f"replica {r}'s clean labels or num_classes differ from replica 0's; one file holds one dataset")
+  kinds, rates, seeds = [], [], []
+  for r, (setting, seed) in enumerate(replicas):
+    if setting.get("kind") not in KINDS:
+      raise ValueError(f"replica {r}: noise kind={setting.get('kind')!r} is unknown; valid kinds: {', '.join(KINDS)}")
+    kinds.append(setting["kind"])
+    rates.append(float(setting["rate"]) if setting["kind"] in RATE_KINDS else math.nan)
+    seeds.append(int(seed))
+  arrays = {
+    "format_version": np.int64(FORMAT_VERSION),
+    "noisy_labels": np.stack([nl.labels for nl in noisy]).astype(np.int32),
+    "is_noisy": np.stack([nl.is_noisy for nl in noisy]).astype(bool),
+    "noise_kind": np.asarray(kinds, dtype=str),
+    "noise_rate": np.asarray(rates, dtype=np.float64),
+    "seed": np.asarray(seeds, dtype=np.int64),
+    "rate_realised": np.asarray([nl.rate_realised for nl in noisy], dtype=np.float64),
+    "num_classes": np.int64(K),
+    "num_examples": np.int64(clean.size),
+    "clean_sha256": np.asarray(clean_labels_sha256(clean)),
+  }
+  path = os.fspath(path)
+  # O_EXCL with a unique name: two writers never share a temporary file; 0o666 lets the umask decide the mode.
+  tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez_compressed(f, **arrays)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
+  return path
+
+
+# eq=False: as NoisyLabels, it holds arrays.
+@dataclasses.dataclass(frozen=True, eq=False)
+class NoiseFile:
+  """Labels read from a noise file by ``check_noise_file``, with what the file says about them."""
+
+  path: str
+  array: str  # the .npz key the labels were read from; "" for a .npy
+  labels: np.ndarray  # int32 [R, N]; a file of one row [N] reads as R = 1
+  metadata: dict  # a noisy_labels.npz's other arrays (numpy values, by key); {} for a file made elsewhere
+  clean_labels: np.ndarray | None = None  # int32 [N] of an .npz made elsewhere with key CLEAN_KEY, else None
+
+
+def _read(path, what):
+  """what(), with any failure of numpy/zipfile on a damaged file reported as a ValueError naming the file."""
+  try:
+    return what()
+  except Exception as e:  # noqa: BLE001 - truncated zips, bad headers, pickles: the file is unreadable
+    raise ValueError(
+      f"noise file {path!r} cannot be read as a .npy or .npz ({type(e).__name__}: {e}); {_ACCEPTED}"
+    ) from None
+
+
+def _load_noise_file(path):
+  """(labels as stored, the array's name, metadata, clean labels or None) of ``path``; errors name the file."""
+  if path is None or not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    raise ValueError(f"kind='file' needs path= (noise.path: the file of noisy labels; {_ACCEPTED})")
+  path = os.fspath(path)
+  if not os.path.exists(path):
+    raise ValueError(f"noise file {path!r} does not exist")
+  if os.path.isdir(path):
+    inside = os.path.join(path, NOISE_FILE)
+    hint = f"; did you mean the run's labels {inside!r}?" if os.path.isfile(inside) else ""
+    raise ValueError(f"noise file {path!r} is a directory, not a file{hint}")
+  if not os.path.isfile(path):
+    raise ValueError(f"noise file {path!r} is not a regular file")
+  ext = os.path.splitext(path)[1].lower()
+  if ext in (".pt", ".pth", ".pkl", ".pickle"):
+    raise ValueError(
+      f"noise file {path!r}: {ext} files are not read (unpickling can run code, and torch is not a dependency); "
+      f"convert it to an .npz or .npy as shown in docs/NOISE_FILES.md; {_ACCEPTED}"
+    )
+  loaded = _read(path, lambda: np.load(path, allow_pickle=False))
+  if isinstance(loaded, np.ndarray):
+    return loaded, "", {}, None
+  with loaded:
+    keys = list(loaded.files)
+    name = next((k for k in LABEL_KEYS if k in keys), None)
+    if name is None:
+      raise ValueError(f"noise file {path!r} has no array {' or '.join(map(repr, LABEL_KEYS))}; it holds {keys}")
+    labels = _read(path, lambda: loaded[name])
+    if "format_version" not in keys:
+      return labels, name, {}, (_read(path, lambda: loaded[CLEAN_KEY]) if CLEAN_KEY in keys else None)
+    missing = [k for k in _OWN_KEYS if k not in keys]
+    if missing:
+      raise ValueError(f"noise file {path!r} has format_version but lacks array(s) {missing} of the format")
+    metadata = _read(path, lambda: {k: loaded[k] for k in _OWN_KEYS if k != "noisy_labels"})
+  return labels, name, metadata, None
+
+
+def check_noise_file(path, *, num_examples=None, num_classes=None, num_replicas=None, clean_labels=None):
+  """Read and check a file of noisy labels without loading any dataset; return a :class:`NoiseFile`.
+
+  Host-only NumPy, so the trainer calls it before compiling: with just the path in the static checks, then
+  with N (``num_examples``: the size of the training set the labels apply to), K (``num_classes``) and R
+  (``num_replicas``: the replicas of the run) once the data is known. Checks: the file exists, is a .npy or
+  .npz (read with ``allow_pickle=False``) with the labels under a ``LABEL_KEYS`` key, integer dtype, shape
+  [N] or [R, N] with 1 or ``num_replicas`` rows, values in [0, K-1]. For a ``noisy_labels.npz`` also that it
+  was written for N examples and K classes and, given ``clean_labels`` (int [N]), for these clean labels in
+  this order (the ``clean_sha256`` it stores); for an .npz made elsewhere with a ``CLEAN_KEY`` array, that it
+  equals ``clean_labels``. Every error is a ValueError naming the file, the array and the
+  valid range.
+  """
+  labels, name, meta, file_clean = _load_noise_file(path)
+  path = os.fspath(path)
+  if clean_labels is not None:
+    clean_labels = np.asarray(clean_labels)
+    if num_examples is None:
+      num_examples = clean_labels.shape[0] if clean_labels.ndim == 1 else None
+    if clean_labels.shape != (num_examples,):
+      raise ValueError(f"clean_labels has shape {clean_labels.shape}; expected ({num_examples},), one per example")
+  where = f"noise file {path!r}, array {name!r}" if name else f"noise file {path!r} (its .npy array)"
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(
+      f"{where} has dtype {labels.dtype}; class ids must be integers (dtype int8..int64 or uint8..uint64); "
+      "if the values are whole numbers, save labels.astype(np.int64)"
+    )
+  if labels.ndim not in (1, 2) or labels.size == 0:
+    raise ValueError(
+      f"{where} has shape {labels.shape}; expected [N] (one row shared by every replica) or [R, N] "
+      "(one row per replica), non-empty"
+    )
+  rows = labels.reshape(1, -1) if labels.ndim == 1 else labels
+  if meta:
+    if int(meta["format_version"]) != FORMAT_VERSION:
+      raise ValueError(f"{where}: format_version={int(meta['format_version'])}; this code reads {FORMAT_VERSION}")
+    if labels.ndim != 2 or int(meta["num_examples"]) != rows.shape[1] or meta["is_noisy"].shape != rows.shape:
+      raise ValueError(
+        f"{where} has shape {labels.shape}, but the file records num_examples={int(meta['num_examples'])} and "
+        f"is_noisy of shape {meta['is_noisy'].shape}: the file is damaged"
+      )
+  if num_examples is not None:
+    N = int(num_examples)
+    if rows.shape[1] != N:
+      transposed = labels.ndim == 2 and labels.shape[0] == N
+      hint = f" (shape {labels.shape} looks transposed: rows are replicas, [R, N])" if transposed else ""
+      raise ValueError(
+        f"{where} holds labels for {rows.shape[1]} examples; expected N={N}, the size of the training set the "
+        f"noise applies to{hint}"
+      )
+  if num_classes is not None and meta and int(meta["num_classes"]) != int(num_classes):
+    raise ValueError(f"{where} was written for num_classes={int(meta['num_classes'])}; this dataset has {num_classes}")
+  # Negative ids are never valid here, so they are caught even before K is known.
+  bad = (rows < 0) | (rows >= int(num_classes)) if num_classes is not None else rows < 0
+  if bad.any():
+    r, i = np.argwhere(bad)[0]
+    valid = f"[0, {int(num_classes) - 1}] for num_classes={int(num_classes)}" if num_classes is not None else "[0, K-1]"
+    raise ValueError(
+      f"{where} has values in [{rows.min()}, {rows.max()}]; valid range is {valid} "
+      f"(first out of range: row {r}, index {i}, value {rows[r, i]})"
+    )
+  if file_clean is not None:
+    if (
+      not np.issubdtype(file_clean.dtype, np.integer)
+      or file_clean.shape != (rows.shape[1],)
+      or (file_clean.size and (file_clean.min() < 0 or (num_classes is not None and file_clean.max() >= num_classes)))
+    ):
+      raise ValueError(
+        f"noise file {path!r}, array {CLEAN_KEY!r} has dtype {file_clean.dtype} and shape {file_clean.shape}; "
+        f"expected integers of shape ({rows.shape[1]},), one clean label per example, in [0, K-1]"
+      )
+    if clean_labels is not None and not np.array_equal(file_clean, clean_labels):
+      differ = np.flatnonzero(file_clean != clean_labels)
+      raise ValueError(
+        f"noise file {path!r}, array {CLEAN_KEY!r} differs from this training set's labels at {differ.size} of "
+        f"{clean_labels.size} examples (first at index {differ[0]}: {file_clean[differ[0]]} in the file, "
+        f"{clean_labels[differ[0]]} here): another dataset, split, hold-out or example order?"
+      )
+  if num_replicas is not None and rows.shape[0] not in (1, int(num_replicas)):
+    raise ValueError(
+      f"{where} has {rows.shape[0]} rows; this run trains {int(num_replicas)} replica(s): give 1 row (shared by "
+      f"every replica) or {int(num_replicas)} (row r for replica r)"
+    )
+  if clean_labels is not None and meta:
+    clean = clean_labels
+    stored, here = str(meta["clean_sha256"]), clean_labels_sha256(clean)
+    if stored != here:
+      # The labels a noisy_labels.npz marks as not flipped are its dataset's clean labels: compare them here.
+      kept = np.flatnonzero(~meta["is_noisy"][0])
+      differ = kept[rows[0, kept] != clean[kept]]
+      detail = f"{differ.size} of the {kept.size} labels row 0 marks as not flipped differ here" + (
+        f" (first at index {differ[0]}: {rows[0, differ[0]]} in the file, {clean[differ[0]]} here)"
+        if differ.size
+        else ""
+      )
+      raise ValueError(
+        f"{where} was written for other clean labels (clean_sha256 {stored[:12]}..., this training set's "
+        f"{here[:12]}...): {detail}. Another dataset, split, hold-out or example order? To apply the labels "
+        "anyway, save them as a plain .npy (docs/NOISE_FILES.md)"
+      )
+  clean_out = None if file_clean is None else file_clean.astype(np.int32)
+  return NoiseFile(path=path, array=name, labels=rows.astype(np.int32), metadata=meta, clean_labels=clean_out)

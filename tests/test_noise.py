@@ -1,7 +1,13 @@
 """Tests for experiments/noise.py: exact counts, maps, determinism, matrices and every validation error."""
 
+import hashlib
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -370,3 +376,309 @@ def test_validate_errors(args, kw, match):
 def test_validate_accepts(kind, rate, kw):
   kw = {"num_classes": 10, **kw}
   validate(kind, rate, **kw)
+
+
+# --- rate for kinds that ignore it ---
+
+
+@pytest.mark.parametrize("kind", ["none", "real", "matrix", "file"])
+def test_explicit_rate_for_kind_without_rate_is_an_error(kind, tmp_path):
+  np.save(tmp_path / "y.npy", np.arange(10))
+  kw = {"matrix": {"matrix": np.eye(10)}, "file": {"path": str(tmp_path / "y.npy")}}.get(kind, {})
+  match = (
+    rf"noise rate=0\.4 has no effect for kind='{kind}': a rate applies only to kinds symmetric, uniform, "
+    rf"asymmetric, pairflip; leave it unset \(or 0\) for kind='{kind}'"
+  )
+  with pytest.raises(ValueError, match=match):
+    validate(kind, 0.4, num_classes=10, rate_explicit=True, **kw)
+  validate(kind, 0.4, num_classes=10, **kw)  # the config's default rate: ignored, as before
+  validate(kind, 0.0, num_classes=10, rate_explicit=True, **kw)
+  validate(kind, None, num_classes=10, rate_explicit=True, **kw)
+  validate("symmetric", 0.4, num_classes=10, rate_explicit=True)
+  assert noise.RATE_KINDS == ("symmetric", "uniform", "asymmetric", "pairflip")
+  assert set(noise.RATE_KINDS) < set(noise.KINDS)
+
+
+# --- noise files ---
+
+
+def draws(clean, R, kind="symmetric", rate=0.4, K=10):
+  """R replicas (setting, seed) with their noisy labels, as the trainer makes them."""
+  replicas = [({"kind": kind, "rate": rate}, 7 + r) for r in range(R)]
+  return [apply_noise(clean, kind=kind, rate=rate, num_classes=K, seed=s) for _, s in replicas], replicas
+
+
+def from_file(clean, path, replica=0, num_replicas=1, K=10):
+  return apply_noise(
+    clean, kind="file", rate=None, num_classes=K, seed=0, path=path, replica=replica, num_replicas=num_replicas
+  )
+
+
+@pytest.mark.parametrize("R", [1, 3])
+def test_noise_file_round_trip(tmp_path, R):
+  clean = unbalanced(10)
+  noisy, replicas = draws(clean, R)
+  path = noise.save_noisy_labels(str(tmp_path / noise.NOISE_FILE), noisy, replicas)
+  assert path == str(tmp_path / "noisy_labels.npz") and os.listdir(tmp_path) == ["noisy_labels.npz"]
+  for r in range(R):
+    out = from_file(clean, path, replica=r, num_replicas=R)
+    check_result(out, clean, 10)
+    np.testing.assert_array_equal(out.labels, noisy[r].labels)
+    np.testing.assert_array_equal(out.is_noisy, noisy[r].is_noisy)
+    assert out.rate_realised == noisy[r].rate_realised
+    np.testing.assert_array_equal(out.transition_realised, noisy[r].transition_realised)
+    assert noise.summary(out) == noise.summary(noisy[r])
+  # The stored arrays, as another codebase reads them (no pickles).
+  with np.load(path, allow_pickle=False) as z:
+    assert sorted(z.files) == sorted(noise._OWN_KEYS)
+    assert z["noisy_labels"].dtype == np.int32 and z["noisy_labels"].shape == (R, clean.size)
+    assert z["is_noisy"].dtype == bool and z["is_noisy"].shape == (R, clean.size)
+    np.testing.assert_array_equal(z["is_noisy"], z["noisy_labels"] != clean)
+    assert z["noise_kind"].tolist() == ["symmetric"] * R
+    np.testing.assert_array_equal(z["noise_rate"], [0.4] * R)
+    np.testing.assert_array_equal(z["seed"], [7 + r for r in range(R)])
+    np.testing.assert_array_equal(z["rate_realised"], [nl.rate_realised for nl in noisy])
+    assert int(z["num_classes"]) == 10 and int(z["num_examples"]) == clean.size
+    assert int(z["format_version"]) == noise.FORMAT_VERSION
+    assert str(z["clean_sha256"]) == hashlib.sha256(clean.astype("<i4").tobytes()).hexdigest()
+
+
+def test_noise_file_records_each_replicas_setting(tmp_path):
+  clean = balanced(10, 30)
+  settings = [{"kind": "symmetric", "rate": 0.2}, {"kind": "none", "rate": 0.4}, {"kind": "real", "rate": 0.4}]
+  replicas = [(settings[0], 3), (settings[1], 3), (settings[2], 4)]
+  real = (clean + 1) % 10
+  noisy = [
+    apply_noise(clean, kind=n["kind"], rate=n["rate"], num_classes=10, seed=s, real_labels=real) for n, s in replicas
+  ]
+  path = noise.save_noisy_labels(tmp_path / "x.npz", noisy, replicas)
+  meta = noise.check_noise_file(path).metadata
+  assert meta["noise_kind"].tolist() == ["symmetric", "none", "real"]
+  # NaN: a rate is not part of the noise model of `none` and `real` (it was the config's default).
+  np.testing.assert_array_equal(meta["noise_rate"], [0.2, np.nan, np.nan])
+  assert meta["seed"].tolist() == [3, 3, 4]
+  np.testing.assert_array_equal(from_file(clean, path, 2, 3).labels, real)
+
+
+def test_noise_file_one_shared_row_or_one_per_replica(tmp_path):
+  clean = balanced(10, 20)
+  rows = np.stack([(clean + r) % 10 for r in range(3)])
+  np.save(tmp_path / "one.npy", rows[1])  # [N]
+  np.save(tmp_path / "one_2d.npy", rows[1:2].astype(np.uint8))  # [1, N], another integer dtype
+  np.save(tmp_path / "three.npy", rows)  # [R, N]
+  for name in ("one.npy", "one_2d.npy"):
+    for r in range(3):
+      out = from_file(clean, tmp_path / name, replica=r, num_replicas=3)
+      np.testing.assert_array_equal(out.labels, rows[1])
+      assert out.labels.dtype == np.int32 and out.rate_realised == 1.0
+  for r in range(3):
+    out = from_file(clean, tmp_path / "three.npy", replica=r, num_replicas=3)
+    np.testing.assert_array_equal(out.labels, rows[r])
+    np.testing.assert_array_equal(out.is_noisy, rows[r] != clean)
+  with pytest.raises(ValueError, match=r"replica=3 is out of range; valid range is \[0, 2\]"):
+    from_file(clean, tmp_path / "three.npy", replica=3, num_replicas=3)
+
+
+def test_noise_file_npz_made_elsewhere(tmp_path):
+  clean = balanced(10, 20)
+  noisy = (clean + 3) % 10
+  np.savez(tmp_path / "labels.npz", labels=noisy, other=np.zeros(3))
+  np.savez(tmp_path / "both.npz", labels=clean, noisy_labels=noisy)  # 'noisy_labels' is preferred
+  for name in ("labels.npz", "both.npz"):
+    np.testing.assert_array_equal(from_file(clean, tmp_path / name).labels, noisy)
+  nf = noise.check_noise_file(tmp_path / "labels.npz", num_examples=clean.size, num_classes=10)
+  assert nf.array == "labels" and nf.metadata == {} and nf.labels.shape == (1, clean.size)
+
+
+def test_noise_file_checked_without_a_dataset(tmp_path):
+  # The static checks have only the path, N and K: noise.py needs neither JAX nor the data layer.
+  np.save(tmp_path / "y.npy", np.arange(50) % 5)
+  code = (
+    "import sys; from experiments import noise; "
+    f"nf = noise.check_noise_file({str(tmp_path / 'y.npy')!r}, num_examples=50, num_classes=5, num_replicas=2); "
+    "assert nf.labels.shape == (1, 50); "
+    f"noise.validate('file', None, num_classes=5, path={str(tmp_path / 'y.npy')!r}); "
+    "loaded = [m for m in sys.modules if m == 'jax' or m.startswith(('experiments.input', 'experiments.data'))]; "
+    "assert not loaded, loaded"
+  )
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
+  with pytest.raises(ValueError, match=r"holds labels for 50 examples; expected N=49"):
+    noise.check_noise_file(tmp_path / "y.npy", num_examples=49, num_classes=5)
+  with pytest.raises(ValueError, match=r"valid range is \[0, 3\] for num_classes=4"):
+    validate("file", None, num_classes=4, path=str(tmp_path / "y.npy"))
+
+
+def _bad_files(d):
+  """{case: (path, expected message)} for every kind of bad noise file; N = 100, K = 10, R = 3."""
+  y = np.arange(100) % 10
+  cases = {}
+
+  def npy(name, arr, match):
+    np.save(d / name, arr)
+    cases[name] = (d / name, match)
+
+  def q(name):
+    return re.escape(repr(str(d / name)))
+
+  npy("short.npy", y[:99], q("short.npy") + r" \(its \.npy array\) holds labels for 99 examples; expected N=100")
+  npy("transposed.npy", np.stack([y, y, y], 1), r"holds labels for 3 examples; expected N=100.*looks transposed")
+  npy("float.npy", y.astype(np.float32), q("float.npy") + r" \(its \.npy array\) has dtype float32; .* integers")
+  npy("bool.npy", y > 4, r"has dtype bool; class ids must be integers")
+  npy("big.npy", np.where(y == 3, 10, y), r"values in \[0, 10\]; valid range is \[0, 9\] for num_classes=10 .*index 3")
+  npy("negative.npy", y - 1, r"values in \[-1, 8\]; valid range is \[0, 9\] .*row 0, index 0, value -1")
+  npy("3d.npy", y.reshape(1, 1, 100), r"has shape \(1, 1, 100\); expected \[N\] .* or \[R, N\]")
+  npy("scalar.npy", np.int64(3), r"has shape \(\); expected \[N\]")
+  npy("empty.npy", np.zeros((0, 100), np.int64), r"has shape \(0, 100\); expected .*non-empty")
+  npy("two_rows.npy", np.stack([y, y]), r"has 2 rows; this run trains 3 replica\(s\): give 1 row .* or 3")
+  np.savez(d / "key.npz", y=y)
+  cases["key.npz"] = (d / "key.npz", q("key.npz") + r" has no array 'noisy_labels' or 'labels'; it holds \['y'\]")
+  np.savez(d / "range.npz", labels=y + 1)
+  cases["range.npz"] = (d / "range.npz", q("range.npz") + r", array 'labels' has values in \[1, 10\]; valid range")
+  cases["missing"] = (d / "missing.npy", q("missing.npy") + " does not exist")
+  os.mkdir(d / "dir")
+  cases["dir"] = (d / "dir", q("dir") + " is a directory, not a file$")
+  os.mkdir(d / "run")
+  noise.save_noisy_labels(d / "run" / "noisy_labels.npz", *draws(y, 3))
+  cases["run_dir"] = (d / "run", r"is a directory, not a file; did you mean the run's labels .*run/noisy_labels\.npz")
+  data = (d / "run" / "noisy_labels.npz").read_bytes()
+  (d / "truncated.npz").write_bytes(data[: len(data) // 2])
+  # Damage inside the compressed labels: the zip opens, reading the array fails.
+  with zipfile.ZipFile(d / "run" / "noisy_labels.npz") as z:
+    mid = (z.getinfo("noisy_labels.npy").header_offset + z.getinfo("is_noisy.npy").header_offset) // 2
+  (d / "corrupt.npz").write_bytes(data[:mid] + bytes(x ^ 0xFF for x in data[mid : mid + 8]) + data[mid + 8 :])
+  cases["corrupt"] = (d / "corrupt.npz", q("corrupt.npz") + r" cannot be read as a \.npy or \.npz \(error: Error -3")
+  cases["truncated"] = (d / "truncated.npz", q("truncated.npz") + r" cannot be read as a \.npy or \.npz \(BadZipFile")
+  (d / "text.npy").write_text("3 1 4 1 5\n")
+  cases["text"] = (d / "text.npy", r"cannot be read as a \.npy or \.npz .*accepted: a run's noisy_labels\.npz")
+  np.save(d / "objects.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+  cases["objects"] = (d / "objects.npy", q("objects.npy") + r" cannot be read as a \.npy or \.npz \(ValueError")
+  (d / "labels.pt").write_bytes(b"PK\x03\x04")
+  cases["pt"] = (
+    d / "labels.pt",
+    r"\.pt files are not read .*convert it to an \.npz or \.npy as shown in docs/NOISE_FILES\.md",
+  )
+  cases["no_path"] = ("", r"kind='file' needs path= \(noise\.path")
+  return cases
+
+
+BAD_FILES = (
+  "short.npy transposed.npy float.npy bool.npy big.npy negative.npy 3d.npy scalar.npy empty.npy two_rows.npy "
+  "key.npz range.npz missing dir run_dir truncated corrupt text objects pt no_path"
+).split()
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_noise_file(tmp_path, case):
+  cases = _bad_files(tmp_path)
+  assert sorted(cases) == sorted(BAD_FILES)
+  path, match = cases[case]
+  with pytest.raises(ValueError, match=match):
+    noise.check_noise_file(path, num_examples=100, num_classes=10, num_replicas=3)
+  # apply_noise checks the file the same way before it uses any label.
+  with pytest.raises(ValueError, match=match):
+    from_file(np.arange(100) % 10, path, num_replicas=3)
+
+
+def test_own_noise_file_must_match_the_clean_labels(tmp_path):
+  clean = unbalanced(10)
+  path = noise.save_noisy_labels(tmp_path / "n.npz", *draws(clean, 1))
+  # Another order of the same examples (TFDS and torchvision order CIFAR differently): same N, K and counts.
+  reordered = clean[::-1].copy()
+  match = (
+    re.escape(f"noise file {str(path)!r}, array 'noisy_labels' was written for other clean labels (clean_sha256 ")
+    + r"[0-9a-f]{12}\.\.\., this training set's [0-9a-f]{12}\.\.\.\): \d+ of the \d+ labels row 0 marks as not "
+    r"flipped differ here \(first at index \d+: \d in the file, \d here\)\. Another dataset, split, hold-out or "
+    r"example order\? To apply the labels anyway, save them as a plain \.npy"
+  )
+  with pytest.raises(ValueError, match=match):
+    from_file(reordered, path)
+  with pytest.raises(ValueError, match=match):
+    noise.check_noise_file(path, num_classes=10, clean_labels=reordered)
+  # The way out the message names: the same labels as a plain .npy apply to any labels of that size.
+  with np.load(path) as z:
+    np.save(tmp_path / "plain.npy", z["noisy_labels"])
+  np.testing.assert_array_equal(from_file(reordered, tmp_path / "plain.npy").labels, np.load(path)["noisy_labels"][0])
+  with pytest.raises(ValueError, match=r"array 'noisy_labels' was written for num_classes=10; this dataset has 12"):
+    noise.check_noise_file(path, num_classes=12)
+  with pytest.raises(ValueError, match=rf"array 'noisy_labels' holds labels for {clean.size} examples; expected N=9"):
+    noise.check_noise_file(path, num_examples=9)
+  with pytest.raises(ValueError, match=r"clean_labels has shape \(9,\); expected \(" + str(clean.size)):
+    noise.check_noise_file(path, num_examples=clean.size, clean_labels=clean[:9])
+
+
+def test_damaged_own_noise_file(tmp_path):
+  clean = balanced(5, 4)
+  path = noise.save_noisy_labels(tmp_path / "n.npz", *draws(clean, 2, K=5))
+  with np.load(path) as z:
+    arrays = dict(z)
+  np.savez(tmp_path / "v2.npz", **{**arrays, "format_version": np.int64(2)})
+  with pytest.raises(ValueError, match=r"array 'noisy_labels': format_version=2; this code reads 1"):
+    noise.check_noise_file(tmp_path / "v2.npz")
+  np.savez(tmp_path / "lacks.npz", **{k: v for k, v in arrays.items() if k != "clean_sha256"})
+  with pytest.raises(ValueError, match=r"has format_version but lacks array\(s\) \['clean_sha256'\]"):
+    noise.check_noise_file(tmp_path / "lacks.npz")
+  np.savez(tmp_path / "n_mismatch.npz", **{**arrays, "num_examples": np.int64(21)})
+  with pytest.raises(ValueError, match=r"has shape \(2, 20\), but the file records num_examples=21 .* damaged"):
+    noise.check_noise_file(tmp_path / "n_mismatch.npz")
+
+
+def test_save_noisy_labels_is_atomic(tmp_path, monkeypatch):
+  clean = balanced(10, 10)
+  path = tmp_path / noise.NOISE_FILE
+  noise.save_noisy_labels(path, *draws(clean, 1))
+  before = path.read_bytes()
+
+  # A write that fails half-way leaves the previous file and no temporary file.
+  def fail(f, **arrays):
+    f.write(b"PK partial")
+    raise OSError("disk full")
+
+  monkeypatch.setattr(np, "savez_compressed", fail)
+  with pytest.raises(OSError, match="disk full"):
+    noise.save_noisy_labels(path, *draws(clean, 3))
+  assert path.read_bytes() == before and os.listdir(tmp_path) == [noise.NOISE_FILE]
+  monkeypatch.undo()
+  noisy, replicas = draws(clean, 3)
+  noise.save_noisy_labels(path, noisy, replicas)  # replaces the old file
+  np.testing.assert_array_equal(noise.check_noise_file(path).labels, np.stack([nl.labels for nl in noisy]))
+  assert os.listdir(tmp_path) == [noise.NOISE_FILE]
+
+
+def test_save_noisy_labels_errors(tmp_path):
+  clean = balanced(10, 10)
+  noisy, replicas = draws(clean, 2)
+  with pytest.raises(ValueError, match=r"need one \(setting, seed\) per NoisyLabels and at least one; got 2 and 1"):
+    noise.save_noisy_labels(tmp_path / "n.npz", noisy, replicas[:1])
+  with pytest.raises(ValueError, match=r"got 0 and 0"):
+    noise.save_noisy_labels(tmp_path / "n.npz", [], [])
+  other = apply_noise(clean[::-1], kind="none", rate=0.0, num_classes=10, seed=0)
+  with pytest.raises(ValueError, match=r"replica 1's clean labels or num_classes differ from replica 0's"):
+    noise.save_noisy_labels(tmp_path / "n.npz", [noisy[0], other], replicas)
+  with pytest.raises(ValueError, match=r"replica 1: noise kind='gauss' is unknown; valid kinds: none, .*, file"):
+    noise.save_noisy_labels(tmp_path / "n.npz", noisy, [replicas[0], ({"kind": "gauss", "rate": 0.1}, 0)])
+  assert not os.listdir(tmp_path)
+
+
+def test_file_kind_has_no_known_transition_matrix():
+  with pytest.raises(ValueError, match=r"kind='file' has no known transition matrix; estimate it"):
+    transition_matrix("file", None, num_classes=10)
+
+
+def test_npz_made_elsewhere_with_its_clean_labels(tmp_path):
+  # CIFAR-N's label file carries the clean labels; saved next to the noisy ones they check the example order.
+  clean = unbalanced(10)
+  noisy = (clean + 1) % 10
+  np.savez(tmp_path / "n.npz", noisy_labels=noisy, clean_labels=clean)
+  np.testing.assert_array_equal(from_file(clean, tmp_path / "n.npz").labels, noisy)
+  np.testing.assert_array_equal(noise.check_noise_file(tmp_path / "n.npz").clean_labels, clean)
+  other_order = np.roll(clean, 1)
+  with pytest.raises(
+    ValueError,
+    match=re.escape(f"noise file {str(tmp_path / 'n.npz')!r}, array 'clean_labels' differs from this training set's")
+    + r" labels at \d+ of \d+ examples \(first at index \d+: \d in the file, \d here\): another dataset, split",
+  ):
+    from_file(other_order, tmp_path / "n.npz")
+  np.savez(tmp_path / "bad.npz", noisy_labels=noisy, clean_labels=clean[:-1])
+  with pytest.raises(ValueError, match=r"array 'clean_labels' has dtype int64 and shape \(\d+,\); expected integers"):
+    noise.check_noise_file(tmp_path / "bad.npz")
