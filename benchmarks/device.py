@@ -41,6 +41,8 @@ DEFAULT_MODELS = "ResNet-20,ResNet-18"
 DTYPES = ("float32", "bfloat16")
 LOSSES = "softmax_cross_entropy,binary_cross_entropy_dynamic_clipping"
 IMAGE = (32, 32, 3)
+# What "float32" convolutions and matmuls compute with at JAX's default precision (jax.default_matmul_precision).
+PRECISION_NOTE = {"tpu": "float32 matmuls/convolutions in one bfloat16 pass", "gpu": "TF32 on Ampere and newer"}
 
 
 def streamed_chunk(chunk, seed: int = 0):
@@ -196,6 +198,8 @@ def main():
       gc.collect()  # the chunks of this model and dtype are gone: free their device memory
   kind = devices[0].device_kind
   precision = jax.config.jax_default_matmul_precision or "default"
+  if precision == "default" and backend in PRECISION_NOTE:
+    precision += f" ({PRECISION_NOTE[backend]})"
   md = (
     ("**CPU run: an example of the table format, not an accelerator figure.**\n\n" if backend == "cpu" else "")
     + f"{kind} ({backend}), {len(devices)} device(s); jax {jax.__version__}; per-device batch {args.batch}, "

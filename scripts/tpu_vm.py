@@ -347,7 +347,12 @@ def up(runner: Runner, g: Gcloud, args) -> int:
   extra = list(args.create_arg or [])
   if desc is True:
     runner.note("if it does not exist:")
-  if args.queued:
+  if args.queued and queued_state(runner, g):
+    runner.note(f"queued resource {g.name} exists already: waiting for it instead of requesting another")
+    wait_queued(runner, g, args.wait_minutes)
+  elif args.queued:
+    if runner.dry_run:
+      runner.note("if no queued resource of that name exists either:")
     runner.run(
       g.queued(
         "create",
@@ -384,6 +389,14 @@ def wait_ready(runner: Runner, g: Gcloud, desc, minutes: float = 30) -> int:
   return hosts_of(desc)
 
 
+def queued_state(runner: Runner, g: Gcloud) -> str | None:
+  """The queued resource's state, or None when it does not exist (or in dry-run)."""
+  res = runner.query(g.queued("describe", g.name, "--format=value(state.state)"))
+  if res is None or res.returncode != 0:
+    return None
+  return res.stdout.strip() or "UNKNOWN"
+
+
 def wait_queued(runner: Runner, g: Gcloud, minutes: float) -> None:
   if runner.dry_run:
     runner.note(f"then poll until the queued resource is ACTIVE (at most {minutes:g} minutes):")
@@ -411,7 +424,7 @@ def push(runner: Runner, g: Gcloud, args) -> None:
   # `git stash create` makes a commit of the working tree's tracked files without touching anything (it prints
   # nothing for a clean tree): uncommitted edits travel, untracked files do not.
   archive = f'tree="$(git stash create)"; git archive --format=tar.gz -o {shlex.quote(tarball)} "${{tree:-HEAD}}"'
-  runner.run(["bash", "-c", f"cd {shlex.quote(REPO)} && {archive}"])
+  runner.run(["bash", "-c", f"set -e; cd {shlex.quote(REPO)}; {archive}"])
   runner.run(g.scp("all", tarball, f"{g.name}:{remote_tarball}"))
   runner.run(g.ssh("all", setup_script(args.remote_dir, remote_tarball)))
   if not runner.dry_run:

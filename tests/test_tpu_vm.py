@@ -84,11 +84,12 @@ def test_up_creates_when_absent():
 
 def test_up_queued_resource_and_runtime_default():
   cmds, _ = commands("up", "q-tpu", ZONE, "--accelerator-type=v5litepod-16", "--queued", "--create-arg=--reserved")
-  create = cmds[1]
+  assert cmds[1][3:6] == ["queued-resources", "describe", "q-tpu"]  # an earlier request is waited for, not repeated
+  create = cmds[2]
   assert create[:6] == ["gcloud", "compute", "tpus", "queued-resources", "create", "q-tpu"]
   assert "--node-id=q-tpu" in create and "--runtime-version=v2-alpha-tpuv5-lite" in create
   assert "--reserved" in create and "--spot" not in create
-  assert cmds[2][:5] == ["gcloud", "compute", "tpus", "queued-resources", "describe"]  # polled until ACTIVE
+  assert cmds[3][:5] == ["gcloud", "compute", "tpus", "queued-resources", "describe"]  # polled until ACTIVE
 
 
 def test_push_copies_the_git_tree_to_every_worker_and_sets_up():
