@@ -21,6 +21,7 @@ BENCHMARKS = [
   ("sweep", [], "sweep"),
   ("scaling", [], "scaling"),
   ("compile", [], "compile"),
+  ("device", ["--devices", "2"], "device"),  # 2 simulated devices: the all-device path runs too
 ]
 NEEDS_TORCH = {"train_step", "sweep"}  # their reference side is PyTorch (the `bench` extra, not in `test`)
 
