@@ -13,9 +13,9 @@ stay small there). The per-device batch is fixed (`--batch`), so the all-device 
 batch × devices.
 
 For each model and dtype, on 1 device, two shares of the step:
-  input   the streamed path (experiments/streaming.py) puts each call's batches on the devices from the
-          host: `to_devices` of uint8 images [T, B, 32, 32, 3] and ids [T, B], as train.py's next_batches
-          does after decoding. Reported: that host->device time per call against the compiled streamed
+  input   the streamed path (experiments/data/feeds.StreamFeed) puts each call's batches on the devices
+          from the host: `to_devices` of uint8 images [T, B, 32, 32, 3] and ids [T, B], as the feed does
+          after decoding. Reported: that host->device time per call against the compiled streamed
           chunk's time with its inputs already on the device, and one call as train.py makes it (the next
           call's batches put while the devices run this one, then the metrics fetched) against the
           chunk alone. Decoding is not included (benchmarks/pipeline.py measures it).
@@ -46,53 +46,52 @@ PRECISION_NOTE = {"tpu": "float32 matmuls/convolutions in one bfloat16 pass", "g
 
 
 def streamed_chunk(chunk, seed: int = 0):
-  """`chunk`'s program fed as train.py feeds streamed batches; returns (its Chunk, put).
+  """`chunk`'s program fed as the streamed feed (experiments/data/feeds.StreamFeed) feeds it: (run, put, call).
 
   The one function here that calls experiments/ itself (the rest goes through benchmarks/_setup):
-  streaming.process_rows, streaming.to_devices and train_lib.init_state, plus train_lib.train_chunk_fn
-  through _setup._compile. put() places one call's batches (images uint8 [T, B, H, W, C], ids int32
-  [T, B]) on the devices, sharded over the batch axis, exactly as train.py's next_batches does.
+  mesh.process_rows, mesh.to_devices and train_lib.init_state, plus train_lib.train_chunk_fn through
+  _setup._compile. put() places one call's batches (images uint8 [T, B, H, W, C], ids int32 [T, B], shared
+  by every replica) on the devices, sharded over the batch axis, exactly as StreamFeed does after decoding.
+  run() is the compiled chunk on batches already on the devices; call() is one call as train.py makes it
+  (run on the batches put before, put the next call's, read the metrics).
   """
+  import jax
   import numpy as np
 
   from benchmarks import _setup
-  from experiments import streaming, train_lib
+  from experiments import mesh, train_lib
 
-  prog = dataclasses.replace(chunk.prog, streamed=True)
+  prog = dataclasses.replace(chunk.prog, per_replica_batches=False)
   steps, batch = chunk.steps, prog.batch_size
-  rows = streaming.process_rows(prog.mesh, (batch,))
+  rows = mesh.process_rows(prog.mesh, batch)
   rng = np.random.default_rng(seed)
   images = rng.integers(0, 256, (steps, batch, *IMAGE), dtype=np.uint8)[:, rows]
   ids = rng.permutation(prog.num_train)[: steps * batch].reshape(steps, batch).astype(np.int32)[:, rows]
 
   def put():
-    return (
-      streaming.to_devices(prog.mesh, images, batch, axis=1),
-      streaming.to_devices(prog.mesh, ids, batch, axis=1),
-    )
+    return {
+      "images": mesh.to_devices(prog.mesh, images, batch, axis=1),
+      "ids": mesh.to_devices(prog.mesh, ids, batch, axis=1),
+    }
 
-  keys, labels, is_noisy, step_ids = chunk.args[1], chunk.args[2], chunk.args[3], chunk.args[-1]
+  keys, labels, is_noisy, step_ids = chunk.args[1], chunk.args[2], chunk.args[3], chunk.args[5]
   state = train_lib.init_state(prog, keys, IMAGE)
-  args = [state, keys, labels, is_noisy, *put(), step_ids]
-  compiled, seconds, flops = _setup._compile(prog, args)
-  return _setup.Chunk(prog, compiled, args, seconds, flops, steps, chunk.images_per_call), put
+  args = [state, keys, labels, is_noisy, put(), step_ids]
+  compiled, _, _ = _setup._compile(prog, args)
 
-
-def pipelined_call(chunk, put):
-  """One call as train.py makes it: run on the batches put before, put the next call's, read the metrics."""
-  import jax
-  import numpy as np
+  def run():
+    args[0], metrics = compiled(*args)
+    _timing.block((args[0], metrics))
 
   pending = [put()]
 
   def call():
-    state, metrics = chunk.compiled(chunk.args[0], *chunk.args[1:4], *pending[0], chunk.args[-1])
-    chunk.args[0] = state
+    args[0], metrics = compiled(*args[:4], pending[0], args[5])
     pending[0] = put()
     jax.tree.map(np.asarray, metrics)  # the trainer reads every call's metrics, which waits for the call
-    _timing.block(state)
+    _timing.block(args[0])
 
-  return call
+  return run, put, call
 
 
 def loss_call(name: str, batch: int, num_classes: int = 10):
@@ -124,10 +123,10 @@ def measure(model, dtype, args, losses, num_devices, loop_free):
     fns[f"step {num_devices}"] = every
     compile_s[f"step {num_devices}"] = every.compile_seconds
     images[f"step {num_devices}"] = every.images_per_call
-  streamed, put = streamed_chunk(one)
-  fns["streamed step"] = streamed
+  run, put, call = streamed_chunk(one)
+  fns["streamed step"] = run
   fns["input"] = lambda: _timing.block(put())
-  fns["pipelined"] = pipelined_call(streamed, put)
+  fns["pipelined"] = call
   for name in losses:
     fns[f"loss {name}"] = loss_call(name, b)
   secs = _timing.interleaved(fns, repeats=args.repeats, warmup=1)
