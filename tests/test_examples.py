@@ -65,3 +65,17 @@ def test_dynamic_clipping_shard_map_matches_one_device():
   # The batch has 30% flipped labels, and every statistic is set to clip some of them, on 1 and 4 devices.
   assert all(float(one) > 0 and float(four) > 0 for _, one, four in rows), rows
   assert out.rstrip().endswith("the same losses on 1 and 4 devices"), out
+
+
+def test_stateful_loss_example_keeps_and_refreshes_state():
+  out = run_example("stateful_loss.py")
+  assert "40.0% of 1257 training labels flipped" in out, out
+  assert "early_learning_regularization: example state ['targets']" in out, out
+  # prune_start_epoch=10 and the default period of 10 epochs: refreshes at epochs 10, 20 and 30 of 40.
+  refreshed = re.findall(r"epoch (\d+): refreshed, (\d+) of 1257 examples kept", out)
+  assert [int(e) for e, _ in refreshed] == [10, 20, 30], out
+  # k = 0.5 prunes examples whose p_y < 0.5: some but not all (40% of the labels are wrong).
+  assert all(0 < int(kept) < 1257 for _, kept in refreshed), refreshed
+  accuracies = dict(re.findall(r"^\s*(.+?): test accuracy (\d\.\d+) after \d+ epochs", out, re.M))
+  assert set(accuracies) == {"ELR", "truncated Lq"}, out
+  assert all(float(a) > 0.5 for a in accuracies.values()), accuracies  # chance is 0.1
