@@ -321,7 +321,7 @@ def main():
       ],
       [e2e],
     )
-    + "\n\nStreamed input (`--config.input=stream`): the streaming stage alone vs the train step's "
+    + "\n\nStreamed input (`--config.data.input=stream`): the streaming stage alone vs the train step's "
     "consumption, and the share of the steady streamed epoch spent waiting for batches:\n\n"
     + _timing.table(
       ["setting", "stream alone img/s", "train step img/s", "stream / step", "waiting share", "< 5%"], [stream_row]

@@ -56,7 +56,7 @@ EPOCHS = 40
 
 
 def load_digits():
-  """The trainer's digits split (experiments/input_pipeline.py): stratified 70/30, random_state 0, 1257 train."""
+  """The trainer's digits split (experiments/data/datasets.py): stratified 70/30, random_state 0, 1257 train."""
   digits = sklearn.datasets.load_digits()
   x_train, _, y_train, _ = sklearn.model_selection.train_test_split(
     digits.images.reshape(len(digits.images), -1) / 16.0,
