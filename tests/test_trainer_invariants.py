@@ -1,0 +1,263 @@
+"""Trainer invariants that no other test guards (issue 24): each test fails on a one-line bug that leaves
+every other test passing. The bug each one catches is named in its comment; each was planted and seen
+failing (commands in the commit message).
+
+  * the epoch order: a permutation, reshuffled every epoch, the same on any number of devices or
+    processes, in memory or streamed, and after a resume;
+  * epoch averages over the finite steps only, when non-finite steps are skipped;
+  * the config guard: a key on one side only is a difference (workdir guard and sweep);
+  * augmentation keyed by the global example position: the same augmented batch and training on 1 and 4
+    devices (and 1 or 2 processes' rows).
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import digits
+from experiments import checkpoints, rng, sweep, train
+from experiments.data import feeds, sources
+from experiments.mesh import make_mesh
+
+# ------------------------------------------------------------------------------------------ epoch order
+N, B = 100, 16  # 6 steps an epoch; the last 4 examples of each epoch's order are dropped
+SPE = N // B
+EPOCHS = 4
+
+
+def expected_order(seed: int, epoch: int) -> np.ndarray:
+  """The documented order, written out from jax.random alone (not via experiments.rng): epoch e of seed s
+  visits jax.random.permutation(fold_in(fold_in(key(s), 1 = the 'data' stream), e), N)."""
+  key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), 1), epoch)
+  return np.asarray(jax.random.permutation(key, N))
+
+
+def index_images():
+  """Image i holds the value i, so a batch's images tell which examples it holds."""
+  return np.broadcast_to(np.arange(N, dtype=np.uint8)[:, None, None, None], (N, 2, 2, 1)).copy()
+
+
+def check_epoch_orders(orders: dict, seed: int):
+  """orders: {epoch: ids visited, in order [SPE * B]}."""
+  for epoch, ids in orders.items():
+    assert len(set(ids.tolist())) == len(ids) == SPE * B and ids.min() >= 0 and ids.max() < N
+    full = expected_order(seed, epoch)
+    np.testing.assert_array_equal(np.sort(full), np.arange(N))  # the expectation itself is a permutation
+    np.testing.assert_array_equal(ids, full[: SPE * B], err_msg=f"epoch {epoch}")
+  # Reshuffled: no two epochs visit the examples in the same order.
+  for a in orders:
+    for b in orders:
+      if a < b:
+        assert (orders[a] != orders[b]).mean() > 0.5, (a, b)
+
+
+def device_feed_orders(num_devices: int, seeds, chunks=(SPE,)):
+  """{epoch: ids [R, SPE*B]} from DeviceFeed on `num_devices` devices, read in calls of `chunks` steps."""
+  mesh = make_mesh(jax.devices()[:num_devices])
+  feed = feeds.DeviceFeed(mesh, index_images(), rng.replica_keys(seeds), B)
+  out = {}
+  for epoch in range(EPOCHS):
+    feed.start_epoch(epoch)
+    parts = []
+    for n in chunks:
+      batch = feed.next(n)
+      ids, images = np.asarray(batch["ids"]), np.asarray(batch["images"])
+      assert ids.shape == (len(seeds), n, B)
+      np.testing.assert_array_equal(images[..., 0, 0, 0], ids)  # the images are those of the ids
+      parts.append(ids)
+    out[epoch] = np.concatenate(parts, axis=1).reshape(len(seeds), -1)
+  return out, feed
+
+
+# Catches: rng.epoch_permutation without the epoch,
+#   `return jax.random.permutation(jax.random.fold_in(stream(key, "data"), epoch), num_train)` ->
+#   `return jax.random.permutation(stream(key, "data"), num_train)`
+# (every epoch the same order; the streamed-vs-in-memory and resume tests still agree with each other).
+@pytest.mark.parametrize("num_devices", [1, 4])
+def test_in_memory_epoch_order_is_a_fresh_permutation_each_epoch_on_any_device_count(num_devices):
+  seeds = [3, 7]  # every replica its own order
+  orders, feed = device_feed_orders(num_devices, seeds, chunks=(2, 3, 1))
+  for r, seed in enumerate(seeds):
+    check_epoch_orders({e: ids[r] for e, ids in orders.items()}, seed)
+  assert (orders[0][0] != orders[0][1]).mean() > 0.5
+  # Resumed `done` batches into an epoch (a new feed, as after a restart): the rest of the same order.
+  resumed = feeds.DeviceFeed(feed.mesh, index_images(), rng.replica_keys(seeds), B)
+  for epoch, done in ((0, 1), (2, 4)):
+    resumed.start_epoch(epoch, done)
+    rest = np.asarray(resumed.next(SPE - done)["ids"]).reshape(len(seeds), -1)
+    np.testing.assert_array_equal(rest, orders[epoch][:, done * B :])
+
+
+@pytest.mark.parametrize("num_devices", [1, 4])
+def test_streamed_epoch_order_is_a_fresh_permutation_each_epoch_on_any_device_count(num_devices):
+  # The same rng bug as above. The streamed feed follows the first seed's order.
+  seed = 3
+  mesh = make_mesh(jax.devices()[:num_devices])
+  source = sources.ArraySource(index_images())
+  feed = feeds.StreamFeed(mesh, source, seed, B, SPE, workers=2, prefetch=2)
+  orders = {}
+  for epoch in range(EPOCHS):
+    feed.start_epoch(epoch)
+    parts = []
+    chunks = (2, 3, 1)
+    for i, n in enumerate(chunks):
+      batch = feed.next(n)
+      # Read ahead the next call's batches as the loop does: the order must not change.
+      feed.prefetch(chunks[i + 1] if i + 1 < len(chunks) else 0)
+      ids = np.asarray(batch["ids"])
+      np.testing.assert_array_equal(np.asarray(batch["images"])[..., 0, 0, 0], ids)
+      parts.append(ids.reshape(-1))
+    orders[epoch] = np.concatenate(parts)
+  check_epoch_orders(orders, seed)
+  # Resumed mid-epoch (a new feed): the rest of the same order.
+  resumed = feeds.StreamFeed(mesh, source, seed, B, SPE, workers=1, prefetch=1)
+  resumed.start_epoch(1, 4)
+  np.testing.assert_array_equal(np.asarray(resumed.next(SPE - 4)["ids"]).reshape(-1), orders[1][4 * B :])
+
+
+def test_two_processes_rows_recombine_to_the_one_process_order():
+  # The same rng bug. Two processes of 2 devices each read rows [0, 8) and [8, 16) of every global batch
+  # (mesh.process_rows); recombined they are the expected order, also when each resumes mid-epoch.
+  seed = 5
+  source = sources.ArraySource(index_images())
+  order = feeds.host_epoch_order(seed, N)
+  halves = [feeds.TrainStream(source, order, B, SPE, rows, workers=2) for rows in (slice(0, 8), slice(8, 16))]
+  orders = {}
+  for epoch in range(EPOCHS):
+    first, second = (list(h.epoch(epoch)) for h in halves)
+    assert len(first) == len(second) == SPE
+    batches = [np.concatenate([a[0], b[0]]) for a, b in zip(first, second)]
+    for (ids_a, images_a), (ids_b, images_b) in zip(first, second):
+      np.testing.assert_array_equal(np.concatenate([images_a, images_b])[:, 0, 0, 0], np.concatenate([ids_a, ids_b]))
+    orders[epoch] = np.concatenate(batches)
+    done = 2
+    rest = [np.concatenate([a[0], b[0]]) for a, b in zip(*(list(h.epoch(epoch, done)) for h in halves))]
+    np.testing.assert_array_equal(np.concatenate(rest), orders[epoch][done * B :])
+  check_epoch_orders(orders, seed)
+
+
+# -------------------------------------------------------------------------------------- config guard
+def tiny(**overrides):
+  c = digits.get_config()
+  c.num_epochs = 1
+  c.batch_size = 64
+  c.progress = False
+  for key, value in overrides.items():
+    c[key] = value
+  return c
+
+
+def stored_json(config, extra=None) -> dict:
+  """What guard_workdir writes as config.json."""
+  return {**json.loads(config.to_json()), **(extra or {})}
+
+
+# Each case: (stored config made from the current one, the difference): they differ only by a key present
+# on one side. The values are not None: a key stored as null and absent now compare equal (dict.get).
+ONE_SIDED = {
+  # A grouped sweep row's run stores its noise settings; a plain run of the same config has none.
+  "stored has noise_settings": (
+    lambda c: stored_json(c, {"noise_settings": [{"kind": "symmetric", "rate": 0.4}]}),
+    "noise_settings: [{'kind': 'symmetric', 'rate': 0.4}] -> None",
+  ),
+  # A key of an older or newer config version (top level and nested).
+  "stored has an extra key": (lambda c: {**stored_json(c), "label_smoothing": 0.1}, "label_smoothing: 0.1 -> None"),
+  "current has an extra key": (
+    lambda c: {k: v for k, v in stored_json(c).items() if k != "weight_decay"},
+    "weight_decay: None -> 0.0005",
+  ),
+  "current has an extra nested key": (
+    lambda c: {**stored_json(c), "data": {k: v for k, v in stored_json(c)["data"].items() if k != "augment"}},
+    "data.augment: None -> 'default'",
+  ),
+}
+
+
+# Catches: config_differences comparing the keys both sides have,
+#   `for k in sorted(set(mine) | set(theirs))` -> `for k in sorted(set(mine) & set(theirs))`.
+@pytest.mark.parametrize("case", list(ONE_SIDED))
+def test_config_differences_counts_a_key_on_one_side_only(case):
+  stored_of, expected = ONE_SIDED[case]
+  c = tiny()
+  assert checkpoints.config_differences(stored_json(c), c) == []  # the guard's own file is no difference
+  assert checkpoints.config_differences(stored_of(c), c) == [expected]
+  # The reverse direction of the noise_settings case: a plain run's files, reused by a grouped row.
+  if case == "stored has noise_settings":
+    extra = {"noise_settings": [{"kind": "symmetric", "rate": 0.4}]}
+    assert checkpoints.config_differences(stored_json(c), c, extra) == [
+      "noise_settings: None -> [{'kind': 'symmetric', 'rate': 0.4}]"
+    ]
+
+
+@pytest.mark.parametrize("case", list(ONE_SIDED))
+def test_workdir_guard_refuses_a_run_with_a_key_on_one_side_only(tmp_path, case):
+  # The same bug; through train_and_evaluate, which guards the workdir before compiling anything.
+  stored_of, expected = ONE_SIDED[case]
+  c = tiny()
+  os.makedirs(tmp_path / "w")
+  with open(tmp_path / "w" / "config.json", "w") as f:
+    json.dump(stored_of(c), f)
+  with pytest.raises(checkpoints.ConfigMismatchError, match=r"different config \(" + _re(expected) + r"\)"):
+    train.train_and_evaluate(c, str(tmp_path / "w"))
+  assert not os.path.exists(tmp_path / "w" / "checkpoints")
+
+
+def test_workdir_guard_refuses_a_plain_run_in_a_grouped_runs_workdir_and_the_reverse(tmp_path):
+  # The same bug, both directions through the guard's `extra` (what a sweep row passes as noise settings).
+  grouped = {"noise_settings": [{"kind": "symmetric", "rate": 0.0}, {"kind": "symmetric", "rate": 0.4}]}
+  c = tiny()
+  checkpoints.guard_workdir(str(tmp_path / "a"), c, grouped)
+  with pytest.raises(checkpoints.ConfigMismatchError, match="noise_settings"):
+    checkpoints.guard_workdir(str(tmp_path / "a"), c)
+  checkpoints.guard_workdir(str(tmp_path / "b"), c)
+  with pytest.raises(checkpoints.ConfigMismatchError, match="noise_settings"):
+    checkpoints.guard_workdir(str(tmp_path / "b"), c, grouped)
+  checkpoints.guard_workdir(str(tmp_path / "a"), c, grouped)  # the same config is accepted
+
+
+def _re(text):
+  import re
+
+  return re.escape(text)
+
+
+def tiny_sweep():
+  from configs.sweeps import digits_full
+
+  s = digits_full.get_config()
+  s.only_losses = "CE"
+  s.only_noise = "symmetric:0,symmetric:0.4"
+  s.num_seeds = 1
+  s.base_overrides = {"num_epochs": 1, "progress": False}
+  return s
+
+
+# The same bug, through the sweep's reuse check, in both directions.
+@pytest.mark.parametrize("direction", ["stored has an extra key", "current has an extra key"])
+def test_sweep_refuses_a_run_with_a_key_on_one_side_only(tmp_path, direction):
+  s = tiny_sweep()
+  runs = sweep.expand(s)
+  assert [r["id"] for r in runs] == ["ce"]  # CE groups both noise settings in one run
+  run = runs[0]
+  stored = stored_json(run["config"], {"noise_settings": run["noises"]})
+  path = tmp_path / "runs" / "ce"
+  os.makedirs(path)
+  with open(path / "config.json", "w") as f:
+    json.dump(stored, f)
+  sweep.check_reuse(s, str(tmp_path), runs)  # the run's own config: reused
+  if direction == "stored has an extra key":
+    stored["label_smoothing"], expected = 0.1, "label_smoothing: 0.1 -> None"
+  else:
+    del stored["weight_decay"]
+    expected = f"weight_decay: None -> {run['config'].weight_decay!r}"
+  with open(path / "config.json", "w") as f:
+    json.dump(stored, f)
+  with pytest.raises(checkpoints.ConfigMismatchError, match=r"ce: " + _re(expected)):
+    sweep.check_reuse(s, str(tmp_path), runs)
+  # With rerun_changed the old run is moved aside instead (renamed, never deleted).
+  s.rerun_changed = True
+  sweep.check_reuse(s, str(tmp_path), runs)
+  assert not os.path.exists(path) and any(d.startswith("ce.old-") for d in os.listdir(tmp_path / "runs"))
