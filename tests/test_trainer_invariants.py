@@ -24,7 +24,7 @@ from configs import digits
 from experiments import checkpoints, data, records, rng, sweep, train, train_lib
 from experiments import settings as run_settings
 from experiments.data import feeds, sources
-from experiments.mesh import make_mesh, replicate
+from experiments.mesh import AXIS, make_mesh, replicate, to_devices
 
 # ------------------------------------------------------------------------------------------ epoch order
 N, B = 100, 16  # 6 steps an epoch; the last 4 examples of each epoch's order are dropped
@@ -365,3 +365,148 @@ def test_epoch_averages_are_over_the_finite_steps_only(tmp_path, monkeypatch):
       # through at most 6 steps of a 3-class MLP): far below the 1/6 or 2/6 that counting the
       # skipped steps changes a mean by.
       np.testing.assert_allclose(record[key][0], value, rtol=1e-5, err_msg=f"epoch {epoch + 1} {key}")
+
+
+# ------------------------------------------------------------------------------ augmentation by position
+# 8x8 digits with random crops (zero padding 1) and flips: data.augment='crop_flip'.
+AUG_SEED = 0
+
+
+def augmented_config(**overrides):
+  c = tiny(batch_size=64, eval_batch_size=64, train_eval_max_examples=0, seed=AUG_SEED, **overrides)
+  c.data.augment = "crop_flip"
+  return c
+
+
+def expected_augmented(ds, ids, step, spe):
+  """The documented augmentation of global batch `step`, written out from jax.random: global row i is
+  augmented with key fold_in(fold_in(fold_in(key(seed), 2 = the 'augment' stream), step), position),
+  position = (step mod steps per epoch) * B + i, whatever device holds it."""
+
+  @jax.jit  # one compiled program instead of many small eager ones
+  def augment(step, raw):
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(AUG_SEED), 2), step)
+    positions = (step % spe) * len(ids) + jnp.arange(len(ids))
+    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
+    return data.augment_batch(keys, raw, crop_pad=ds.crop_pad, flip=ds.flip)
+
+  return np.asarray(augment(step, ds.train.source.images[ids]))
+
+
+def augmented_batches_of_steps(monkeypatch, prog, ds, batch_of, steps):
+  """{step: the augmented global batch the train step sees [B, H, W, C]}, each device's rows captured by a
+  host callback around data.augment_batch and put in device order; `batch_of(step)` is the fed batch."""
+  seen = []
+  real = data.augment_batch
+
+  def spy(keys, images, **kw):
+    out = real(keys, images, **kw)
+    jax.debug.callback(lambda d, x: seen.append((int(d), np.asarray(x))), jax.lax.axis_index(AXIS), out)
+    return out
+
+  monkeypatch.setattr(data, "augment_batch", spy)
+  keys = rng.replica_keys([AUG_SEED])
+  state = train_lib.init_state(prog, keys, ds.image_shape)
+  keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(keys)))
+  labels = replicate(prog.mesh, ds.train.labels[None])
+  fn = train_lib.train_chunk_fn(prog)
+  out = {}
+  for step in steps:
+    seen.clear()
+    state, m = fn(state, keys, labels, jnp.zeros_like(labels, bool), batch_of(step), jnp.arange(step, step + 1))
+    jax.block_until_ready(m)
+    assert sorted(d for d, _ in seen) == list(range(prog.mesh.size))  # one block per device
+    out[step] = np.concatenate([x for _, x in sorted(seen, key=lambda s: s[0])])
+  monkeypatch.setattr(data, "augment_batch", real)
+  return out
+
+
+# Catches: augmentation keyed by the per-device position instead of the global one, in train_lib.train_step:
+#   `start = (step % prog.steps_per_epoch) * prog.batch_size + jax.lax.axis_index(AXIS) * local_bs` ->
+#   `start = (step % prog.steps_per_epoch) * prog.batch_size`
+# (digits, the dataset of the other 1-vs-4-device tests, is not augmented by default).
+@pytest.mark.slow  # compiles the train step three times
+def test_augmented_global_batch_is_the_same_on_any_device_or_process_count(monkeypatch):
+  c = augmented_config()
+  ds = data.load(c.data)
+  assert (ds.crop_pad, ds.flip) == (1, True)
+  loss = run_settings.build_loss(c, ds.num_classes, run_settings.noise_settings(c))
+  spe = len(ds.train) // c.batch_size
+  steps = (0, spe + 3)  # the first step, and one mid-epoch in the second epoch
+  order = feeds.host_epoch_order(AUG_SEED, len(ds.train))
+  ids_of = lambda step: order(step // spe)[(step % spe) * c.batch_size : (step % spe + 1) * c.batch_size]
+  expected = {s: expected_augmented(ds, ids_of(s), s, spe) for s in steps}
+  for s in steps:  # crops and flips happened: most images moved
+    assert (expected[s] != ds.train.source.images[ids_of(s)]).reshape(c.batch_size, -1).any(1).mean() > 0.5
+
+  def memory_batches(num_devices):
+    c.num_devices = num_devices
+    prog = train.make_program(c, ds, loss)
+    keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(rng.replica_keys([AUG_SEED]))))
+    feed = data.train_feed(ds, prog.mesh, keys, [AUG_SEED], c.batch_size, spe, c.data)
+
+    def batch_of(step):
+      feed.start_epoch(step // spe, step % spe)
+      return feed.next(1)
+
+    return augmented_batches_of_steps(monkeypatch, prog, ds, batch_of, steps)
+
+  def streamed_batches_from_two_processes():
+    # 4 devices as 2 processes of 2: each process's rows of the global batch (mesh.process_rows would
+    # give it [0, 32) or [32, 64)) from its own TrainStream, put together as the devices receive them.
+    c.num_devices = 4
+    prog = dataclasses.replace(train.make_program(c, ds, loss), per_replica_batches=False)
+    source = sources.ArraySource(ds.train.source.images)
+    halves = [feeds.TrainStream(source, order, c.batch_size, spe, rows) for rows in (slice(0, 32), slice(32, 64))]
+
+    def batch_of(step):
+      parts = [next(h.epoch(step // spe, step % spe)) for h in halves]
+      ids = np.concatenate([p[0] for p in parts])[None]
+      images = np.concatenate([p[1] for p in parts])[None]
+      return {
+        "images": to_devices(prog.mesh, images, c.batch_size, 1),
+        "ids": to_devices(prog.mesh, ids, c.batch_size, 1),
+      }
+
+    return augmented_batches_of_steps(monkeypatch, prog, ds, batch_of, steps)
+
+  for name, got in (
+    ("1 device", memory_batches(1)),
+    ("4 devices", memory_batches(4)),
+    ("2 processes x 2 devices, streamed", streamed_batches_from_two_processes()),
+  ):
+    for s in steps:
+      np.testing.assert_array_equal(got[s], expected[s], err_msg=f"{name}, step {s}")
+
+
+# Tolerances of augmented training on 1 vs 4 devices. Splitting the global batch of 64 over 4 devices
+# changes only the order of float32 sums: a step's loss moves by at most 64 * 2**-24 (~3.8e-6) relative
+# (Higham's bound n u for n = 64 terms), and each step starts from parameters already moved by such
+# roundings; counted linearly over the 19 steps of an epoch that is ~7e-5, so 1e-4 for the first epoch's
+# loss and 2e-4 after two. An accuracy moves only when a prediction flips, which rounding of that size does
+# for at most a couple of examples near a tie: 2 examples' worth. Keying augmentation by the per-device
+# position changes what 3/4 of every batch look like: the first-epoch loss by about 1% and test accuracy by
+# several points.
+LOSS_RTOL = {1: 1e-4, 2: 2e-4}
+
+
+# Catches the same per-device keying bug as above, in whole training runs.
+@pytest.mark.slow  # trains two runs of 2 epochs
+def test_augmented_training_on_one_device_equals_four(tmp_path):
+  runs = {}
+  for n in (1, 4):
+    summary = train.train_and_evaluate(augmented_config(num_devices=n, num_epochs=2), str(tmp_path / str(n)))
+    assert summary["status"] == "completed" and summary["num_devices"] == n
+    runs[n] = records.read_history(str(tmp_path / str(n)), timing=False)
+    num_noisy = round(summary["noise_rate_realised"] * 1257)  # digits: 1257 training images
+  ds = data.load(augmented_config().data)
+  assert (ds.crop_pad, ds.flip) == (1, True) and len(ds.train) == 1257
+  for epoch, (one, four) in enumerate(zip(runs[1], runs[4]), 1):
+    np.testing.assert_allclose(one["train_loss"], four["train_loss"], rtol=LOSS_RTOL[epoch], err_msg=f"epoch {epoch}")
+  last_one, last_four = runs[1][-1], runs[4][-1]
+  for key, count in (
+    ("test_accuracy", len(ds.test)),
+    ("train_accuracy_noisy_labels", len(ds.train) // 64 * 64),
+    ("train_memorised_noisy_subset", num_noisy),
+  ):
+    np.testing.assert_allclose(last_one[key], last_four[key], rtol=0, atol=2 / count, err_msg=key)
