@@ -351,7 +351,7 @@ def test_epoch_averages_are_over_the_finite_steps_only(tmp_path, monkeypatch):
       state, m = step_fn(state, keys, labels, is_noisy, feed.next(1), jnp.arange(step, step + 1))
       steps.append({k: float(np.asarray(v)[0, 0]) for k, v in m.items()})
     finite = [s["finite"] for s in steps]
-    assert 0 < sum(finite) < spe, finite  # both markers fall in the epoch: 1 or 2 of 6 steps are skipped
+    assert spe - sum(finite) in (1, 2), finite  # both markers fall in the epoch: 1 or 2 of 6 steps skipped
     assert not any(np.isfinite(s["train_loss"]) for s, ok in zip(steps, finite) if not ok)
     record = written[epoch]
     assert record["skipped_steps"] == [spe - sum(finite)]
