@@ -122,6 +122,16 @@ def test_streamed_epoch_order_is_a_fresh_permutation_each_epoch_on_any_device_co
   np.testing.assert_array_equal(np.asarray(resumed.next(SPE - 4)["ids"]).reshape(-1), orders[1][4 * B :])
 
 
+def test_streamed_next_of_another_size_than_the_prefetch_is_an_error():
+  # The prefetched batches were taken from the epoch iterator: silently dropping them would skip them.
+  feed = feeds.StreamFeed(make_mesh(jax.devices()[:1]), sources.ArraySource(index_images()), 0, B, SPE, 1, 1)
+  feed.start_epoch(0)
+  feed.next(1)
+  feed.prefetch(2)
+  with pytest.raises(ValueError, match=r"next\(3\) after prefetch\(2\)"):
+    feed.next(3)
+
+
 def test_two_processes_rows_recombine_to_the_one_process_order():
   # The same rng bug. Two processes of 2 devices each read rows [0, 8) and [8, 16) of every global batch
   # (mesh.process_rows); recombined they are the expected order, also when each resumes mid-epoch.

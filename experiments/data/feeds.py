@@ -168,8 +168,10 @@ class StreamFeed:
 
   def next(self, n: int) -> dict:
     batch, self.pending = self.pending, None
-    if batch is None or batch["ids"].shape[0] != n:
-      batch = self._read(n)
+    if batch is None:
+      return self._read(n)
+    if batch["ids"].shape[0] != n:  # its batches are taken from the epoch's iterator: dropping them would skip them
+      raise ValueError(f"next({n}) after prefetch({batch['ids'].shape[0]}): call next with the prefetched size")
     return batch
 
   def prefetch(self, n: int) -> None:
