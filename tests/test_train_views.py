@@ -65,7 +65,7 @@ def test_views_without_augmentation_are_rejected_before_compiling(tmp_path):
   assert not os.path.exists(tmp_path / "checkpoints")
 
 
-@pytest.mark.parametrize("model, num_views", [("mlp", 2), ("small_cnn", 3)])
+@pytest.mark.parametrize("model, num_views", [("mlp", 2), pytest.param("small_cnn", 3, marks=pytest.mark.slow)])
 def test_views_one_step_on_one_device_equals_four_to_reduction_order(model, num_views):
   # Views keyed by the global example position: the same augmented images on 1 and 4 devices; small_cnn's
   # BatchNorm normalises each view by that view's global batch statistics.
