@@ -164,4 +164,10 @@ def validate_with_data(config, dataset, settings: list[dict]) -> None:
       f"noise.kind='real' needs a dataset with human/web labels; {config.data.name!r} has none "
       "(use cifar10_n, cifar100_n or controlled_noisy_web_labels)"
     )
-  build_loss(config, dataset.num_classes, settings)
+  views = build_loss(config, dataset.num_classes, settings).num_views
+  if views > 1 and not (dataset.crop_pad or dataset.flip):
+    raise ValueError(
+      f"loss {config.loss.name!r} trains on {views} augmented views of each example, but data.augment="
+      f"{config.data.augment!r} gives {config.data.name!r} no augmentation, so the views would be identical; "
+      "set data.augment to one of 'crop', 'flip', 'crop_flip' (for digits: 'crop'; a flip changes a digit)"
+    )

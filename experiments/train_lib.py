@@ -6,7 +6,9 @@ is the pmap model written with `jax.shard_map` over a 1-D mesh with axis ``batch
 slice of every global batch from the feed (experiments/data/feeds.py), and gradients, BatchNorm statistics
 and batch-statistics losses (dynamic clipping) are reduced over ``batch``. Augmentation and initialisation
 are derived from (seed, step) alone, so a resumed run replays exactly what an uninterrupted run would have
-done, and the result does not depend on the number of devices.
+done, and the result does not depend on the number of devices. A loss that takes M > 1 augmented views of
+each example (`Loss.num_views`, GJS) gets the logits of M independent augmentations of the batch, [M, b, K],
+each view run through the model as a batch of its own; M = 1 traces exactly the single-view step.
 """
 
 from __future__ import annotations
@@ -90,11 +92,15 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   return jax.jit(jax.vmap(one), out_shardings=NamedSharding(prog.mesh, P()))(keys)
 
 
-def _preprocess(prog: Program, images, key=None, positions=None):
-  if key is not None and (prog.crop_pad or prog.flip):
+def _preprocess(prog: Program, images, key=None, positions=None, num_views: int = 1):
+  """Normalised images [b, ...], or with `num_views` M > 1 (training only) M augmented views [M, b, ...]."""
+  if key is not None and (prog.crop_pad or prog.flip or num_views > 1):
     # One key per *global* example position, so augmentation is independent of the device count.
     keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(positions)
-    images = data.augment_batch(keys, images, crop_pad=prog.crop_pad, flip=prog.flip)
+    if num_views == 1:
+      images = data.augment_batch(keys, images, crop_pad=prog.crop_pad, flip=prog.flip)
+    else:  # view 0 is the single-view augmentation; view v folds v into each example's key
+      images = data.augment_views(keys, images, num_views=num_views, crop_pad=prog.crop_pad, flip=prog.flip)
   return data.normalize(images, prog.mean, prog.std, dtype=prog.compute_dtype)
 
 
@@ -122,27 +128,47 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
   `labels` (int32 [N]) are the replica's training labels and `is_noisy` (bool [N]) marks those its noise
   model flipped; `batch` is {"images": uint8 [b, H, W, C], "ids": int32 [b]} (b = batch / devices), `step`
   the global step number. Returns (new state, {metric: scalar over the global batch, 'finite': bool}).
+  With M = `prog.loss_fn.num_views` > 1 the loss receives logits [M, b, K] and the training accuracy is
+  that of the first view.
   """
   ids = batch["ids"]
   local_bs = ids.shape[0]
   start = (step % prog.steps_per_epoch) * prog.batch_size + jax.lax.axis_index(AXIS) * local_bs
+  # M augmented views of each example when the loss takes them (GJS), else one: [M, b, ...] or [b, ...].
+  num_views = prog.loss_fn.num_views
   images = _preprocess(
-    prog, batch["images"], jax.random.fold_in(rng.stream(key, "augment"), step), start + jnp.arange(local_bs)
+    prog,
+    batch["images"],
+    jax.random.fold_in(rng.stream(key, "augment"), step),
+    start + jnp.arange(local_bs),
+    num_views=num_views,
   )
   y, flipped = labels[ids], is_noisy[ids]
   rows = jax.tree.map(lambda a: a[ids], state.loss_state)
 
-  def loss_of(params):
-    variables = {"params": params, "batch_stats": state.batch_stats}
+  def forward(params, batch_stats, images):
+    variables = {"params": params, "batch_stats": batch_stats}
     if prog.freeze_backbone:  # a fixed feature extractor: eval-mode BatchNorm, statistics not updated
-      logits, new_vars = prog.model.apply(variables, images, train=False), variables
+      return prog.model.apply(variables, images, train=False), batch_stats
+    logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
+    return logits, new_vars["batch_stats"]
+
+  def loss_of(params):
+    if num_views == 1:
+      logits, batch_stats = forward(params, state.batch_stats, images)
     else:
-      logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
+      # Each view is a batch of its own, as in the official GJS code: BatchNorm normalises each view by
+      # its own (global) batch statistics, and the running statistics take one update per view.
+      batch_stats, views = state.batch_stats, []
+      for v in range(num_views):
+        view_logits, batch_stats = forward(params, batch_stats, images[v])
+        views.append(view_logits)
+      logits = jnp.stack(views)  # [M, b, K]
     # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
     losses, aux = prog.loss_fn.call_with_aux(
       logits, y, axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
     )
-    return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
+    return jnp.mean(losses), (logits, batch_stats, aux)
 
   # Local gradient of the local mean, then pmean: the pmap data-parallel model, made explicit.
   varying = jax.lax.pcast(state.params, AXIS, to="varying")
@@ -172,6 +198,8 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
   # the host stops the run at the end of the chunk with the last good state intact.
   new = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, state)
   new = new.replace(step=state.step + 1 if prog.skip_nonfinite else jnp.where(finite, new.step, state.step))
+  if num_views > 1:
+    logits = logits[0]  # training accuracy from the first view (the single-view augmentation)
   clipped = aux.get("clipped", jnp.zeros(y.shape))
   mean = lambda x: jax.lax.pmean(jnp.mean(jnp.asarray(x, jnp.float32)), AXIS)
   # The per-step metrics, declared here only: the loop averages each over an epoch's finite steps

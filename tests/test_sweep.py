@@ -28,7 +28,7 @@ def test_grid_expansion():
   # 14 losses; all 7 noise settings of a loss train together (no noise-model input in this grid).
   assert len(main) == 14 and all(len(r["noises"]) == 7 for r in main)
   full = sweep.expand(digits_full.get_config())
-  assert len({r["id"] for r in full}) == 30
+  assert len({r["id"] for r in full}) == 36
   # The main job's rows are the full sweep's, config for config: both can share a workdir.
   by_id = {r["id"]: r["config"] for r in full}
   assert all(checkpoints.config_differences(json.loads(by_id[r["id"]].to_json()), r["config"]) == [] for r in main)

@@ -85,3 +85,22 @@ def frontier_rows() -> list[dict]:
     loss("ELR", "early_learning_regularization", beta=0.7, lam=3.0),
     loss("SR", "sparse_regularization", tau=0.5, p=0.1, lam=1.2, rho=1.03, freq=1),
   ]
+
+
+def more_frontier_rows() -> list[dict]:
+  """The four losses ported later (issue 22), with their official defaults: ANL-CE-ER with its only official
+  setting (CIFAR-10: α = β = 5, λ = 2, L1 5e-5 instead of weight decay), ANorm alone (class defaults a = 1.5,
+  p = 0.9) and NCE+ANorm (class defaults α = β = 1, a = 2, p = 0.7), PHuber-GCE (q = 0.7, τ = 10) and GJS over
+  M = 2 views (π = (0.9, 0.05, 0.05), the C10 symmetric-40 % setting). GJS needs augmented views, and digits
+  has no augmentation by default: its row trains with random crops (zero padding 1 px), so 'CE + crop' is
+  the control that separates the augmentation's effect from the loss's."""
+  l1 = {"l1_weight_decay": 5e-5, "weight_decay": 0.0}
+  crop = {"data": {"augment": "crop"}}
+  return [
+    loss("ANL-CE-ER", "active_negative_loss_entropy_regularized", alpha=5.0, beta=5.0, lam=2.0, overrides=l1),
+    loss("ANorm", "asymmetric_norm_loss", a=1.5, p=0.9),
+    loss("NCE+ANorm", "nce_asymmetric_loss", passive="anorm", alpha=1.0, beta=1.0, a=2.0, q=0.7),
+    loss("PHuber-GCE τ=10", "partially_huberised_generalized_cross_entropy", q=0.7, tau=10.0),
+    loss("CE + crop", "softmax_cross_entropy", overrides=crop),
+    loss("GJS M=2 + crop", "generalized_jensen_shannon_divergence", js_weights=(0.9, 0.05, 0.05), overrides=crop),
+  ]

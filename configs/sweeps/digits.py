@@ -1,7 +1,7 @@
 """The README's main job: which loss helps at which noise, on the embedded digits data (no download).
 
 14 losses × (symmetric η ∈ {0, .2, .4, .6, .8}, asymmetric η ∈ {.2, .4}) × 3 seeds, vmapped per cell; about
-9 minutes on 2 CPU cores. `digits_full.py` has every row (30 losses, docs/RESULTS.md).
+9 minutes on 2 CPU cores. `digits_full.py` has every row (36 losses, docs/RESULTS.md).
   python -m experiments.sweep --config=configs/sweeps/digits.py --workdir=runs/sweep_digits
 """
 
@@ -35,6 +35,7 @@ def all_rows():
     # 40 epochs: truncated Lq prunes from epoch 10, every 5 (the reference's 40/10 scaled to the run).
     *g.robust_baselines(prune_start_epoch=10, prune_every_epochs=5),
     *g.frontier_rows(),
+    *g.more_frontier_rows(),
   ]
 
 

@@ -9,7 +9,7 @@ The trainer hands it the `config.data` sub-dict whole and sees only what this mo
 A new dataset format touches this package alone: a spec in specs.py and a reader beside the others.
 """
 
-from experiments.data.augment import augment, augment_batch, normalize
+from experiments.data.augment import augment, augment_batch, augment_views, normalize
 from experiments.data.datasets import Data, Split, input_mode, load, train_images_bytes
 from experiments.data.feeds import EvalSet, Feed, eval_set, train_feed
 from experiments.data.specs import AUGMENTATIONS, DATASETS, INPUT_MODES, SPECS, validate
@@ -25,6 +25,7 @@ __all__ = [
   "Split",
   "augment",
   "augment_batch",
+  "augment_views",
   "eval_set",
   "input_mode",
   "load",
