@@ -51,16 +51,42 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
-def config_differences(stored: dict, config, extra: dict | None = None) -> list[str]:
-  """'key: stored -> current' for every key (runtime keys aside) where a stored run config differs from
-  `config` (+ `extra`), sorted; [] when they describe the same computation."""
+def config_differences(stored: dict, config, extra: dict | None = None, ignore=()) -> list[str]:
+  """'key: stored -> current' for every key (runtime keys and `ignore` aside) where a stored run config
+  differs from `config` (+ `extra`), sorted; [] when they describe the same computation."""
   mine = _flatten(_comparable({**json.loads(config.to_json()), **(extra or {})}))
   theirs = _flatten(_comparable(stored))
   return [
     f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
     for k in sorted(set(mine) | set(theirs))
-    if mine.get(k) != theirs.get(k)
+    if mine.get(k) != theirs.get(k) and k not in ignore
   ]
+
+
+def extension_problem(workdir: str, stored: dict, config, steps_per_epoch: int = 10) -> str | None:
+  """Why a run of `stored` (finished or not) cannot continue to `config`, which differs from it only by a
+  larger num_epochs; None when it can: a checkpoint exists and the learning rate of every step already
+  trained is the same under the longer schedule (true of constant, step and exponential schedules, not of
+  cosine, whose decay is stretched to the new length)."""
+  import ml_collections
+
+  from experiments import optimizers  # local: checkpoints stays free of the optimizer stack for readers
+
+  if not has_checkpoint(workdir):
+    return f"{workdir} holds no checkpoint to continue from"
+  old = ml_collections.ConfigDict(json.loads(config.to_json()))
+  old.num_epochs = stored["num_epochs"]
+  steps = range(stored["num_epochs"] * steps_per_epoch)
+  before = optimizers.learning_rate_fn(old, steps_per_epoch)
+  after = optimizers.learning_rate_fn(config, steps_per_epoch)
+  changed = next((s for s in steps if float(before(s)) != float(after(s))), None)
+  if changed is not None:
+    return (
+      f"schedule={config.schedule!r} gives the {stored['num_epochs']} finished epochs other learning rates over "
+      f"{config.num_epochs} epochs (epoch {changed // steps_per_epoch + 1}: {float(before(changed)):.4g} -> "
+      f"{float(after(changed)):.4g}), so the longer run is a different training from its start"
+    )
+  return None
 
 
 def move_aside(workdir: str) -> str:
@@ -70,19 +96,28 @@ def move_aside(workdir: str) -> str:
   return aside
 
 
-def guard_workdir(workdir: str, config, extra: dict | None = None) -> None:
+def guard_workdir(workdir: str, config, extra: dict | None = None, steps_per_epoch: int = 10) -> None:
   """Refuses a workdir that holds a run of a different config (or moves it aside with overwrite=True).
 
+  A run whose config differs only by a larger num_epochs is continued from its last checkpoint when the
+  learning rates of its trained steps stay the same (`extension_problem`); otherwise the error says why.
   Nothing is deleted: with `overwrite`, the old run is renamed to WORKDIR.old-<timestamp>.
   """
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
     with open(path) as f:
-      diff = config_differences(json.load(f), config, extra)
-    if diff:
+      stored = json.load(f)
+    diff = config_differences(stored, config, extra)
+    longer = len(diff) == 1 and diff[0].startswith("num_epochs:") and stored["num_epochs"] < config.num_epochs
+    why_not = extension_problem(workdir, stored, config, steps_per_epoch) if longer else None
+    if longer and why_not is None and not config.overwrite:
+      if jax.process_index() == 0:
+        print(f"Continuing the {stored['num_epochs']}-epoch run in {workdir} to {config.num_epochs} epochs")
+    elif diff:
       if not config.overwrite:
+        reason = f" It cannot be continued to more epochs: {why_not}." if why_not else ""
         raise ConfigMismatchError(
-          f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}). Use a new "
+          f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}).{reason} Use a new "
           "--workdir, or --config.overwrite=True to move the old run aside (it is renamed, never deleted)."
         )
       if jax.process_index() == 0:

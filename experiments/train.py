@@ -64,7 +64,8 @@ def train_and_evaluate(
   pretrained = finetune.load(config.init_from) if config.init_from and not resuming else None
   dataset = data.load(config.data, seed=config.seed)
   run_settings.validate_with_data(config, dataset, settings)
-  checkpoints.guard_workdir(workdir, config, {"noise_settings": settings} if settings_given else None)
+  spe = max(len(dataset.train) // config.batch_size, 1)
+  checkpoints.guard_workdir(workdir, config, {"noise_settings": settings} if settings_given else None, spe)
   if config.init_from and pretrained is None and not checkpoints.has_checkpoint(workdir):
     pretrained = finetune.load(config.init_from)  # the guard moved another config's run aside
   lead = jax.process_index() == 0

@@ -69,7 +69,7 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
 
   sweep.run(s, str(tmp_path))
   out = capsys.readouterr().out
-  assert "[1/2] ce: done already" in out
+  assert "1 run(s) to train; 4 finished replica(s) already" in out and "] ce:" not in out
   assert os.path.getmtime(ce_summary) == mtime  # never recomputed
 
   with open(tmp_path / "results.csv") as f:
@@ -78,7 +78,7 @@ def test_sweep_writes_tables_plots_and_resumes(tmp_path, capsys):
   assert {r["loss"] for r in rows} == {"CE", "BCE + dyn. clip (q0.9 wu5)"}
   assert all(0 <= float(r["test_accuracy_last"]) <= 1 for r in rows)
   md = (tmp_path / "results.md").read_text()
-  assert "| CE |" in md and "symmetric 0.4" in md and "**" in md and "± " in md
+  assert "| CE |" in md and "symmetric 0.4 (0.4" in md and "± " in md
   for name in (
     "accuracy_vs_noise.png",
     "test_accuracy_curves.png",
@@ -109,7 +109,10 @@ def test_a_finished_cell_of_another_config_is_never_reused(tmp_path, capsys):
   sweep.run(tiny_sweep(only_losses="CE", only_noise="symmetric:0.4", num_seeds=1), str(tmp_path))
   changed = tiny_sweep(only_losses="CE", only_noise="symmetric:0.4", num_seeds=1)
   changed.base_overrides = dict(changed.base_overrides, num_epochs=7)
-  with pytest.raises(checkpoints.ConfigMismatchError, match=r"(?s)ce: num_epochs: 6 -> 7.*rerun_changed=True"):
+  with pytest.raises(
+    checkpoints.ConfigMismatchError,
+    match=r"(?s)ce: num_epochs: 6 -> 7.*cannot be continued: schedule='cosine'.*rerun_changed=True",
+  ):
     sweep.run(changed, str(tmp_path))
   with open(tmp_path / "runs" / "ce" / "summary.json") as f:
     assert json.load(f)["epochs_completed"] == 6  # the old result is kept
@@ -121,3 +124,78 @@ def test_a_finished_cell_of_another_config_is_never_reused(tmp_path, capsys):
   assert len(aside) == 1 and os.path.exists(tmp_path / "runs" / aside[0] / "summary.json")  # never deleted
   rows = (tmp_path / "results.csv").read_text()
   assert "ce.old" not in rows
+
+
+def small_sweep(**overrides):
+  """CE and TCE α=2 on digits, 2 epochs, 1 seed: the cheapest sweep that still has two rows."""
+  s = tiny_sweep(only_losses="CE,TCE α=2", only_noise="symmetric:0.4", num_seeds=1)
+  s.base_overrides = {"num_epochs": 2, "progress": False, "train_eval_max_examples": 64, "schedule": "constant"}
+  for key, value in overrides.items():
+    s[key] = value
+  return s
+
+
+def _mtimes(tmp_path):
+  return {d: os.path.getmtime(tmp_path / "runs" / d / "summary.json") for d in os.listdir(tmp_path / "runs")}
+
+
+@pytest.mark.slow
+def test_sweeps_are_cumulative(tmp_path, capsys):
+  """Fails before the cumulative sweep: a CE-only rerun rewrote results.md without TCE, a new noise setting or
+  seed was a ConfigMismatchError, and 'symmetric:0.0' was not in the grid."""
+  sweep.run(small_sweep(), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "runs")) == ["ce", "tce_2"]
+  before = _mtimes(tmp_path)
+  sweep.run(small_sweep(only_losses="CE"), str(tmp_path))  # a subset rerun: nothing to train, no row dropped
+  assert _mtimes(tmp_path) == before
+  md = (tmp_path / "results.md").read_text()
+  assert "| TCE α=2 |" in md and "| CE |" in md
+  capsys.readouterr()
+  # One more noise setting (spelled with a trailing .0) and one more seed: only the new replicas train.
+  sweep.run(small_sweep(only_noise="symmetric:0.4,symmetric:0.0", num_seeds=2), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "4 run(s) to train; 2 finished replica(s) already" in out
+  assert {k: v for k, v in _mtimes(tmp_path).items() if k in before} == before  # finished runs untouched
+  assert sorted(os.listdir(tmp_path / "runs")) == [
+    "ce",
+    "ce__symmetric_0",
+    "ce__symmetric_0.4__seed1",
+    "tce_2",
+    "tce_2__symmetric_0",
+    "tce_2__symmetric_0.4__seed1",
+  ]
+  with open(tmp_path / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  cells = sorted((r["loss"], float(r["noise_rate"]), int(r["seed"])) for r in rows)
+  assert cells == sorted((l, n, s) for l in ("CE", "TCE α=2") for n in (0.0, 0.4) for s in (0, 1))
+  # train_seconds_share: a run's time spread over its replicas, so the column sums to the training time.
+  summaries = [json.loads((tmp_path / "runs" / d / "summary.json").read_text()) for d in os.listdir(tmp_path / "runs")]
+  assert sum(float(r["train_seconds_share"]) for r in rows) == pytest.approx(sum(s["train_seconds"] for s in summaries))
+
+
+@pytest.mark.slow
+def test_failed_cells_are_retried_and_longer_runs_continue(tmp_path, capsys):
+  """Fails before the fix: a failed run was 'done already' forever, and num_epochs 2 -> 3 was a
+  ConfigMismatchError forcing a rerun from scratch."""
+  s = small_sweep(only_losses="CE")
+  s.losses = [dict(s.losses[0], overrides={"learning_rate": 1e30})]  # CE diverges in its first steps
+  sweep.run(s, str(tmp_path))
+  summary = json.loads((tmp_path / "runs" / "ce" / "summary.json").read_text())
+  assert summary["status"] == "failed"
+  assert "diverged" in (tmp_path / "results.md").read_text()
+  capsys.readouterr()
+  sweep.run(s, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "ce: failed last time (non-finite loss" in out and "tried again" in out
+  assert len([d for d in os.listdir(tmp_path / "runs") if d.startswith("ce.old-")]) == 1
+
+  ok = small_sweep(only_losses="CE")
+  sweep.run(ok, str(tmp_path / "b"))
+  longer = small_sweep(only_losses="CE")
+  longer.base_overrides = dict(longer.base_overrides, num_epochs=3)
+  capsys.readouterr()
+  sweep.run(longer, str(tmp_path / "b"))
+  out = capsys.readouterr().out
+  assert "Continuing the 2-epoch run" in out and "Resuming from step" in out
+  summary = json.loads((tmp_path / "b" / "runs" / "ce" / "summary.json").read_text())
+  assert summary["status"] == "completed" and summary["epochs_completed"] == 3
