@@ -88,6 +88,26 @@ class EpochMetrics:
     return out
 
 
+# With skip_nonfinite, a run fails once a replica has skipped more than this share of its steps so far
+# (checked after every epoch): beyond it the parameters barely train and the numbers would be garbage.
+MAX_SKIPPED_SHARE = 0.05
+
+
+def skipped_problem(history: list[dict], steps_per_epoch: int, labels: list[str]) -> str | None:
+  """Why the run must stop for skipped (non-finite) steps, or None."""
+  skipped = np.sum([h["skipped_steps"] for h in history], axis=0)
+  total = len(history) * steps_per_epoch
+  worst = int(np.argmax(skipped))
+  if skipped[worst] <= MAX_SKIPPED_SHARE * total:
+    return None
+  return (
+    f"replica {labels[worst]} skipped {int(skipped[worst])} of its {total} steps so far (non-finite loss, gradient "
+    f"or parameters), more than the {MAX_SKIPPED_SHARE:.0%} that skip_nonfinite=True tolerates: its numbers would "
+    "not describe a trained model. The usual causes are a learning rate too high for this loss, a loss "
+    "hyperparameter at the edge of its range, or float16/bfloat16 overflow."
+  )
+
+
 # ------------------------------------------------------------------------------------------------ files
 def read_history(workdir: str, timing: bool = True) -> list[dict]:
   """metrics.jsonl regrouped per epoch: [{metric: [value per replica], 'epoch', 'step', ...}]; without

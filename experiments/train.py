@@ -159,6 +159,8 @@ def train_and_evaluate(
         record["epoch_seconds"] = time.time() - epoch_start
         record["train_examples_per_second"] = trained / max(train_time, 1e-9)
         history.append(records.jsonable(record))
+        if config.skip_nonfinite and (problem := records.skipped_problem(history, spe, log.labels)):
+          raise NonFiniteError(f"{problem} {_kept(ckpt)}.")
         if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:
           save()
         log.epoch(history)
@@ -229,12 +231,15 @@ def make_program(config, dataset, loss_fn) -> train_lib.Program:
   )
 
 
+def _kept(ckpt) -> str:
+  """What the workdir holds to go back to: only a checkpoint that was written."""
+  if ckpt.last_step is None:
+    return "No checkpoint was written before it"
+  return f"The last good checkpoint (step {ckpt.last_step}) is kept"
+
+
 def _non_finite_message(config, step, spe, ckpt) -> str:
-  kept = (
-    f"The last good checkpoint (step {ckpt.last_step}) is kept"
-    if ckpt.last_step is not None
-    else "No checkpoint was written before it"
-  )
+  kept = _kept(ckpt)
   return (
     f"non-finite loss, gradient or parameters at step {step} (epoch {step // spe + 1}) with loss "
     f"{config.loss.name}: the usual causes are a learning rate too high for this loss, a loss hyperparameter "

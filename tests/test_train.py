@@ -305,15 +305,28 @@ def test_nonfinite_stops_the_run_and_the_last_good_checkpoint_is_kept(tmp_path):
   assert int(state.step[0]) == 2 * spe and _finite(state.params) and _finite(state.opt_state)
 
 
-def test_skip_nonfinite_skips_and_counts_bad_steps(tmp_path):
+def test_skip_nonfinite_skips_and_counts_bad_steps_and_fails_beyond_its_share(tmp_path):
+  # Every step of epoch 3 is non-finite: skipped and counted, and as that is more than
+  # records.MAX_SKIPPED_SHARE of the steps so far the run fails (it used to report 'completed' with the
+  # untrained numbers); the message promises only the checkpoint that exists (end of epoch 2).
   c = tiny(skip_nonfinite=True, **EXPLODE_IN_EPOCH_3)
   spe = len(data.load(c.data).train) // c.batch_size
-  s = train.train_and_evaluate(c, str(tmp_path))
-  assert s["status"] == "completed"
+  with pytest.raises(
+    train.NonFiniteError, match=rf"skipped \d+ of its {3 * spe} steps.*checkpoint \(step {2 * spe}\) is kept"
+  ):
+    train.train_and_evaluate(c, str(tmp_path))
+  s = json.loads((tmp_path / "summary.json").read_text())
+  assert s["status"] == "failed" and "more than the 5%" in s["error"]
   skipped = [r["skipped_steps"][0] for r in history(tmp_path)]
-  assert skipped[:2] == [0, 0] and all(0 < k <= spe for k in skipped[2:])
-  state, _, _, _ = _restore(tmp_path, c, 4 * spe)
+  assert skipped[:2] == [0, 0] and records.MAX_SKIPPED_SHARE * 3 * spe < skipped[2] <= spe
+  state, _, _, _ = _restore(tmp_path, c, 2 * spe)
   assert _finite(state.params) and _finite(state.opt_state)
+
+
+def test_a_run_diverging_before_any_checkpoint_promises_none(tmp_path):
+  with pytest.raises(train.NonFiniteError, match="No checkpoint was written before it"):
+    train.train_and_evaluate(tiny(num_epochs=1, learning_rate=1e30), str(tmp_path))
+  assert not checkpoints.has_checkpoint(str(tmp_path))
 
 
 def test_a_step_whose_parameters_overflow_is_not_taken():
