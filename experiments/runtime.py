@@ -98,22 +98,114 @@ def deferred_interrupts():
         signal.signal(sig, old)
 
 
+# Set to 1 (or pass --debug) to see the traceback of a user error instead of its one-line message.
+DEBUG_ENV = "ROBUST_LOSSES_DEBUG"
+
+
+def user_error(e: BaseException) -> bool:
+  """Errors that describe a mistake in the config, the data or the workdir (every check in settings.py,
+  data/, noise.py and checkpoints.py raises ValueError or a subclass), or a diverged run: their message is
+  the whole story. Anything else is a bug and keeps its traceback."""
+  return isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError))
+
+
+def _flat_keys(config, prefix="") -> list[str]:
+  out = []
+  for key, value in config.items():
+    out.append(prefix + key)
+    if hasattr(value, "items") and not isinstance(value, dict):
+      out += _flat_keys(value, f"{prefix}{key}.")
+  return out
+
+
+def unknown_key_message(config, overrides: list[str]) -> str | None:
+  """'unknown config key ...; closest valid keys: ...' for the first `--config.<key>=...` override naming
+  no key of `config`, else None."""
+  import difflib
+
+  keys = _flat_keys(config)
+  for arg in overrides:
+    key = arg.split("=", 1)[0][len("--config.") :]
+    if key in keys:
+      continue
+    parent = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    siblings = [k for k in keys if k.startswith(parent) and "." not in k[len(parent) :]]
+    leaf = key[len(parent) :]
+    # Abbreviations ('lr': learning_rate) and substrings first, then spelling neighbours.
+    initials = [k for k in siblings if "".join(w[:1] for w in k[len(parent) :].split("_")) == leaf]
+    inside = [k for k in siblings if leaf in k[len(parent) :]]
+    spelled = difflib.get_close_matches(key, siblings, n=5, cutoff=0.4) or difflib.get_close_matches(
+      key, keys, n=5, cutoff=0.4
+    )
+    close = list(dict.fromkeys(initials + inside + spelled))[:5]
+    hint = f"closest valid keys: {', '.join(close)}" if close else f"valid keys here: {', '.join(siblings[:30])}"
+    return f"unknown config key {key!r} in {arg.split('=', 1)[0]}; {hint}"
+  return None
+
+
+def _load_config_file(argv: list[str]):
+  """The config file named by --config=PATH[:ARG], loaded as config_flags would (None if not found)."""
+  import importlib.util
+
+  spec_arg = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if not spec_arg:
+    return None
+  path, _, arg = spec_arg.partition(":")
+  spec = importlib.util.spec_from_file_location("_user_config", path)
+  if spec is None or not os.path.exists(path):
+    return None
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _fail(message: str, code: int) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(code)
+
+
 def cli(run, description: str) -> None:
-  """The `python -m experiments.<name> --config=... --workdir=...` entry point of `run(config, workdir)`."""
+  """The `python -m experiments.<name> --config=... --workdir=...` entry point of `run(config, workdir)`.
+
+  A user error (see `user_error`) prints one line `error: ...` and exits with status 2 (1 for a diverged
+  run); --debug or ROBUST_LOSSES_DEBUG=1 shows the traceback instead. An override of an unknown key
+  (`--config.lr=0.1`) names the closest valid keys."""
   from absl import app, flags
   from ml_collections import config_flags
 
   config_flags.DEFINE_config_file("config", None, description, lock_config=True)
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
+  flags.DEFINE_bool("debug", False, f"Show the traceback of user errors (or set {DEBUG_ENV}=1).")
   flags.mark_flags_as_required(["config", "workdir"])
+  debug = lambda: "--debug" in sys.argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+  def parse(argv):
+    try:
+      return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:  # ml_collections: an override of a key the config lacks
+      if debug():
+        raise
+      try:
+        message = unknown_key_message(_load_config_file(argv), [a for a in argv if a.startswith("--config.")])
+      except Exception:  # the config file itself is broken: its own error is the message
+        message = None
+      _fail(message or f"{type(e).__name__}: {e}", 2)
+    except flags.Error as e:
+      _fail(
+        f"{e}\n(python -m experiments.{os.path.splitext(os.path.basename(sys.argv[0]))[0]} --help lists the flags)", 2
+      )
 
   def main(argv):
     del argv
     config = flags.FLAGS.config
-    setup(config.base if "base" in config else config)
     try:
+      setup(config.base if "base" in config else config)
       run(config, flags.FLAGS.workdir)
     except KeyboardInterrupt:
       sys.exit(130)
+    except Exception as e:
+      if debug() or not user_error(e):
+        raise
+      _fail(f"{e}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", 1 if isinstance(e, FloatingPointError) else 2)
 
-  app.run(main)
+  app.run(main, flags_parser=parse)
