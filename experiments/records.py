@@ -265,8 +265,66 @@ def _by_setting(replicas) -> dict[str, list[int]]:
   return groups
 
 
+# ------------------------------------------------------------------------------------------------ setup
+def setup_info(config, dataset, model_name: str, noisy, replicas) -> dict:
+  """What a run actually trains on, resolved from the config's defaults: the model ('auto' resolved), the
+  dataset sizes and class mapping, the augmentation and the noise each replica's labels got. Printed at
+  startup and recorded in summary.json['setup']."""
+  val = dataset.val
+  return {
+    "model": model_name,
+    "model_config": config.model,
+    "dataset": {
+      "name": dataset.name,
+      "num_train": len(dataset.train),
+      "num_test": len(dataset.test),
+      "num_val": len(val) if val is not None else 0,
+      "num_classes": dataset.num_classes,
+      "image_shape": list(dataset.image_shape),
+      "input": dataset.mode,
+      "class_names": list(dataset.class_names),
+    },
+    "augmentation": {"augment": config.data.augment, "crop_pad": int(dataset.crop_pad), "flip": bool(dataset.flip)},
+    "noise": [
+      {
+        "replica": replica_label(setting, seed),
+        "kind": setting["kind"],
+        "rate": setting["rate"],
+        "rate_realised": float(nl.rate_realised),
+        "num_noisy": int(np.sum(nl.is_noisy)),
+      }
+      for (setting, seed), nl in zip(replicas, noisy)
+    ],
+  }
+
+
+def setup_lines(info: dict) -> list[str]:
+  d, a = info["dataset"], info["augmentation"]
+  auto = f" (model='auto' for {'x'.join(map(str, d['image_shape']))} inputs)" if info["model_config"] == "auto" else ""
+  lines = [
+    f"model: {info['model']}{auto}",
+    f"data: {d['name']}, {d['num_train']} train / {d['num_test']} test / {d['num_val']} validation examples, "
+    f"{d['num_classes']} classes, images {'x'.join(map(str, d['image_shape']))}, {d['input']}",
+  ]
+  if any(d["class_names"]):
+    names = [f"{i}={n}" for i, n in enumerate(d["class_names"])]
+    lines.append(f"classes: {', '.join(names[:20])}{' ...' if len(names) > 20 else ''}")
+  aug = [f"random crop (zero padding {a['crop_pad']} px)"] if a["crop_pad"] else []
+  aug += ["random horizontal flip"] if a["flip"] else []
+  lines.append(
+    f"augmentation: {' + '.join(aug) or 'none'} (data.augment={a['augment']!r}"
+    f"{': the dataset default' if a['augment'] == 'default' else ''})"
+  )
+  for n in info["noise"]:
+    lines.append(
+      f"noise {n['replica']}: realised {n['rate_realised']:.3f} ({n['num_noisy']} of {d['num_train']} training "
+      "labels changed)"
+    )
+  return lines
+
+
 # ---------------------------------------------------------------------------------------------- summary
-def summarise(config, history, noisy, replicas, train_seconds, status, error=None, num_devices=1) -> dict:
+def summarise(config, history, noisy, replicas, train_seconds, status, error=None, num_devices=1, setup=None) -> dict:
   """summary.json: per replica (`replicas`), and per noise setting over its seeds (`settings`). The
   top-level accuracy fields exist only for a run of one noise setting (the mean over its seeds)."""
   select = "val_accuracy" if config.data.val_size else "test_accuracy"
@@ -310,6 +368,7 @@ def summarise(config, history, noisy, replicas, train_seconds, status, error=Non
       "seeds": sorted({s for _, s in replicas}),
       "settings": settings,
       "replicas": per_replica,
+      "setup": setup,
       "config": json.loads(config.to_json()),
     }
   )

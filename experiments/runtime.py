@@ -159,6 +159,19 @@ def _load_config_file(argv: list[str]):
   return module.get_config(arg) if arg else module.get_config()
 
 
+def check_explicit_rate(config, argv) -> None:
+  """A noise rate given on the command line for a kind that takes none ('none', 'matrix', 'real', 'file')
+  would be recorded but do nothing: an error instead (a config file's inherited default rate is ignored)."""
+  from experiments import noise
+
+  given = [a for a in argv if a.split("=", 1)[0] in ("--config.noise.rate", "--config.base.noise.rate")]
+  if given and config.noise.kind not in noise.RATE_KINDS:
+    raise ValueError(
+      f"{given[-1]} has no effect for noise.kind={config.noise.kind!r}: a rate applies only to kinds "
+      f"{', '.join(noise.RATE_KINDS)}; leave it out for kind={config.noise.kind!r}"
+    )
+
+
 def _fail(message: str, code: int) -> None:
   print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(code)
@@ -199,6 +212,7 @@ def cli(run, description: str) -> None:
     del argv
     config = flags.FLAGS.config
     try:
+      check_explicit_rate(config.base if "base" in config else config, sys.argv)
       setup(config.base if "base" in config else config)
       run(config, flags.FLAGS.workdir)
     except KeyboardInterrupt:

@@ -76,6 +76,9 @@ def train_and_evaluate(
   noisy = run_settings.noisy_labels(config, dataset, replicas)
   loss_fn = run_settings.build_loss(config, dataset.num_classes, settings, np.mean([nl.rate_realised for nl in noisy]))
   prog = make_program(config, dataset, loss_fn)
+  setup = records.setup_info(config, dataset, _model_name(config, dataset), noisy, replicas)
+  if lead:
+    print("\n".join(records.setup_lines(setup)), flush=True)
   spe, total = prog.steps_per_epoch, config.num_epochs * prog.steps_per_epoch
   chunk = 1 if prog.loop_free else (config.steps_per_call or spe)
   keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(rng.replica_keys([s for _, s in replicas]))))
@@ -114,7 +117,9 @@ def train_and_evaluate(
   def finish(status, error=None):
     log.write_metrics(history)  # also after a kill between the last checkpoint and its records
     seconds = seconds_before + time.time() - t0
-    summary = records.summarise(config, history, noisy, replicas, seconds, status, error, num_devices=prog.mesh.size)
+    summary = records.summarise(
+      config, history, noisy, replicas, seconds, status, error, num_devices=prog.mesh.size, setup=setup
+    )
     if lead:
       records.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
@@ -196,8 +201,12 @@ def train_and_evaluate(
   return summary
 
 
+def _model_name(config, dataset) -> str:
+  return models.default_for(dataset.image_shape) if config.model == "auto" else config.model
+
+
 def make_program(config, dataset, loss_fn) -> train_lib.Program:
-  name = models.default_for(dataset.image_shape) if config.model == "auto" else config.model
+  name = _model_name(config, dataset)
   model = models.create(
     name,
     num_classes=dataset.num_classes,
