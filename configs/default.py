@@ -41,7 +41,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.tfds_config = ""  # e.g. 'mini_imagenet_red' for controlled_noisy_web_labels
   c.data.real_label_key = ""  # which human label set for noise.kind='real' ('' = dataset default)
   c.data.train_split = ""  # controlled_noisy_web_labels: noise level split, e.g. 'train_40'
-  c.data.image_size = 0  # resize on load (imagewang, controlled_noisy_web_labels, image files)
+  # Resize on load (imagewang, controlled_noisy_web_labels, image files); 0 = the dataset's, for image files
+  # the images' own size when all are square and of one size (read from the file headers; else an error).
+  c.data.image_size = 0
   c.data.val_size = 0  # clean validation hold-out from train, used to pick the best epoch
   c.data.num_classes = 0  # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
   # On-device training augmentation: 'default' is the dataset's (random crop with zero padding image_size/8

@@ -346,3 +346,26 @@ def test_load_images_all_corrupt_or_empty(tmp_path):
   assert images.shape == (0, 4, 4, 3) and kept.shape == (0,) and skipped == []
   with pytest.raises(ValueError, match="num_threads=-1"):
     imf.load_images(_files([]), 4, num_threads=-1)
+
+
+# -------------------------------------------------------------------------- image_size inferred
+def _tiny_folder(root, sizes):
+  """train/ and test/ with classes a and b, one image per size in `sizes` each."""
+  for split in ("train", "test"):
+    for c in ("a", "b"):
+      for i, (h, w) in enumerate(sizes):
+        _write(root / split / c / f"{i}.png", RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
+  return str(root)
+
+
+def test_image_size_is_inferred_when_all_images_share_a_square_size(tmp_path):
+  # Fails before the fix: image_size=0 was 'set data.image_size >= 1' for image folders.
+  from experiments import data
+  from tests.data_configs import data_config
+
+  ds = data.load(data_config("image_folder", path=_tiny_folder(tmp_path / "same", [(8, 8), (8, 8)])))
+  assert ds.image_shape == (8, 8, 3) and len(ds.train) == 4 and ds.class_names == ("a", "b")
+  with pytest.raises(ValueError, match=r"they differ: 8x8 \(.*\), 6x6 \(.*\); set data.image_size"):
+    data.load(data_config("image_folder", path=_tiny_folder(tmp_path / "mixed", [(8, 8), (6, 6)])))
+  with pytest.raises(ValueError, match=r"they are 12x8 \(not square"):
+    data.load(data_config("image_folder", path=_tiny_folder(tmp_path / "wide", [(8, 12)])))

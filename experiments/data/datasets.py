@@ -67,10 +67,12 @@ def train_images_bytes(cfg) -> int | None:
   size = image_size(cfg)
   if spec.kind == "files":
     if cfg.name == "image_folder":
-      n = len(image_files.scan_image_folder(cfg.path)["train"].paths)
+      files = image_files.scan_image_folder(cfg.path)["train"]
     else:
-      with open(cfg.train_list) as f:
-        n = sum(1 for line in f if line.strip() and not line.startswith("#"))
+      files = image_files.read_list_file(cfg.train_list, cfg.path, check_exists=False)
+    n = len(files.paths)
+    if not size and n:  # image_size=0: the images' own size (load checks they share it); the first one's here
+      size = image_files.common_size([files.paths[:1]])
     return n * size * size * 3
   split = opt(cfg, "train_split") or spec.train_splits[0]
   return tfds_data.train_images_bytes(tfds_name(cfg), split, opt(cfg, "tfds_dir"), size)
@@ -100,7 +102,8 @@ def load(cfg, *, seed: int = 0, mode: str | None = None) -> Data:
     test = Split(sources.ArraySource(x_test), y_test)
   elif spec.kind == "files":
     lists, num_classes = _file_lists(cfg, num_classes)
-    splits = {k: _file_split(cfg, files, mode, k) for k, files in lists.items()}
+    size = cfg.image_size or image_files.common_size([f.paths for f in lists.values()])
+    splits = {k: _file_split(cfg, files, mode, k, size) for k, files in lists.items()}
     train, test, val = splits["train"], splits["test"], splits.get("val")
     # The labels on disk are what trains (web labels for Clothing1M/WebVision): noise.kind 'none' or 'real'.
     noisy, where, class_names = train.labels, cfg.path, lists["train"].class_names
@@ -189,9 +192,8 @@ def _file_lists(cfg, num_classes):
   return lists, num_classes
 
 
-def _file_split(cfg, files: image_files.FileList, mode: str, split: str) -> Split:
+def _file_split(cfg, files: image_files.FileList, mode: str, split: str, size: int) -> Split:
   """One split of image files: decoded now (memory), or a source checked as far as needed (stream)."""
-  size = cfg.image_size
   if mode == "memory":
     images, kept, _ = image_files.load_images(files, size, skip_corrupt=cfg.skip_corrupt, num_threads=cfg.input_workers)
     return Split(sources.ArraySource(images), files.labels[kept])

@@ -266,6 +266,35 @@ def read_list_file(list_path: str, root: str, *, num_classes: int | None = None,
 
 
 # -------------------------------------------------------------------------------- decoding
+def common_size(path_lists: list, limit: int = 3) -> int:
+  """The side of the images at `path_lists` (e.g. each FileList's paths) when every one is square and of the
+  same size (read from the file headers, no decoding), for data.image_size=0; otherwise an error naming some
+  of the sizes found."""
+  sizes: dict[tuple[int, int], str] = {}
+  for paths in path_lists:
+    for path in paths:
+      try:
+        with Image.open(path) as im:
+          sizes.setdefault(im.size, str(path))
+      except (OSError, ValueError) as e:
+        raise ImageFileError(f"{path}: cannot be read ({e})") from None
+      if len(sizes) > limit:
+        break
+  if len(sizes) == 1:
+    (w, h), path = next(iter(sizes.items()))
+    if w == h:
+      return int(w)
+    raise ValueError(
+      f"data.image_size=0 uses the images' own size, but they are {w}x{h} (not square, e.g. {path}); set "
+      "data.image_size (images are centre-cropped to a square and resized)"
+    )
+  found = ", ".join(f"{w}x{h} ({p})" for (w, h), p in sizes.items())
+  raise ValueError(
+    f"data.image_size=0 uses the images' own size, but they differ: {found}; set data.image_size (images are "
+    "centre-cropped to a square and resized)"
+  )
+
+
 def _check_shape(image_size, channels):
   if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
     raise ValueError(f"image_size={image_size!r} must be a positive int")

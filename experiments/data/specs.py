@@ -143,9 +143,10 @@ def validate(cfg) -> None:
         f"data.name={name!r} needs data.path, a directory {layout}; got data.path={path!r}"
         + ("" if not path else " (no such directory)")
       )
-    if size < 1:
+    if size < 0:  # 0: inferred from the files when every image has the same square size
       raise ValueError(
-        f"data.name={name!r} decodes images to image_size x image_size: set data.image_size >= 1 (got {size!r})"
+        f"data.name={name!r} decodes images to image_size x image_size: set data.image_size >= 1, or 0 to use "
+        f"the images' own size when they all share one (got {size!r})"
       )
     if name == "image_list":
       for key in ("train_list", "test_list"):
