@@ -303,7 +303,8 @@ def _plots(workdir, rows, losses, noises) -> list[str]:
     ax.set_xticks(ticks, [f"{t:g}\n({realised(rows, _noise_label({'kind': kind, 'rate': t})):.2f})" for t in ticks])
     ax.set(title=f"{kind} noise", xlabel="noise rate η: nominal (realised)", ylabel="test accuracy (%, last epoch)")
     ax.grid(alpha=0.3)
-  axes[0][-1].legend(fontsize=7, loc="lower left", ncol=2)
+  if axes[0][-1].get_legend_handles_labels()[0]:  # nothing to label when every cell diverged
+    axes[0][-1].legend(fontsize=7, loc="lower left", ncol=2)
   paths.append(_save(fig, out_dir, "accuracy_vs_noise.png"))
 
   # 2. Test-accuracy curves per epoch (as TCE Fig. 2), 3. memorisation, 4. clipped fraction: per noise.
