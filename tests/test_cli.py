@@ -135,3 +135,21 @@ def test_auto_model_is_resolved_in_the_setup(trained):
   setup = json.loads((workdir / "summary.json").read_text())["setup"]
   lines = records.setup_lines(dict(setup, model="small_cnn", model_config="auto"))
   assert lines[0] == "model: small_cnn (model='auto' for 8x8x1 inputs)"
+
+
+def test_report_cli_puts_the_noisy_validation_tables_first(trained, tmp_path):
+  # The real run's summary with issue 21's keys added as its noisy-validation split would write them.
+  import shutil
+
+  workdir, _ = trained
+  run_dir = tmp_path / "with_selection"
+  shutil.copytree(workdir, run_dir, ignore=shutil.ignore_patterns("checkpoints", "tb"))
+  s = json.loads((run_dir / "summary.json").read_text())
+  for p in s["replicas"]:
+    p.update(selected_epoch=1, val_accuracy_selected=0.5, test_accuracy_selected=p["test_accuracy_last"])
+  s["selection"] = {"val_fraction": 0.1, "val_labels": "noisy", "ties": "earliest"}
+  (run_dir / "summary.json").write_text(json.dumps(s))
+  p = run("experiments.report", str(run_dir))
+  assert p.returncode == 0, p.stderr
+  md = p.stdout
+  assert md.index("## Selected epoch (noisy validation)") < md.index("## Last epoch") < md.index("optimistic oracle")
