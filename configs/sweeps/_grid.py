@@ -20,8 +20,10 @@ def sweep(base, losses, noises, num_seeds: int = 3) -> ml_collections.ConfigDict
   c.seed = 0
   c.num_seeds = num_seeds
   c.only_losses = ""  # comma-separated loss labels to run (default: all)
-  c.only_noise = ""  # comma-separated 'kind:rate' to run, e.g. 'symmetric:0.4'
-  c.group_noise = True  # all noise settings of a loss as replicas of one program (fewer, larger runs)
+  c.only_noise = ""  # comma-separated 'kind:rate' to run, e.g. 'symmetric:0.4' ('symmetric:0.40' is the same)
+  # The noise settings of a loss still to train run as replicas of one program (fewer, larger runs); either
+  # way a finished (loss, setting, seed) replica is reused when the grid grows (experiments/sweep.py).
+  c.group_noise = True
   c.base_overrides = {}  # applied to every cell (e.g. {'num_epochs': 2} for a smoke test)
   c.rerun_changed = False  # a run dir holding another config: False = error; True = move aside, rerun
   return c
