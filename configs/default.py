@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_epochs = 1
   c.keep_checkpoints = 2
   c.skip_nonfinite = False  # True: skip and count non-finite steps instead of stopping the run
+  # ... but fail the run once a replica has skipped more than this share of its steps so far (checked after
+  # every epoch): beyond it the numbers would not describe a trained model.
+  c.skip_nonfinite_max_share = 0.05
   c.num_devices = 0  # data-parallel over this many devices (0 = all)
   c.distributed = False  # jax.distributed.initialize() (multi-host; also on by the standard env vars)
   c.overwrite = False  # workdir holds a run of another config: move it aside instead of refusing

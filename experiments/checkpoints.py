@@ -30,6 +30,8 @@ RUNTIME_KEYS = (
   "num_devices",
   "input_workers",
   "input_prefetch",
+  # Whether a result is accepted, not what is computed (and absent from the configs of older runs).
+  "skip_nonfinite_max_share",
 )
 
 

@@ -88,22 +88,25 @@ class EpochMetrics:
     return out
 
 
-# With skip_nonfinite, a run fails once a replica has skipped more than this share of its steps so far
-# (checked after every epoch): beyond it the parameters barely train and the numbers would be garbage.
+# The default of config.skip_nonfinite_max_share: with skip_nonfinite, a run fails once a replica has skipped
+# more than this share of its steps so far (checked after every epoch).
 MAX_SKIPPED_SHARE = 0.05
 
 
-def skipped_problem(history: list[dict], steps_per_epoch: int, labels: list[str]) -> str | None:
-  """Why the run must stop for skipped (non-finite) steps, or None."""
+def skipped_problem(
+  history: list[dict], steps_per_epoch: int, labels: list[str], max_share: float = MAX_SKIPPED_SHARE
+) -> str | None:
+  """Why the run must stop for skipped (non-finite) steps (more than `max_share` of a replica's steps so
+  far), or None."""
   skipped = np.sum([h["skipped_steps"] for h in history], axis=0)
   total = len(history) * steps_per_epoch
   worst = int(np.argmax(skipped))
-  if skipped[worst] <= MAX_SKIPPED_SHARE * total:
+  if skipped[worst] <= max_share * total:
     return None
   return (
     f"replica {labels[worst]} skipped {int(skipped[worst])} of its {total} steps so far (non-finite loss, gradient "
-    f"or parameters), more than the {MAX_SKIPPED_SHARE:.0%} that skip_nonfinite=True tolerates: its numbers would "
-    "not describe a trained model. The usual causes are a learning rate too high for this loss, a loss "
+    f"or parameters), more than the {max_share:.0%} that skip_nonfinite=True tolerates (skip_nonfinite_max_share): its "
+    "numbers would not describe a trained model. The usual causes are a learning rate too high for this loss, a loss "
     "hyperparameter at the edge of its range, or float16/bfloat16 overflow."
   )
 

@@ -144,6 +144,10 @@ def validate_static(config, settings=None) -> None:
       "steps_per_call=0 runs a whole epoch per call, which would hold an epoch of decoded batches in host "
       "memory when streaming; set steps_per_call >= 1 (e.g. 10)"
     )
+  if not 0 <= config.skip_nonfinite_max_share <= 1:
+    raise ValueError(
+      f"skip_nonfinite_max_share={config.skip_nonfinite_max_share!r} is out of range; valid range is [0, 1]"
+    )
   optimizers.validate(config)
   # Hyperparameter ranges: the registry checks them at construction (placeholders for what the noise model
   # provides later), and the loss's schedules must act within the run.

@@ -164,7 +164,9 @@ def train_and_evaluate(
         record["epoch_seconds"] = time.time() - epoch_start
         record["train_examples_per_second"] = trained / max(train_time, 1e-9)
         history.append(records.jsonable(record))
-        if config.skip_nonfinite and (problem := records.skipped_problem(history, spe, log.labels)):
+        if config.skip_nonfinite and (
+          problem := records.skipped_problem(history, spe, log.labels, config.skip_nonfinite_max_share)
+        ):
           raise NonFiniteError(f"{problem} {_kept(ckpt)}.")
         if (epoch + 1) % config.checkpoint_every_epochs == 0 or step == total:
           save()
