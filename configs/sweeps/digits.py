@@ -43,9 +43,13 @@ def all_rows():
 NOISES = g.noise("symmetric", 0.0, 0.2, 0.4, 0.6, 0.8) + g.noise("asymmetric", 0.2, 0.4)
 
 
+def base():
+  c = digits.get_config()
+  c.val_fraction = 0.1  # noisy validation: each replica's epoch is selected without clean labels
+  return c
+
+
 def get_config():
   rows = [r for r in all_rows() if r["label"] in QUICK]
   assert len(rows) == len(QUICK)
-  base = digits.get_config()
-  base.val_fraction = 0.1  # noisy validation: each replica's epoch is selected without clean labels
-  return g.sweep(base, rows, NOISES, num_seeds=3)
+  return g.sweep(base(), rows, NOISES, num_seeds=3)
