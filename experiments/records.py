@@ -176,8 +176,8 @@ def _slug(label: str) -> str:
 
 def console_line(record: dict, replicas: list, num_epochs: int) -> str:
   """The epoch's console line: test accuracy per noise setting (mean ± std over its seeds); for a run of one
-  setting also the training loss, the training accuracy on the (noisy) labels trained on, and the share of
-  flipped labels the model has memorised."""
+  setting also the validation accuracy (with a validation split), the training loss, the training accuracy on
+  the (noisy) labels trained on, and the share of flipped labels the model has memorised."""
 
   def stat(key, idx, fmt=".4f"):
     values = np.asarray(record[key], np.float64)[idx]
@@ -194,8 +194,9 @@ def console_line(record: dict, replicas: list, num_epochs: int) -> str:
   if len(groups) > 1:
     return line + " " + " | ".join(f"{label} {stat('test_accuracy', idx)}" for label, idx in groups.items())
   idx = next(iter(groups.values()))
+  val = f", val acc {stat('val_accuracy', idx)}" if "val_accuracy" in record else ""
   return (
-    f"{line} {stat('test_accuracy', idx)}, train loss {stat('train_loss', idx)}, train acc on noisy labels "
+    f"{line} {stat('test_accuracy', idx)}{val}, train loss {stat('train_loss', idx)}, train acc on noisy labels "
     f"{stat('train_accuracy_noisy_labels', idx)}, noisy labels memorised "
     f"{stat('train_memorised_noisy_subset', idx, '.3f')}"
   )
