@@ -245,3 +245,29 @@ def test_splits_module_is_what_the_trainer_uses():
   want = splits.validation_split(ds.train.labels, 0.25, seed=3, num_classes=10)
   for a, b in zip(settings.validation_split(c, ds), want):
     np.testing.assert_array_equal(a, b)
+
+
+def _image_folder(root, sizes):
+  from PIL import Image
+
+  rng = np.random.default_rng(0)
+  for split, n in sizes.items():
+    for i in range(n):
+      folder = root / split / f"c{i % 3}"
+      folder.mkdir(parents=True, exist_ok=True)
+      Image.fromarray(rng.integers(0, 256, (8, 8), dtype=np.uint8)).save(folder / f"{i}.png")
+  return root
+
+
+def test_a_dataset_with_its_own_validation_split(tmp_path):
+  # An image folder with val/: that split is scored on its own labels and selects the epoch; a second split
+  # from val_fraction is refused.
+  root = _image_folder(tmp_path / "data", {"train": 48, "test": 12, "val": 12})
+  over = {"data.name": "image_folder", "data.path": str(root), "data.image_size": 8, "model": "mlp"}
+  c = tiny(batch_size=8, eval_batch_size=4, **over)
+  s = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert s["selection"] == {"val_fraction": 0.0, "val_labels": "clean", "ties": "earliest", "val_split": "dataset"}
+  val = [r["val_accuracy"][0] for r in history(tmp_path / "run")]
+  assert s["selected_epoch"] == int(np.argmax(val)) + 1
+  with pytest.raises(ValueError, match=r"val_fraction=0.1 would hold out a validation split, but 'image_folder' has"):
+    train.train_and_evaluate(tiny(batch_size=8, val_fraction=0.1, **over), str(tmp_path / "other"))
