@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
+from cli_runs import cli, coordinator_env, finish, free_port
 from test_train import history, tiny
 
 from experiments import data, noise, records, settings, splits, train
@@ -119,6 +120,27 @@ def test_the_split_is_the_same_on_1_and_4_devices_and_streamed(tmp_path):
     np.testing.assert_allclose(a["val_accuracy"], b["val_accuracy"], atol=1e-6)
   for a, b in zip(h["one"], h["four"]):
     np.testing.assert_allclose(a["val_accuracy"], b["val_accuracy"], atol=0.01)
+
+
+@pytest.mark.slow
+def test_two_processes_hold_out_what_one_does(tmp_path):
+  # Every process computes the split from the labels on its host; two streaming processes of one device each
+  # must train and validate as one process with two devices (test_streaming's two-process comparison).
+  flags = ("--config.num_epochs=2", "--config.val_fraction=0.1", "--config.steps_per_call=8")
+  single = cli(tmp_path / "one", *flags, "--config.data.input=memory", devices=2)
+  port = free_port()
+  procs = [
+    cli(tmp_path / "two", *flags, "--config.data.input=stream", devices=1, extra_env=coordinator_env(port, i))
+    for i in range(2)
+  ]
+  for p in procs:
+    finish(p)
+  finish(single)
+  a, b = history(tmp_path / "one"), history(tmp_path / "two")
+  assert [r["step"] for r in a] == [r["step"] for r in b] == [17, 34]
+  for ra, rb in zip(a, b):
+    np.testing.assert_allclose(ra["val_accuracy"], rb["val_accuracy"], atol=1e-6)
+  assert summary_on_disk(tmp_path / "two")["num_devices"] == 2
 
 
 def test_resume_keeps_the_split_the_selection_and_the_noisy_labels(tmp_path):
