@@ -44,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
   # Resize on load (imagewang, controlled_noisy_web_labels, image files); 0 = the dataset's, for image files
   # the images' own size when all are square and of one size (read from the file headers; else an error).
   c.data.image_size = 0
-  c.data.val_size = 0  # clean validation hold-out from train, used to pick the best epoch
+  c.data.val_size = 0  # removed (an error if set): use the top-level val_fraction and val_labels='clean'
   c.data.num_classes = 0  # 0 = the dataset's (npz: inferred, and a gap or unseen test class is an error)
   # On-device training augmentation: 'default' is the dataset's (random crop with zero padding image_size/8
   # or the dataset's own, and a horizontal flip where it preserves the label: CIFAR, Fashion-MNIST, image
@@ -62,10 +62,17 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Label noise (experiments/noise.py).
   c.noise = ml_collections.ConfigDict()
-  c.noise.kind = "symmetric"  # none|symmetric|uniform|asymmetric|pairflip|matrix|real
+  c.noise.kind = "symmetric"  # none|symmetric|uniform|asymmetric|pairflip|matrix|real|file
   c.noise.rate = 0.4
   c.noise.matrix = config_dict.placeholder(tuple)  # K×K row-stochastic, for kind='matrix'
   c.noise.path = ""  # kind='file': noisy labels, a run's noisy_labels.npz or int [N] / [R, N] (docs/NOISE_FILES.md)
+
+  # Validation split (experiments/splits.py): hold out this share of the training set, after the noise is
+  # applied, and select each replica's epoch by its accuracy there (summary.json `selected_epoch`). The labels it
+  # is scored against: 'noisy' (the held-out examples' noisy labels: all a user with real noisy data has, and
+  # what the docs recommend) or 'clean' (the dataset's labels: the optimistic clean hold-out of the TCE paper).
+  c.val_fraction = 0.0  # in [0, 1); 0 = no split (a dataset's own validation split is still used)
+  c.val_labels = "noisy"
 
   # Model (experiments/models.py); 'auto' picks one that fits the input shape.
   c.model = "auto"

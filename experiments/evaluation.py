@@ -13,7 +13,9 @@ from experiments.mesh import replicate
 class Evaluator:
   """The evaluation sets (on the devices, or streamed: the data layer decides) and accuracy bookkeeping."""
 
-  def __init__(self, prog, dataset, noisy, config):
+  def __init__(self, prog, dataset, noisy, config, val_labels=None):
+    """`val_labels`: int [R, n_val], what each replica's predictions on dataset.val are scored against (the
+    held-out examples' noisy or clean labels); default: dataset.val's own labels, for every replica."""
     self.prog = prog
     n = len(dataset.train)
     limit = config.train_eval_max_examples or n
@@ -32,7 +34,10 @@ class Evaluator:
       self.sets["val"] = make(dataset.val, np.arange(len(dataset.val)))
     self.train_full = lambda: make(dataset.train, np.arange(n))
     self.y_test = dataset.test.labels
-    self.y_val = None if dataset.val is None else dataset.val.labels
+    self.y_val = None
+    if dataset.val is not None:
+      own = np.tile(dataset.val.labels, (len(noisy), 1))
+      self.y_val = own if val_labels is None else np.asarray(val_labels)
     self.noisy = np.stack([nl.labels for nl in noisy])
     self.clean = dataset.train.labels
     self.is_noisy = np.stack([nl.is_noisy for nl in noisy])

@@ -397,6 +397,21 @@ def apply_noise(
   )
 
 
+def subset(noisy, indices):
+  """The :class:`NoisyLabels` of the examples ``indices`` (e.g. the training part of a validation split), with
+  the realised rate and transition matrix recomputed on them."""
+  indices = np.asarray(indices)
+  labels, clean = noisy.labels[indices], noisy.clean[indices]
+  is_noisy = noisy.is_noisy[indices]
+  return NoisyLabels(
+    labels=labels,
+    clean=clean,
+    is_noisy=is_noisy,
+    rate_realised=float(is_noisy.mean()) if clean.size else 0.0,
+    transition_realised=_empirical_transition(clean, labels, noisy.transition_realised.shape[0]),
+  )
+
+
 def _empirical_transition(clean, labels, K):
   """Empirical P(noisy = j | clean = i); rows of classes absent from ``clean`` are identity rows."""
   counts = np.zeros((K, K), dtype=np.float64)

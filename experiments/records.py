@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from experiments import noise
+from experiments import noise, splits
 
 
 # ------------------------------------------------------------------------------------------------ JSON
@@ -199,8 +199,8 @@ def _slug(label: str) -> str:
 
 def console_line(record: dict, replicas: list, num_epochs: int) -> str:
   """The epoch's console line: test accuracy per noise setting (mean ± std over its seeds); for a run of one
-  setting also the training loss, the training accuracy on the (noisy) labels trained on, and the share of
-  flipped labels the model has memorised."""
+  setting also the validation accuracy (with a validation split), the training loss, the training accuracy on
+  the (noisy) labels trained on, and the share of flipped labels the model has memorised."""
 
   def stat(key, idx, fmt=".4f"):
     values = np.asarray(record[key], np.float64)[idx]
@@ -217,8 +217,9 @@ def console_line(record: dict, replicas: list, num_epochs: int) -> str:
   if len(groups) > 1:
     return line + " " + " | ".join(f"{label} {stat('test_accuracy', idx)}" for label, idx in groups.items())
   idx = next(iter(groups.values()))
+  val = f", val acc {stat('val_accuracy', idx)}" if "val_accuracy" in record else ""
   return (
-    f"{line} {stat('test_accuracy', idx)}, train loss {stat('train_loss', idx)}, train acc on noisy labels "
+    f"{line} {stat('test_accuracy', idx)}{val}, train loss {stat('train_loss', idx)}, train acc on noisy labels "
     f"{stat('train_accuracy_noisy_labels', idx)}, noisy labels memorised "
     f"{stat('train_memorised_noisy_subset', idx, '.3f')}"
   )
@@ -327,44 +328,65 @@ def setup_lines(info: dict) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------- summary
-def summarise(config, history, noisy, replicas, train_seconds, status, error=None, num_devices=1, setup=None) -> dict:
+def summarise(
+  config, history, noisy, replicas, train_seconds, status, error=None, num_devices=1, setup=None, selection=None
+) -> dict:
   """summary.json: per replica (`replicas`), and per noise setting over its seeds (`settings`). The
-  top-level accuracy fields exist only for a run of one noise setting (the mean over its seeds)."""
-  select = "val_accuracy" if config.data.val_size else "test_accuracy"
+  top-level accuracy fields exist only for a run of one noise setting (the mean over its seeds).
+
+  Epochs reported per replica: `test_accuracy_last` (the last epoch); `best_epoch` and `test_accuracy_best`,
+  the epoch of the best TEST accuracy, an optimistic oracle (it selects on the data it reports; kept for
+  comparison with papers that report it). With a validation split (`selection`, from
+  settings.selection: {"val_fraction", "val_labels", "ties": "earliest"}) also `selected_epoch` (1-based, the
+  best `val_accuracy`, ties to the earliest: splits.select_epoch), `test_accuracy_selected` and
+  `val_accuracy_selected`; without one these keys are absent.
+  """
+  selecting = selection is not None and bool(history) and "val_accuracy" in history[0]
   per_replica = []
   for r, (setting, seed) in enumerate(replicas):
-    curve = [h[select][r] for h in history]
-    best = int(np.argmax(curve)) if curve else -1
-    per_replica.append(
-      {
-        "replica": replica_label(setting, seed),
-        "seed": seed,
-        "noise_kind": setting["kind"],
-        "noise_rate": setting["rate"],
-        "test_accuracy_last": history[-1]["test_accuracy"][r] if history else None,
-        "test_accuracy_best": history[best]["test_accuracy"][r] if history else None,
-        "best_epoch": best + 1 if history else None,  # 1-based: epochs completed
-        "noise_rate_realised": noisy[r].rate_realised,
-        "noise": noise.summary(noisy[r]),
-      }
-    )
+    curve = [h["test_accuracy"][r] for h in history]
+    best = int(np.nanargmax(np.asarray(curve, np.float64))) if curve else -1
+    entry = {
+      "replica": replica_label(setting, seed),
+      "seed": seed,
+      "noise_kind": setting["kind"],
+      "noise_rate": setting["rate"],
+      "test_accuracy_last": history[-1]["test_accuracy"][r] if history else None,
+      "test_accuracy_best": history[best]["test_accuracy"][r] if history else None,
+      "best_epoch": best + 1 if history else None,  # 1-based: epochs completed; the best-TEST oracle
+    }
+    if selecting:
+      val = [np.nan if h["val_accuracy"][r] is None else h["val_accuracy"][r] for h in history]
+      chosen = splits.select_epoch(val)
+      entry["selected_epoch"] = chosen
+      entry["test_accuracy_selected"] = history[chosen - 1]["test_accuracy"][r]
+      entry["val_accuracy_selected"] = history[chosen - 1]["val_accuracy"][r]
+    entry["noise_rate_realised"] = noisy[r].rate_realised
+    entry["noise"] = noise.summary(noisy[r])
+    per_replica.append(entry)
+  accuracies = ["test_accuracy_last", "test_accuracy_best"]
+  if selecting:
+    accuracies += ["test_accuracy_selected", "val_accuracy_selected"]
   settings = []
   for label, idx in _by_setting(replicas).items():
     group = [per_replica[i] for i in idx]
     entry = {"setting": label, "noise_kind": group[0]["noise_kind"], "noise_rate": group[0]["noise_rate"]}
     entry["seeds"] = [p["seed"] for p in group]
-    for key in ("test_accuracy_last", "test_accuracy_best", "noise_rate_realised"):
+    for key in (*accuracies, "noise_rate_realised"):
       values = [p[key] for p in group if p[key] is not None]
       entry[key] = float(np.mean(values)) if values else None
       entry[f"{key}_std"] = float(np.std(values)) if values else None
     settings.append(entry)
   out = {"status": status, "error": error}
   if len(settings) == 1:
-    out.update({k: settings[0][k] for k in ("test_accuracy_last", "test_accuracy_best", "noise_rate_realised")})
-    out["best_epoch"] = per_replica[0]["best_epoch"] if len(replicas) == 1 else [p["best_epoch"] for p in per_replica]
+    out.update({k: settings[0][k] for k in (*accuracies, "noise_rate_realised")})
+    for key in ("best_epoch", "selected_epoch") if selecting else ("best_epoch",):
+      out[key] = per_replica[0][key] if len(replicas) == 1 else [p[key] for p in per_replica]
+  if selecting:
+    out["selection"] = dict(selection)
   out.update(
     {
-      "best_epoch_selected_by": select,
+      "best_epoch_selected_by": "test_accuracy",  # an oracle; `selected_epoch` is chosen without test labels
       "train_seconds": train_seconds,
       "epochs_completed": len(history),
       "num_devices": num_devices,

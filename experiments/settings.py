@@ -10,9 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 
 import robust_losses
-from experiments import data, models, noise, optimizers
+from experiments import data, models, noise, optimizers, splits
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+VAL_LABELS = ("noisy", "clean")  # what the held-out examples are scored against (config.val_labels)
 
 # What the loop can give a loss from the noise model, by hyperparameter name (the loss-state protocol's
 # inputs): Patrini et al.'s known-T setting uses the noise model's own expected transition matrix.
@@ -67,7 +68,8 @@ def build_loss(config, num_classes: int, settings: list[dict], realised_rate: fl
 
 
 def noisy_labels(config, dataset, replicas) -> list[noise.NoisyLabels]:
-  """One noise draw per replica (noise setting, seed): each seed gets its own noisy labels."""
+  """One noise draw per replica (noise setting, seed) on the whole training set (before any validation split):
+  each seed gets its own noisy labels; kind='file' gives replica r the file's row r (or its only row)."""
   return [
     noise.apply_noise(
       dataset.train.labels,
@@ -78,9 +80,97 @@ def noisy_labels(config, dataset, replicas) -> list[noise.NoisyLabels]:
       dataset=config.data.name,
       matrix=noise_matrix(config),
       real_labels=dataset.real_noisy_labels,
+      path=config.noise.path or None,
+      replica=r,
+      num_replicas=len(replicas),
     )
-    for n, s in replicas
+    for r, (n, s) in enumerate(replicas)
   ]
+
+
+def validation_split(config, dataset):
+  """(train_idx, val_idx) of the `val_fraction` split of the training set, or None without one.
+
+  The held-out examples are one set for the whole run and for every run of a sweep at the same `config.seed`:
+  the split is stratified by the dataset's own training labels (the clean ones where the dataset has them; for
+  data that has only noisy labels, those) and seeded by `config.seed` alone, never by the loss, the noise
+  setting or a replica's noise draw. Why not stratify by each replica's noisy labels: the replicas of one
+  program (seeds × noise settings) share one training set, and rows of a sweep that differ in the noise would
+  then validate and train on different examples, so a difference between rows would mix the noise with the
+  split. Stratification only balances the classes of the held-out set; which labels score it is `val_labels`
+  ('noisy': each replica's own noisy labels of those examples). The split is a function of (labels, fraction,
+  seed) on the host, so streamed and in-memory input, any number of devices or processes and a resumed run
+  all get the same one (splits.validation_split).
+  """
+  if not config.val_fraction:
+    return None
+  return splits.validation_split(
+    dataset.train.labels, float(config.val_fraction), seed=int(config.seed), num_classes=dataset.num_classes
+  )
+
+
+def hold_out(config, dataset, noisy, split):
+  """Applies `split` to a run: (dataset with train/val, the training part of each replica's NoisyLabels, and
+  the labels the held-out examples are scored against, int32 [R, n_val]).
+
+  The noise was drawn on the whole training set first (`noisy`), so the held-out examples carry noisy labels of
+  the same noise process as the ones trained on.
+  """
+  train_idx, val_idx = split
+  held = data.hold_out(dataset, train_idx, val_idx)
+  if config.val_labels == "clean":
+    val_labels = np.tile(dataset.train.labels[val_idx].astype(np.int32), (len(noisy), 1))
+  else:
+    val_labels = np.stack([nl.labels[val_idx] for nl in noisy]).astype(np.int32)
+  return held, [noise.subset(nl, train_idx) for nl in noisy], val_labels
+
+
+def selection(config, dataset) -> dict | None:
+  """summary.json's `selection` (how `selected_epoch` is chosen), or None for a run without validation."""
+  if config.val_fraction:
+    return {"val_fraction": float(config.val_fraction), "val_labels": config.val_labels, "ties": "earliest"}
+  if dataset.val is not None:  # the dataset's own validation split (image files), with its labels
+    return {"val_fraction": 0.0, "val_labels": "clean", "ties": "earliest", "val_split": "dataset"}
+  return None
+
+
+def write_noisy_labels(workdir, noisy, replicas) -> str:
+  """Writes WORKDIR/noisy_labels.npz (every replica's labels on the whole training set), or, when a resumed run
+  finds one, checks that it holds the labels this run trains on: a checkpoint belongs to its labels."""
+  path = os.path.join(workdir, noise.NOISE_FILE)
+  if not os.path.exists(path):
+    return noise.save_noisy_labels(path, noisy, replicas)
+  with np.load(path, allow_pickle=False) as f:
+    old = {k: f[k] for k in ("noisy_labels", "is_noisy", "noise_kind", "seed") if k in f.files}
+  new = {
+    "noisy_labels": np.stack([nl.labels for nl in noisy]),
+    "is_noisy": np.stack([nl.is_noisy for nl in noisy]),
+    "noise_kind": np.asarray([n["kind"] for n, _ in replicas], dtype=str),
+    "seed": np.asarray([s for _, s in replicas], dtype=np.int64),
+  }
+  differ = [k for k in new if k not in old or old[k].shape != new[k].shape or not np.array_equal(old[k], new[k])]
+  if differ:
+    raise ValueError(
+      f"{path} holds other noisy labels than this run draws (arrays {differ} differ), and its checkpoints were "
+      "trained on the file's. To continue on them, resume with --config.noise.kind=file "
+      f"--config.noise.path=<a copy of {path}> in a new workdir; or set --config.overwrite=True to move the old "
+      "run aside and start again"
+    )
+  return path
+
+
+def file_noise_report(noisy, replicas) -> str:
+  """What labels from a file amount to, per replica: realised rate and transition matrix vs the clean labels."""
+  lines = []
+  for nl, (setting, seed) in zip(noisy, replicas):
+    if setting["kind"] != "file":
+      continue
+    T = np.array2string(nl.transition_realised, precision=3, suppress_small=True, max_line_width=200)
+    lines.append(
+      f"noise file, replica seed {seed}: realised rate {nl.rate_realised:.4f} ({int(nl.is_noisy.sum())} of "
+      f"{nl.is_noisy.size} labels differ from the clean ones); realised transition matrix T[clean, noisy]:\n{T}"
+    )
+  return "\n".join(lines)
 
 
 def num_devices(config) -> int:
@@ -116,6 +206,18 @@ def validate_static(config, settings=None) -> None:
       raise ValueError(f"noise.kind={n['kind']!r} is unknown; valid choices: {noise.KINDS}")
     if not 0 <= n["rate"] <= 1:
       raise ValueError(f"noise.rate={n['rate']!r} is out of range; valid range is [0, 1]")
+  if any(n["kind"] == "file" for n in noise_settings(config, settings)):
+    noise.check_noise_file(config.noise.path or None)  # exists, readable, integer labels >= 0
+  elif config.noise.path:
+    raise ValueError(f"noise.path={config.noise.path!r} is read only with noise.kind='file'; set one or the other")
+  fraction = config.val_fraction
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+    raise ValueError(
+      f"val_fraction={fraction!r} is out of range; valid range is [0, 1) (the share of the training set held out "
+      "for validation; 0 = no split)"
+    )
+  if config.val_labels not in VAL_LABELS:
+    raise ValueError(f"val_labels={config.val_labels!r} is unknown; valid choices: {list(VAL_LABELS)}")
   if config.compute_dtype not in DTYPES:
     raise ValueError(f"compute_dtype={config.compute_dtype!r} is unknown; valid choices: {list(DTYPES)}")
   for key, low in (
@@ -157,11 +259,36 @@ def validate_static(config, settings=None) -> None:
 
 def validate_with_data(config, dataset, settings: list[dict]) -> None:
   n = len(dataset.train)
+  if config.val_fraction and dataset.val is not None:
+    raise ValueError(
+      f"val_fraction={config.val_fraction} would hold out a validation split, but {config.data.name!r} has its own "
+      "(data.val_list or a val/ folder), which is used by itself; set val_fraction=0 to use it"
+    )
+  split = validation_split(config, dataset)  # raises when the fraction holds out no example
+  if split is not None:
+    n = len(split[0])
   if config.batch_size > n:
-    raise ValueError(f"batch_size={config.batch_size} is larger than the training set ({n} examples)")
+    raise ValueError(
+      f"batch_size={config.batch_size} is larger than the training set ({n} examples"
+      + (f" after holding out val_fraction={config.val_fraction})" if split is not None else ")")
+    )
   for s in settings:
     noise.validate(
-      s["kind"], s["rate"], num_classes=dataset.num_classes, dataset=config.data.name, matrix=noise_matrix(config)
+      s["kind"],
+      s["rate"],
+      num_classes=dataset.num_classes,
+      dataset=config.data.name,
+      matrix=noise_matrix(config),
+      path=config.noise.path or None,
+    )
+  if any(s["kind"] == "file" for s in settings):
+    num_replicas = len(settings) * config.num_seeds
+    noise.check_noise_file(
+      config.noise.path,
+      num_examples=len(dataset.train),
+      num_classes=dataset.num_classes,
+      num_replicas=num_replicas,
+      clean_labels=dataset.train.labels,
     )
   if any(s["kind"] == "real" for s in settings) and dataset.real_noisy_labels is None:
     raise ValueError(

@@ -7,12 +7,12 @@ increasing function of clean accuracy (for symmetric noise at rate r < (K-1)/K i
 ``(1 - r) * acc + r * (1 - acc) / (K - 1)``), so it ranks epochs as clean accuracy does, up to sampling error
 (Chen et al., "Understanding and Utilizing Deep Neural Networks Trained with Noisy Labels", ICML 2019).
 
-The split is stratified by the labels it is given. Pass the noisy labels: they are all a user with real noisy
-data has, and they are the labels the held-out examples are scored against. In a run of several replicas
-(seeds × noise settings trained as one program, sharing one training set) the split must be one for all of them:
-stratify by replica 0's noisy labels; each replica is then scored on the held-out examples with its own noisy
-labels. The split depends only on (labels, fraction, seed, num_classes), so it is the same for every loss of a
-sweep, on any number of devices or processes.
+The split is stratified by the labels it is given. The trainer (settings.validation_split) passes the dataset's
+own training labels (the clean ones where the dataset has them; with only noisy labels, those) and config.seed:
+then the held-out examples are the same for every replica of a run (seeds × noise settings share one training
+set) and for every loss and noise setting of a sweep, so rows differ only in the labels, never in the held-out
+set. Each replica is scored on the held-out examples with its own noisy labels. The split depends only on
+(labels, fraction, seed, num_classes), so it is the same on any number of devices or processes.
 """
 
 import math
@@ -32,7 +32,7 @@ def validation_split(labels, fraction, *, seed, num_classes):
   """Seeded split of ``range(N)`` into ``(train_idx, val_idx)``, stratified by ``labels``.
 
   Args:
-    labels: int [N] class ids in [0, num_classes - 1] to stratify by (the noisy labels; see the module doc).
+    labels: int [N] class ids in [0, num_classes - 1] to stratify by (which labels: see the module doc).
     fraction: share of the examples to hold out, in [0, 1); 0 gives no split (all of range(N) in train).
     seed: integer >= 0.
     num_classes: K >= 1.

@@ -270,7 +270,9 @@ def _changed_runs(sweep, workdir) -> list[dict]:
   return out
 
 
-def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+def check_changed(sweep: ml_collections.ConfigDict, workdir: str) -> None:
+  """Refuses (ConfigMismatchError naming the differing keys) run directories of the sweep's rows trained
+  with another config, or with `rerun_changed` moves them aside (renamed, never deleted) to be retrained."""
   changed = _changed_runs(sweep, workdir)
   if changed and not sweep.rerun_changed:
     raise checkpoints.ConfigMismatchError(
@@ -281,6 +283,10 @@ def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     )
   for c in changed:
     print(f"{c['id']}: config changed ({c['diff']}); previous run moved to {checkpoints.move_aside(c['dir'])}")
+
+
+def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  check_changed(sweep, workdir)
   runs = plan(sweep, workdir, verbose=True)
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "sweep_config.json"), "w") as f:

@@ -3,10 +3,12 @@
   python -m experiments.train --config=configs/digits.py --workdir=runs/digits [--config.key=value ...]
 
 Rerunning the same command on the same workdir resumes from the last complete checkpoint. WORKDIR gets
-config.json, metrics.jsonl (one line per replica and epoch), TensorBoard events in tb/, checkpoints/ and, at
-the end, summary.json. The loop is `train_and_evaluate`; the compiled step is in train_lib.py, the data
-layer in data/, evaluation in evaluation.py, what is written in records.py, the process around it in
-runtime.py.
+config.json, noisy_labels.npz (every replica's training labels, reloadable with noise.kind=file),
+metrics.jsonl (one line per replica and epoch), TensorBoard events in tb/, checkpoints/ and, at the end,
+summary.json. With val_fraction > 0 a share of the training set is held out after the noise is applied and
+each replica's epoch is selected by its accuracy there (summary.json `selected_epoch`). The loop is
+`train_and_evaluate`; the compiled step is in train_lib.py, the data layer in data/, evaluation in
+evaluation.py, what is written in records.py, the process around it in runtime.py.
 """
 
 from __future__ import annotations
@@ -73,7 +75,24 @@ def train_and_evaluate(
   # ---- The replicas (noise setting × seed), their noisy labels, the loss and the compiled program.
   seeds = [config.seed + i for i in range(config.num_seeds)]
   replicas = [(n, s) for n in settings for s in seeds]
-  noisy = run_settings.noisy_labels(config, dataset, replicas)
+  # The noise is drawn on the whole training set, then the validation split (if any) is taken from it: the
+  # held-out examples keep the noisy labels of the same draw, and noisy_labels.npz covers every example.
+  noisy_all = run_settings.noisy_labels(config, dataset, replicas)
+  if lead:
+    run_settings.write_noisy_labels(workdir, noisy_all, replicas)
+    if any(n["kind"] == "file" for n in settings):
+      print(run_settings.file_noise_report(noisy_all, replicas), flush=True)
+  selection = run_settings.selection(config, dataset)
+  split = run_settings.validation_split(config, dataset)
+  noisy, val_labels = noisy_all, None
+  if split is not None:
+    dataset, noisy, val_labels = run_settings.hold_out(config, dataset, noisy_all, split)
+    if lead:
+      print(
+        f"validation: {len(split[1])} of {len(split[0]) + len(split[1])} training examples held out "
+        f"(val_fraction={config.val_fraction}, scored on their {config.val_labels} labels); the epoch is selected "
+        "by val_accuracy"
+      )
   loss_fn = run_settings.build_loss(config, dataset.num_classes, settings, np.mean([nl.rate_realised for nl in noisy]))
   prog = make_program(config, dataset, loss_fn)
   setup = records.setup_info(config, dataset, _model_name(config, dataset), noisy, replicas)
@@ -87,7 +106,7 @@ def train_and_evaluate(
   feed = data.train_feed(dataset, prog.mesh, keys, seeds, config.batch_size, spe, config.data)
   if lead and not feed.per_replica and len(replicas) > 1:
     print(f"input: streamed batches are shared by all {len(replicas)} replicas, in seed {config.seed}'s order")
-  evaluator = evaluation.Evaluator(prog, dataset, noisy, config)
+  evaluator = evaluation.Evaluator(prog, dataset, noisy, config, val_labels)
   learning_rate = optimizers.learning_rate_fn(config, spe)
   train_chunk = train_lib.train_chunk_fn(prog)
 
@@ -118,7 +137,16 @@ def train_and_evaluate(
     log.write_metrics(history)  # also after a kill between the last checkpoint and its records
     seconds = seconds_before + time.time() - t0
     summary = records.summarise(
-      config, history, noisy, replicas, seconds, status, error, num_devices=prog.mesh.size, setup=setup
+      config,
+      history,
+      noisy_all,
+      replicas,
+      seconds,
+      status,
+      error,
+      num_devices=prog.mesh.size,
+      setup=setup,
+      selection=selection,
     )
     if lead:
       records.write_json(os.path.join(workdir, "summary.json"), summary)
@@ -194,10 +222,15 @@ def train_and_evaluate(
   if lead:
     for s in summary["settings"]:
       std = lambda k: f"±{s[k + '_std']:.4f}" if len(s["seeds"]) > 1 else ""
+      selected = (
+        f"selected {s['test_accuracy_selected']:.4f}{std('test_accuracy_selected')}, "
+        if "test_accuracy_selected" in s
+        else ""
+      )
       print(
         f"{s['setting']} (realised {s['noise_rate_realised']:.3f}, {len(s['seeds'])} seed(s)): test accuracy "
-        f"last {s['test_accuracy_last']:.4f}{std('test_accuracy_last')} best {s['test_accuracy_best']:.4f}"
-        f"{std('test_accuracy_best')}"
+        f"{selected}last {s['test_accuracy_last']:.4f}{std('test_accuracy_last')}, best-test oracle "
+        f"{s['test_accuracy_best']:.4f}{std('test_accuracy_best')}"
       )
     print(f"summary in {os.path.join(workdir, 'summary.json')}")
   return summary

@@ -22,7 +22,7 @@ from experiments import data, models, records, settings, sweep, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Examples per split of the mocked TFDS datasets: 2 global batches of 8 (1 when val_size holds out 8).
+# Examples per split of the mocked TFDS datasets: 2 global batches of 8 (1 when val_fraction holds some out).
 MOCK_EXAMPLES = 16
 
 
@@ -60,8 +60,6 @@ def small_overrides(config) -> dict:
     "keep_checkpoints": 1,
     "num_devices": 1 if config.model in ONE_DEVICE_MODELS else 0,
   }
-  if config.data.val_size:
-    out["data"] = {"val_size": 8}  # keep the hold-out path (tce_paper), at a size the mock data has
   if config.schedule == "step":
     # Boundaries must lie inside (0, num_epochs); one mid-epoch boundary keeps the step schedule.
     out["lr_boundaries"] = (0.5,)

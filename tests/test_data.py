@@ -9,8 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from experiments import data
-from experiments.data import datasets, image_files, statistics, tfds_data
+from experiments import data, splits
+from experiments.data import image_files, statistics, tfds_data
 from tests.data_configs import data_config
 
 
@@ -142,7 +142,7 @@ def test_npz_garbage_and_npy(tmp_path):
     (dict(name="mnist", tfds_config="x"), "valid choices: none"),
     (dict(name="controlled_noisy_web_labels", train_split="train_99"), "valid choices: .*'train_80'"),
     (dict(name="mnist", image_size=32), "has a fixed image size"),
-    (dict(name="digits", val_size=-1), "data.val_size=-1 is out of range"),
+    (dict(name="digits", val_size=100), r"data.val_size=100: the clean hold-out was replaced .*val_labels=clean"),
     (dict(name="digits", augment="rotate"), "data.augment='rotate' is unknown"),
     (dict(name="digits", input="disk"), "data.input='disk' is unknown"),
     (dict(name="digits", input_memory_gb=0.0), "data.input_memory_gb=0.0 is out of range"),
@@ -154,23 +154,23 @@ def test_validate_errors(kwargs, match):
 
 
 def test_validate_accepts_a_full_config():
-  data.validate(data_config("cifar10_n", real_label_key="worse_label", tfds_dir="/x", val_size=10))
+  data.validate(data_config("cifar10_n", real_label_key="worse_label", tfds_dir="/x"))
 
 
 # -------------------------------------------------------------------------------- validation hold-out
 def test_hold_out():
   full = load()
-  ds = data.load(data_config(val_size=200), seed=1)
-  assert len(ds.train) == 1057 and images(ds.val).shape == (200, 8, 8, 1) and len(ds.val) == 200
-  np.testing.assert_array_equal(images(ds.val), images(data.load(data_config(val_size=200), seed=1).val))
-  assert not np.array_equal(ds.val.labels, data.load(data_config(val_size=200), seed=2).val.labels)
-  # Together the two parts are exactly the original training set, each example once.
-  train, val = datasets._hold_out(1257, 200, seed=1)
+  train, val = splits.validation_split(full.train.labels, 0.2, seed=1, num_classes=10)
+  ds = data.hold_out(full, train, val)
+  assert len(ds.train) == 1257 - 251 and images(ds.val).shape == (251, 8, 8, 1) and len(ds.val) == 251
+  # Together the two parts are exactly the original training set, each example once, labels with their images.
   assert not set(train) & set(val) and sorted([*train, *val]) == list(range(1257))
   np.testing.assert_array_equal(images(ds.train), images(full.train)[train])
+  np.testing.assert_array_equal(images(ds.val), images(full.train)[val])
   np.testing.assert_array_equal(ds.val.labels, full.train.labels[val])
-  with pytest.raises(ValueError, match="data.val_size=1257 must be smaller than the training set"):
-    load(val_size=1257)
+  assert ds.mean == full.mean and ds.std == full.std  # statistics of the whole training set, with or without split
+  with pytest.raises(ValueError, match="has its own validation split"):
+    data.hold_out(ds, train[:10], train[10:20])
 
 
 # -------------------------------------------------------------------------------- TFDS, mocked
@@ -212,9 +212,10 @@ def test_tfds_mocked(mock_tfds, name, shape, flip, pad):
   ],
 )
 def test_cifar_n_mocked(mock_tfds, name, key, num_classes):
-  ds = load(name, real_label_key=key, val_size=4)
+  whole = load(name, real_label_key=key)
+  train_idx, val_idx = splits.validation_split(whole.train.labels, 4 / 24, seed=0, num_classes=num_classes)
+  ds = data.hold_out(whole, train_idx, val_idx)  # the human labels follow their examples into the split
   key = key or {"cifar10_n": "aggre_label", "cifar100_n": "noise_label"}[name]
-  train_idx, _ = datasets._hold_out(24, 4, seed=0)
   train = [tfds.data_source(name, split="train")[i] for i in range(24)]
   assert ds.num_classes == num_classes
   np.testing.assert_array_equal(ds.train.labels, np.array([ex["label"] for ex in train])[train_idx])

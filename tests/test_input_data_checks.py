@@ -241,12 +241,12 @@ def test_given_num_classes_rejects_larger_labels(tmp_path, key, index, value):
   assert path in str(info.value)
 
 
-def test_given_num_classes_checked_before_the_hold_out(tmp_path):
-  # The reported index is the file's, not one into the smaller training set left after val_size.
+def test_given_num_classes_checked_on_the_whole_training_set(tmp_path):
+  # The reported index is the file's: a validation split (val_fraction) is taken later, by the trainer.
   arrays = _arrays(classes=10)
   arrays["y_train"][17] = 10
   with pytest.raises(ValueError, match=r"y_train\[17\] = 10 is out of range"):
-    load("npz", path=_save(tmp_path, **arrays), num_classes=10, val_size=5)
+    load("npz", path=_save(tmp_path, **arrays), num_classes=10)
 
 
 # -------------------------------------------------------------------------------- validate num_classes

@@ -79,27 +79,47 @@ def test_correction_losses_get_the_noise_transition_matrix(tmp_path, loss):
     assert a["test_accuracy"] == b["test_accuracy"]
 
 
-def test_best_epoch_is_selected_on_the_validation_set(tmp_path):
-  # With these settings (seed 2, 60 % noise) the validation curve peaks at epoch 2 while the test curve
-  # peaks at epoch 4 and training ends at epoch 5, so selecting by test accuracy or taking the last epoch
-  # would give another answer. The assertions hold for any curves, though.
-  val_size, epochs = 150, 5
-  c = config(num_epochs=epochs, seed=2, **{"noise.rate": 0.6, "data.val_size": val_size})
+@pytest.mark.parametrize("val_labels", ["noisy", "clean"])
+def test_epoch_is_selected_on_the_validation_split(tmp_path, val_labels):
+  # 60 % noise, 5 epochs: the assertions hold for any curves (the selected epoch is the argmax of the
+  # validation curve, ties to the earliest; best_epoch is the best-TEST oracle).
+  epochs = 5
+  c = config(num_epochs=epochs, seed=2, val_fraction=0.12, val_labels=val_labels, **{"noise.rate": 0.6})
   s = train.train_and_evaluate(c, str(tmp_path))
   h = assert_finite_run(tmp_path, epochs)
   val = [r["val_accuracy"][0] for r in h]
   test = [r["test_accuracy"][0] for r in h]
-  # The hold-out has val_size examples (accuracies are multiples of 1/150) and is not trained on:
-  # (1257 - 150) // 64 = 17 steps per epoch instead of 19.
-  assert all(abs(v * val_size - round(v * val_size)) < 1e-6 for v in val)
+  # floor(0.12 * 1257 + 1/2) = 151 held out (accuracies are multiples of 1/151), not trained on:
+  # (1257 - 151) // 64 = 17 steps per epoch instead of 19.
+  assert all(abs(v * 151 - round(v * 151)) < 1e-6 for v in val)
   assert [r["step"] for r in h] == [17 * e for e in range(1, epochs + 1)]
 
   on_disk = summary_on_disk(tmp_path)
-  best = int(np.argmax(val)) + 1  # first maximum, 1-based
-  assert on_disk["best_epoch_selected_by"] == "val_accuracy"
-  assert on_disk["best_epoch"] == s["best_epoch"] == best
-  assert on_disk["test_accuracy_best"] == pytest.approx(test[best - 1], abs=1e-12)
+  chosen = int(np.argmax(val)) + 1  # first maximum, 1-based
+  assert on_disk["selection"] == {"val_fraction": 0.12, "val_labels": val_labels, "ties": "earliest"}
+  assert on_disk["selected_epoch"] == s["selected_epoch"] == on_disk["replicas"][0]["selected_epoch"] == chosen
+  assert on_disk["test_accuracy_selected"] == pytest.approx(test[chosen - 1], abs=1e-12)
+  assert on_disk["val_accuracy_selected"] == pytest.approx(val[chosen - 1], abs=1e-12)
+  assert on_disk["best_epoch_selected_by"] == "test_accuracy"
+  assert on_disk["best_epoch"] == int(np.argmax(test)) + 1
+  assert on_disk["test_accuracy_best"] == pytest.approx(max(test), abs=1e-12)
+  assert on_disk["test_accuracy_best"] >= on_disk["test_accuracy_selected"]
   assert on_disk["test_accuracy_last"] == pytest.approx(test[-1], abs=1e-12)
+  setting = on_disk["settings"][0]
+  assert (
+    setting["test_accuracy_selected"] == pytest.approx(test[chosen - 1]) and setting["test_accuracy_selected_std"] == 0
+  )
+  # Scored against the noisy labels, accuracy at 60 % noise is far below the clean test accuracy.
+  if val_labels == "noisy":
+    assert max(val) < max(test) - 0.2, (val, test)
+
+
+def test_without_a_validation_split_the_selection_keys_are_absent(tmp_path):
+  s = train.train_and_evaluate(config(num_epochs=1), str(tmp_path))
+  keys = ("selection", "selected_epoch", "test_accuracy_selected", "val_accuracy_selected")
+  assert not any(k in s or k in summary_on_disk(tmp_path) for k in keys)
+  assert not any(k in s["replicas"][0] or k in s["settings"][0] for k in keys)
+  assert "val_accuracy" not in history(tmp_path)[0]
 
 
 def test_clipping_warmup_switches_on_after_its_epochs(tmp_path):

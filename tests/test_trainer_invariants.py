@@ -261,7 +261,7 @@ def test_sweep_refuses_a_run_with_a_key_on_one_side_only(tmp_path, direction):
   os.makedirs(path)
   with open(path / "config.json", "w") as f:
     json.dump(stored, f)
-  sweep.check_reuse(s, str(tmp_path), runs)  # the run's own config: reused
+  sweep.check_changed(s, str(tmp_path))  # the run's own config: reused
   if direction == "stored has an extra key":
     stored["label_smoothing"], expected = 0.1, "label_smoothing: 0.1 -> None"
   else:
@@ -270,10 +270,10 @@ def test_sweep_refuses_a_run_with_a_key_on_one_side_only(tmp_path, direction):
   with open(path / "config.json", "w") as f:
     json.dump(stored, f)
   with pytest.raises(checkpoints.ConfigMismatchError, match=r"ce: " + _re(expected)):
-    sweep.check_reuse(s, str(tmp_path), runs)
+    sweep.check_changed(s, str(tmp_path))
   # With rerun_changed the old run is moved aside instead (renamed, never deleted).
   s.rerun_changed = True
-  sweep.check_reuse(s, str(tmp_path), runs)
+  sweep.check_changed(s, str(tmp_path))
   assert not os.path.exists(path) and any(d.startswith("ce.old-") for d in os.listdir(tmp_path / "runs"))
 
 

@@ -4,10 +4,9 @@ The main job (`digits.py`) is a subset of these rows with identical configs, so 
   python -m experiments.sweep --config=configs/sweeps/digits_full.py --workdir=runs/sweep_digits
 """
 
-from configs import digits
 from configs.sweeps import _grid as g
 from configs.sweeps import digits as main_job
 
 
 def get_config():
-  return g.sweep(digits.get_config(), main_job.all_rows(), main_job.NOISES, num_seeds=3)
+  return g.sweep(main_job.base(), main_job.all_rows(), main_job.NOISES, num_seeds=3)

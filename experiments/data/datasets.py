@@ -36,7 +36,7 @@ class Data:
   num_classes: int
   train: Split  # clean labels; for web-noise data with no clean label, the noisy ones
   test: Split
-  val: Split | None  # a clean validation split (on disk, or the val_size hold-out)
+  val: Split | None  # the dataset's own (clean) validation split on disk, or the held-out split (`hold_out`)
   real_noisy_labels: np.ndarray | None  # human/web labels aligned with train.labels
   mean: tuple[float, ...]  # per channel, of the training images / 255
   std: tuple[float, ...]
@@ -81,7 +81,8 @@ def train_images_bytes(cfg) -> int | None:
 def load(cfg, *, seed: int = 0, mode: str | None = None) -> Data:
   """Opens the dataset of data config `cfg`; `mode` ('memory'|'stream', default `input_mode(cfg)`).
 
-  `seed` draws the val_size hold-out and, when streaming, the sample of the channel statistics.
+  `seed` draws, when streaming, the sample of the channel statistics. The validation split of `val_fraction`
+  is taken later, after the noise is applied (`hold_out`).
   """
   validate(cfg)
   mode = mode or input_mode(cfg)
@@ -121,11 +122,6 @@ def load(cfg, *, seed: int = 0, mode: str | None = None) -> Data:
   # A label >= num_classes would be silently dropped by one-hot encoding; only a given num_classes can
   # fail here, the other checks are cheap insurance.
   arrays.check_label_range(where, num_classes, y_train=train.labels, y_test=test.labels, real_noisy_labels=noisy)
-  if cfg.val_size:
-    train_idx, val_idx = _hold_out(len(train), cfg.val_size, seed)
-    val = _subset(train, val_idx)
-    train = _subset(train, train_idx)
-    noisy = None if noisy is None else noisy[train_idx]
   mean, std = statistics.source_mean_std(
     train.source, cfg.stats_max_examples, seed, cfg.input_workers, where=f"{where}: training images"
   )
@@ -152,17 +148,22 @@ def _subset(split: Split, indices) -> Split:
   return Split(sources.Subset(split.source, indices), split.labels[indices])
 
 
-def _hold_out(n, val_size, seed):
-  """Random (unstratified) indices: (train, val), both in increasing order.
+def hold_out(dataset: Data, train_idx, val_idx) -> Data:
+  """`dataset` with its training set split in two: `train` keeps the examples `train_idx`, `val` becomes the
+  examples `val_idx` (with their dataset labels; the trainer scores them against the labels it chooses).
 
-  The validation labels are the clean ones: selecting the epoch on a clean validation set is the
-  TCE paper's protocol. With truly noisy data no clean labels exist, so this is optimistic.
+  Channel statistics stay those of the whole training set: they use no label, and keeping them makes a run
+  with and without a split normalise alike.
   """
-  if val_size >= n:
-    raise ValueError(f"data.val_size={val_size} must be smaller than the training set ({n} examples)")
-  val = np.zeros(n, bool)
-  val[np.random.default_rng(seed).choice(n, size=val_size, replace=False)] = True
-  return np.flatnonzero(~val), np.flatnonzero(val)
+  if dataset.val is not None:
+    raise ValueError(f"{dataset.name} has its own validation split; a second one cannot be held out")
+  noisy = None if dataset.real_noisy_labels is None else dataset.real_noisy_labels[train_idx]
+  return dataclasses.replace(
+    dataset,
+    train=_subset(dataset.train, train_idx),
+    val=_subset(dataset.train, val_idx),
+    real_noisy_labels=noisy,
+  )
 
 
 def _file_lists(cfg, num_classes):
@@ -183,11 +184,6 @@ def _file_lists(cfg, num_classes):
     }
     if num_classes is None:
       num_classes = int(max(f.labels.max() for f in lists.values())) + 1
-  if "val" in lists and cfg.val_size:
-    raise ValueError(
-      f"{lists['val'].source} is a validation split and data.val_size={cfg.val_size} would hold out "
-      "another; set data.val_size=0 to use the split"
-    )
   arrays.check_label_range(cfg.path, num_classes, **{f"{k} labels": f.labels for k, f in lists.items()})
   return lists, num_classes
 

@@ -155,10 +155,6 @@ def validate(cfg) -> None:
       for key, list_path in lists.items():
         if list_path and not os.path.isfile(list_path):
           raise ValueError(f"data.{key}={list_path!r}: no such file")
-      if cfg.val_list and cfg.val_size:
-        raise ValueError(
-          f"data.val_list={cfg.val_list!r} and data.val_size={cfg.val_size} both give a validation set; set one"
-        )
   # bool is an int subclass; num_classes=True is a config slip, not 1 class.
   if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
     raise ValueError(f"data.num_classes={num_classes!r} must be an integer >= 2 (or 0 to use the dataset's own count)")
@@ -211,8 +207,13 @@ def validate(cfg) -> None:
     raise ValueError(f"data.augment={cfg.augment!r} is unknown; valid choices: {list(AUGMENTATIONS)}")
   if cfg.input not in INPUT_MODES:
     raise ValueError(f"data.input={cfg.input!r} is unknown; valid choices: {list(INPUT_MODES)}")
+  if cfg.val_size:
+    raise ValueError(
+      f"data.val_size={cfg.val_size!r}: the clean hold-out was replaced by one validation split for noisy and "
+      "clean labels; set data.val_size=0 and use the top-level --config.val_fraction=F (a share of the training "
+      "set, e.g. 0.1) with --config.val_labels=clean for a clean hold-out, or the default val_labels=noisy"
+    )
   for key, low in (
-    ("val_size", 0),
     ("input_workers", 0),
     ("input_prefetch", 1),
     ("stats_max_examples", 1),
