@@ -225,6 +225,7 @@ def make_program(config, dataset, loss_fn) -> train_lib.Program:
     loop_free=run_settings.loop_free(config, model),
     per_replica_batches=dataset.mode == "memory",
     freeze_backbone=config.freeze_backbone,
+    learning_rate=optimizers.learning_rate_fn(config, steps_per_epoch),
   )
 
 

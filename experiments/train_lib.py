@@ -37,6 +37,9 @@ class TrainState:
   # The loss's per-example state {key: [R, N, ...]} ({} for most losses): truncated-Lq weights, ELR
   # targets. Indexed by the example's position in the training set; replicated on every device.
   loss_state: Any
+  # The loss's state across steps ({} for most losses; robust_losses.protocol.StepState): OGC's queue and
+  # threshold, windowed clipping's LossWindow. Fixed size, updated from the global batch; replicated.
+  step_state: Any = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Program:
   per_replica_batches: bool = True
   # Only the classifier ('head') trains; the backbone runs in eval mode (BatchNorm statistics as loaded).
   freeze_backbone: bool = False
+  # optax schedule: step -> learning rate, passed to losses that take it (OGC's threshold target).
+  learning_rate: Any = None
 
   def __hash__(self):  # optax transformations are not hashable; identity is what the cache needs
     return id(self)
@@ -75,6 +80,7 @@ class Program:
 def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   """Initialises R replicas (one per key), replicated over the mesh."""
   loss_state = prog.loss_fn.init_example_state(prog.num_train, prog.num_classes)
+  step_state = prog.loss_fn.init_step_state(prog.num_classes)
 
   def one(key):
     variables = prog.model.init(rng.stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
@@ -85,6 +91,7 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
       batch_stats=variables.get("batch_stats", {}),
       opt_state=prog.tx.init(params),
       loss_state=jax.tree.map(jnp.asarray, loss_state),
+      step_state={} if step_state is None else step_state,
     )
 
   return jax.jit(jax.vmap(one), out_shardings=NamedSharding(prog.mesh, P()))(keys)
@@ -138,9 +145,16 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
       logits, new_vars = prog.model.apply(variables, images, train=False), variables
     else:
       logits, new_vars = prog.model.apply(variables, images, train=True, mutable=["batch_stats"])
-    # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
+    # The loop names no loss: every loss gets the batch's state rows, the epoch, its step state and the
+    # learning rate of this step, if it takes them.
     losses, aux = prog.loss_fn.call_with_aux(
-      logits, y, axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
+      logits,
+      y,
+      axis_name=AXIS,
+      example_state=rows or None,
+      epoch=step // prog.steps_per_epoch,
+      step_state=state.step_state if prog.loss_fn.uses_step_state else None,
+      learning_rate=None if prog.learning_rate is None else prog.learning_rate(step),
     )
     return jnp.mean(losses), (logits, new_vars["batch_stats"], aux)
 
@@ -164,6 +178,7 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
     batch_stats=batch_stats,
     opt_state=opt_state,
     loss_state=loss_state,
+    step_state=aux.get("step_state", state.step_state),  # computed from the global batch: replicated
   )
   loss = jax.lax.pmean(loss, AXIS)
   # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
