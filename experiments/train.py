@@ -20,6 +20,7 @@ import ml_collections
 import numpy as np
 
 from experiments import (
+  audit,
   checkpoints,
   data,
   evaluation,
@@ -114,6 +115,9 @@ def train_and_evaluate(
     log.write_metrics(history)  # also after a kill between the last checkpoint and its records
     seconds = seconds_before + time.time() - t0
     summary = records.summarise(config, history, noisy, replicas, seconds, status, error, num_devices=prog.mesh.size)
+    if status == "completed" and lead:
+      labels = [records.replica_label(n, s) for n, s in replicas]
+      audit.add_to_summary(summary, audit.finish(workdir, config, noisy, labels))
     if lead:
       records.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
@@ -154,6 +158,10 @@ def train_and_evaluate(
         for key, value in state.loss_state.items():  # e.g. the share of truncated-Lq weights still 1
           record[f"loss_state_mean/{key}"] = np.asarray(value, np.float64).reshape(len(replicas), -1).mean(1)
         record.update(evaluator.metrics(state))
+        if audit.due(epoch, config):  # the label audit's pass, stored before this epoch's checkpoint
+          predictions, given_label_losses = evaluator.label_scores(state)
+          if lead:
+            audit.record_epoch(workdir, epoch, predictions, given_label_losses)
         record["learning_rate"] = float(learning_rate(epoch * spe))
         record["epoch_seconds"] = time.time() - epoch_start
         record["train_examples_per_second"] = trained / max(train_time, 1e-9)

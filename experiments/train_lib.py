@@ -266,3 +266,35 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
   # all_gather's result is the same on every device, but the replication checker cannot infer that.
   fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
   return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def label_scores_fn(prog: Program) -> Callable:
+  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], CE of the given label float32 [R, M]).
+
+  The label audit's pass (experiments/audit.py): eval mode, the per-replica training labels [R, M], laid out
+  as in `eval_fn`.
+  """
+
+  def replica(state: TrainState, x, labels):
+    nb = x.shape[0] // prog.eval_batch_size
+    xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
+    yb = labels.reshape(nb, prog.eval_batch_size)
+
+    def batch(_, inputs):
+      images, y = inputs
+      logits = prog.model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, _preprocess(prog, images), train=False
+      ).astype(jnp.float32)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      return None, (jnp.argmax(logits, -1).astype(jnp.int32), ce)
+
+    _, out = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
+    return jax.tree.map(lambda r: r.reshape(-1), out)
+
+  def per_device(state, x, labels):
+    out = jax.vmap(replica, in_axes=(0, None, 0))(state, x, labels)
+    return jax.lax.all_gather(out, AXIS, axis=1, tiled=True)
+
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
+  return jax.jit(fn)
