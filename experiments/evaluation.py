@@ -63,7 +63,12 @@ class Evaluator:
     set in eval mode: the label audit's pass (experiments/audit.py)."""
     eval_set = self.train_full()
     labels = np.pad(self.noisy, ((0, 0), (0, eval_set.padded - eval_set.n)))
-    pred, ce = self._run(train_lib.label_scores_fn(self.prog), state, eval_set, labels)
+    fn = train_lib.label_scores_fn(self.prog)
+    if jax.process_count() > 1:  # the outputs are sharded over the devices of every process
+      from jax.experimental import multihost_utils
+
+      fn = lambda *a, f=fn: multihost_utils.process_allgather(f(*a), tiled=True)
+    pred, ce = self._run(fn, state, eval_set, labels)
     return pred[:, : eval_set.n], ce[:, : eval_set.n]
 
   def metrics(self, state) -> dict:

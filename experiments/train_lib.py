@@ -273,7 +273,7 @@ def label_scores_fn(prog: Program) -> Callable:
   """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], CE of the given label float32 [R, M]).
 
   The label audit's pass (experiments/audit.py): eval mode, the per-replica training labels [R, M], laid out
-  as in `eval_fn`.
+  as in `eval_fn`; the outputs are sharded over M (each device's contiguous block), not replicated.
   """
 
   def replica(state: TrainState, x, labels):
@@ -292,9 +292,8 @@ def label_scores_fn(prog: Program) -> Callable:
     _, out = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
     return jax.tree.map(lambda r: r.reshape(-1), out)
 
-  def per_device(state, x, labels):
-    out = jax.vmap(replica, in_axes=(0, None, 0))(state, x, labels)
-    return jax.lax.all_gather(out, AXIS, axis=1, tiled=True)
-
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
+  # No collective: each device's block stays on it and the host assembles the output (a cross-device gather
+  # here waited on the slowest device and hit XLA:CPU's 40 s rendezvous limit on an overloaded host).
+  per_device = jax.vmap(replica, in_axes=(0, None, 0))
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(None, AXIS))
   return jax.jit(fn)
