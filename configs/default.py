@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_seeds = 1  # seeds seed..seed+num_seeds-1 train together, vmapped in one program
   c.eval_batch_size = 256  # per device
   c.train_eval_max_examples = 10000  # memorisation metrics on this many training examples (0 = all)
+  # Suspected label errors (experiments/audit.py): an eval pass over the training set at each of the last
+  # this many epochs ranks the examples by the loss of their given label (0 = no audit).
+  c.label_audit_epochs = 3
   c.steps_per_call = 50  # optimisation steps per compiled call (lax.scan); progress updates between
   # One step per call, no XLA while loop (None = auto: on CPU for conv models, where XLA:CPU runs
   # convolutions inside loops ~20x slower, jax-ml/jax#12868). Overrides steps_per_call when on.

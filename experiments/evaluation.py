@@ -63,6 +63,19 @@ class Evaluator:
     _, rows = self._run(train_lib.eval_fn(self.prog, refresh=True), state, eval_set, labels)
     return jax.tree.map(lambda r: r[:, : eval_set.n], rows)
 
+  def label_scores(self, state):
+    """(predictions int32 [R, N], CE of each replica's training label float32 [R, N]) on the whole training
+    set in eval mode: the label audit's pass (experiments/audit.py)."""
+    eval_set = self.train_full()
+    labels = np.pad(self.noisy, ((0, 0), (0, eval_set.padded - eval_set.n)))
+    fn = train_lib.label_scores_fn(self.prog)
+    if jax.process_count() > 1:  # the outputs are sharded over the devices of every process
+      from jax.experimental import multihost_utils
+
+      fn = lambda *a, f=fn: multihost_utils.process_allgather(f(*a), tiled=True)
+    pred, ce = self._run(fn, state, eval_set, labels)
+    return pred[:, : eval_set.n], ce[:, : eval_set.n]
+
   def metrics(self, state) -> dict:
     """{metric: [R]} after an epoch."""
     out = {"test_accuracy": (self.predict(state, "test") == self.y_test).mean(1)}

@@ -229,6 +229,7 @@ def validate_static(config, settings=None) -> None:
     ("checkpoint_every_epochs", 1),
     ("keep_checkpoints", 1),
     ("train_eval_max_examples", 0),
+    ("label_audit_epochs", 0),
   ):
     if config[key] < low:
       raise ValueError(f"{key}={config[key]!r} is out of range; valid range is >= {low}")

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from experiments import (
+  audit,
   checkpoints,
   data,
   evaluation,
@@ -148,6 +149,10 @@ def train_and_evaluate(
       setup=setup,
       selection=selection,
     )
+    if status == "completed" and lead:
+      labels = [records.replica_label(n, s) for n, s in replicas]
+      train_index = None if split is None else split[0]
+      audit.add_to_summary(summary, audit.finish(workdir, config, noisy, labels, train_index))
     if lead:
       records.write_json(os.path.join(workdir, "summary.json"), summary)
     return summary
@@ -188,6 +193,10 @@ def train_and_evaluate(
         for key, value in state.loss_state.items():  # e.g. the share of truncated-Lq weights still 1
           record[f"loss_state_mean/{key}"] = np.asarray(value, np.float64).reshape(len(replicas), -1).mean(1)
         record.update(evaluator.metrics(state))
+        if audit.due(epoch, config):  # the label audit's pass, stored before this epoch's checkpoint
+          predictions, given_label_losses = evaluator.label_scores(state)
+          if lead:
+            audit.record_epoch(workdir, epoch, predictions, given_label_losses)
         record["learning_rate"] = float(learning_rate(epoch * spe))
         record["epoch_seconds"] = time.time() - epoch_start
         record["train_examples_per_second"] = trained / max(train_time, 1e-9)
@@ -272,6 +281,7 @@ def make_program(config, dataset, loss_fn) -> train_lib.Program:
     loop_free=run_settings.loop_free(config, model),
     per_replica_batches=dataset.mode == "memory",
     freeze_backbone=config.freeze_backbone,
+    learning_rate=optimizers.learning_rate_fn(config, steps_per_epoch),
   )
 
 

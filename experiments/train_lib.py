@@ -39,6 +39,9 @@ class TrainState:
   # The loss's per-example state {key: [R, N, ...]} ({} for most losses): truncated-Lq weights, ELR
   # targets. Indexed by the example's position in the training set; replicated on every device.
   loss_state: Any
+  # The loss's state across steps ({} for most losses; robust_losses.protocol.StepState): OGC's queue and
+  # threshold, windowed clipping's LossWindow. Fixed size, updated from the global batch; replicated.
+  step_state: Any = flax.struct.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +72,8 @@ class Program:
   per_replica_batches: bool = True
   # Only the classifier ('head') trains; the backbone runs in eval mode (BatchNorm statistics as loaded).
   freeze_backbone: bool = False
+  # optax schedule: step -> learning rate, passed to losses that take it (OGC's threshold target).
+  learning_rate: Any = None
 
   def __hash__(self):  # optax transformations are not hashable; identity is what the cache needs
     return id(self)
@@ -77,6 +82,7 @@ class Program:
 def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
   """Initialises R replicas (one per key), replicated over the mesh."""
   loss_state = prog.loss_fn.init_example_state(prog.num_train, prog.num_classes)
+  step_state = prog.loss_fn.init_step_state(prog.num_classes)
 
   def one(key):
     variables = prog.model.init(rng.stream(key, "init"), jnp.zeros((1, *input_shape), jnp.float32), train=False)
@@ -87,6 +93,7 @@ def init_state(prog: Program, keys: jax.Array, input_shape) -> TrainState:
       batch_stats=variables.get("batch_stats", {}),
       opt_state=prog.tx.init(params),
       loss_state=jax.tree.map(jnp.asarray, loss_state),
+      step_state={} if step_state is None else step_state,
     )
 
   return jax.jit(jax.vmap(one), out_shardings=NamedSharding(prog.mesh, P()))(keys)
@@ -164,9 +171,16 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
         view_logits, batch_stats = forward(params, batch_stats, images[v])
         views.append(view_logits)
       logits = jnp.stack(views)  # [M, b, K]
-    # The loop names no loss: every loss gets the batch's state rows and the epoch, if it takes them.
+    # The loop names no loss: every loss gets the batch's state rows, the epoch, its step state and the
+    # learning rate of this step, if it takes them.
     losses, aux = prog.loss_fn.call_with_aux(
-      logits, y, axis_name=AXIS, example_state=rows or None, epoch=step // prog.steps_per_epoch
+      logits,
+      y,
+      axis_name=AXIS,
+      example_state=rows or None,
+      epoch=step // prog.steps_per_epoch,
+      step_state=state.step_state if prog.loss_fn.uses_step_state else None,
+      learning_rate=None if prog.learning_rate is None else prog.learning_rate(step),
     )
     return jnp.mean(losses), (logits, batch_stats, aux)
 
@@ -190,6 +204,7 @@ def train_step(prog: Program, state: TrainState, key, labels, is_noisy, batch, s
     batch_stats=batch_stats,
     opt_state=opt_state,
     loss_state=loss_state,
+    step_state=aux.get("step_state", state.step_state),  # computed from the global batch: replicated
   )
   loss = jax.lax.pmean(loss, AXIS)
   # A finite gradient times a huge learning rate can still overflow the parameters: check them too.
@@ -278,4 +293,35 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
 
   # all_gather's result is the same on every device, but the replication checker cannot infer that.
   fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
+  return jax.jit(fn)
+
+
+@functools.lru_cache(maxsize=None)
+def label_scores_fn(prog: Program) -> Callable:
+  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], CE of the given label float32 [R, M]).
+
+  The label audit's pass (experiments/audit.py): eval mode, the per-replica training labels [R, M], laid out
+  as in `eval_fn`; the outputs are sharded over M (each device's contiguous block), not replicated.
+  """
+
+  def replica(state: TrainState, x, labels):
+    nb = x.shape[0] // prog.eval_batch_size
+    xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
+    yb = labels.reshape(nb, prog.eval_batch_size)
+
+    def batch(_, inputs):
+      images, y = inputs
+      logits = prog.model.apply(
+        {"params": state.params, "batch_stats": state.batch_stats}, _preprocess(prog, images), train=False
+      ).astype(jnp.float32)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+      return None, (jnp.argmax(logits, -1).astype(jnp.int32), ce)
+
+    _, out = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
+    return jax.tree.map(lambda r: r.reshape(-1), out)
+
+  # No collective: each device's block stays on it and the host assembles the output (a cross-device gather
+  # here waited on the slowest device and hit XLA:CPU's 40 s rendezvous limit on an overloaded host).
+  per_device = jax.vmap(replica, in_axes=(0, None, 0))
+  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(None, AXIS))
   return jax.jit(fn)

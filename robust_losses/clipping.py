@@ -821,13 +821,27 @@ def oracle_small_loss_selection(
   return _clip_per_example(unclipped, where, "quantile", quantile, 1.0, axis_name, return_aux, warmup_epochs, epoch)
 
 
-_WARMUP = protocol.Training(check=warmup_check)
+def _init_window(hparams, num_classes) -> Optional[windows.LossWindow]:
+  """The step state of windowed clipping: a window of the last ``window_size`` losses of the global batch (per
+  labelled class with ``per_class``), or None (``window_size=0``: the per-batch statistic)."""
+  size = hparams["window_size"]
+  if not size:
+    return None
+  if hparams.get("per_element"):
+    raise ValueError("window_size > 0 needs per_element=False: per-element clipping has no window statistic")
+  return windows.loss_window_init(size, num_classes if hparams["per_class"] else None)
+
+
+# `window_size` is read only by the step-state init: a training loop keeps the window and passes it as the
+# loss's `window` argument (robust_losses.protocol.StepState); 0, the default, is the per-batch statistic.
+_WINDOWED = protocol.Training(
+  check=warmup_check,
+  extra_hparams={"window_size": 0},
+  step_state=protocol.StepState(init=_init_window, argument="window"),
+)
 TRAINING = {
-  name: _WARMUP
-  for name in (
-    "binary_cross_entropy_dynamic_clipping",
-    "clipped_cross_entropy",
-    "clipped_focal_loss",
-    "oracle_small_loss_selection",
-  )
+  "binary_cross_entropy_dynamic_clipping": _WINDOWED,
+  "clipped_cross_entropy": _WINDOWED,
+  "clipped_focal_loss": _WINDOWED,
+  "oracle_small_loss_selection": protocol.Training(check=warmup_check),
 }

@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from robust_losses import _utils, windows
+from robust_losses import _utils, protocol, windows
 
 BASES = ("ce", "fl", "gce")
 MIN_PROB = 1e-7  # the official clamp of the softmax, and the search interval for t
@@ -98,8 +98,15 @@ def optimized_gradient_clipping(
   gamma: float = 0.5,
   q: float = 0.7,
   official_value: bool = True,
+  queue_size: int = 4096,
+  refit_every: int = 32,
+  epsilon: float = 20.0,
   where: Optional[jax.typing.ArrayLike] = None,
-) -> jax.Array:
+  axis_name=None,
+  step_state: Optional["OGCThresholdState"] = None,
+  learning_rate: Optional[jax.typing.ArrayLike] = None,
+  return_aux: bool = False,
+):
   r"""The OGC loss for a given probability threshold :math:`t` (Ye et al., AAAI 2025).
 
   With :math:`p_y = \mathrm{clamp}(\mathrm{softmax}(z), 10^{-7}, 1 - 10^{-7})_y`, base loss :math:`L(p)` and
@@ -120,9 +127,14 @@ def optimized_gradient_clipping(
   :math:`L(t) + \tau (t - p_y)`, which differs only by that constant.
 
   The threshold is normally OGC's schedule, :func:`ogc_threshold_update` (pass ``state.threshold``; it may be
-  traced). A fixed threshold turns this into per-example gradient clipping at the loss level (PHuber-CE is the
-  same construction, continuous, for CE). The default :math:`t = 10^{-7}`, OGC's initial state, clips nothing:
-  the loss is then the clamped base loss. Soft labels use the label-weighted sum of the per-class terms.
+  traced), or, equivalently, the schedule's state passed as ``step_state`` (what a training loop does through
+  the registry's step-state protocol, `robust_losses.protocol.StepState`): the batch's CE losses then enter the
+  state's queue first (global batch over ``axis_name``), the threshold is refitted on schedule for
+  ``learning_rate``, and the loss uses the new ``step_state.threshold`` (``threshold`` is then unused); the
+  new state is ``aux["step_state"]``. A fixed threshold turns this into per-example gradient clipping at the
+  loss level (PHuber-CE is the same construction, continuous, for CE). The default :math:`t = 10^{-7}`, OGC's
+  initial state, clips nothing: the loss is then the clamped base loss. Soft labels use the label-weighted
+  sum of the per-class terms.
 
   Args:
     logits: [..., K] unnormalised scores.
@@ -132,10 +144,19 @@ def optimized_gradient_clipping(
     gamma: focal parameter for ``'fl'``, >= 0 (official scripts: 0.5).
     q: GCE parameter for ``'gce'``, in (0, 1] (official scripts: 0.7).
     official_value: the official constant 1 below the threshold (True) or the continuous value (False).
-    where: optional bool [...]; False examples get loss 0 and zero gradient.
+    queue_size: the schedule's queue of recent losses (official ``queue_size_q``: 4096), for the state a
+      training loop keeps (:func:`ogc_threshold_init`); 0 keeps no state: the fixed ``threshold`` is used.
+    refit_every: the official ``time_frame_s`` (32), with ``step_state``.
+    epsilon: the official ``epsilon`` (20), with ``step_state``.
+    where: optional bool [...]; False examples get loss 0 and zero gradient (and do not enter the queue).
+    axis_name: the data-parallel axis, with ``step_state`` (the queue holds the global batch).
+    step_state: an :class:`OGCThresholdState` to update from this batch and use, or None (fixed ``threshold``).
+    learning_rate: the optimizer's learning rate at this step, required with ``step_state``.
+    return_aux: also return ``{"clipped": 1 where p_y <= t, "unclipped": the CE losses, "step_state": the new
+      state}`` (``step_state`` only when given).
 
   Returns:
-    Per-example losses [...] (float32).
+    Per-example losses [...] (float32), and the aux dict if ``return_aux``.
 
   References:
     Ye et al., `Optimized Gradient Clipping for Noisy Label Learning <https://arxiv.org/abs/2412.08941>`_,
@@ -154,8 +175,32 @@ def optimized_gradient_clipping(
   """
   _check_base(base, gamma, q)
   _utils.check_range("threshold", threshold, MIN_PROB, MAX_PROB)
+  _check_queue_size(queue_size)
+  _check_schedule(refit_every, epsilon, 10, 1e-7)
   where = _utils.keep_labelled(logits, labels, where)
   logits, labels, where = _utils.prepare(logits, labels, where)
+  ce = None
+  if step_state is not None or return_aux:
+    ce = jax.lax.stop_gradient(_utils.cross_entropy(logits, labels))
+  if step_state is not None:
+    if learning_rate is None:
+      raise ValueError(
+        "optimized_gradient_clipping with step_state needs learning_rate= (the optimizer's learning rate at this "
+        "step: the threshold's target is 1 + learning_rate * epsilon)"
+      )
+    step_state = ogc_threshold_update(
+      step_state,
+      ce,
+      learning_rate=learning_rate,
+      base=base,
+      gamma=gamma,
+      q=q,
+      refit_every=refit_every,
+      epsilon=epsilon,
+      where=where,
+      axis_name=axis_name,
+    )
+    threshold = step_state.threshold
   t = jax.lax.stop_gradient(jnp.asarray(threshold, jnp.float32))
   tau = jnp.abs(_grad_of_p(t, base, gamma, q))
   below = (1.0 if official_value else tau * t) + _loss_of_p(t, base, gamma, q)
@@ -164,7 +209,21 @@ def optimized_gradient_clipping(
     p = _clamp_prob(jnp.exp(log_p))
     return jnp.where(p <= t, below - tau * p, _loss_of_p(p, base, gamma, q))
 
-  return _utils.mask(_utils.label_sum(logits, labels, terms), where)
+  losses = _utils.mask(_utils.label_sum(logits, labels, terms), where)
+  if not return_aux:
+    return losses
+  # p_y <= t, read from the CE of the clamped softmax (-log p_y >= -log t).
+  clipped = _utils.mask((jnp.clip(ce, MIN_LOSS, MAX_LOSS) >= -jnp.log(t)).astype(jnp.float32), where)
+  aux = {"clipped": clipped, "unclipped": _utils.mask(ce, where)}
+  if step_state is not None:
+    aux["step_state"] = step_state
+  return losses, aux
+
+
+def _check_queue_size(queue_size):
+  _utils.check_int("queue_size", queue_size, 0)
+  if queue_size == 1:
+    raise ValueError("queue_size=1 is out of range; valid values are 0 (no schedule: a fixed threshold) or >= 2")
 
 
 # --- the threshold schedule ----------------------------------------------------------------------------------
@@ -525,3 +584,12 @@ def ogc_threshold(
     search_tol=search_tol,
   )
   return OGCThreshold(init=functools.partial(ogc_threshold_init, queue_size), update=update)
+
+
+def _init_step_state(hparams, num_classes) -> Optional[OGCThresholdState]:
+  del num_classes
+  return ogc_threshold_init(hparams["queue_size"]) if hparams["queue_size"] else None
+
+
+# The registry's step-state protocol: a training loop keeps OGCThresholdState and passes the learning rate.
+TRAINING = {"optimized_gradient_clipping": protocol.Training(step_state=protocol.StepState(init=_init_step_state))}

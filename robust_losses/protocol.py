@@ -25,25 +25,38 @@ What a loss can need, and how it declares it:
 * **Inputs from the noise model** (the correction losses' ``transition_matrix``): required
   hyperparameters (no default), filled in by name by the loop.
 
-**Per-step state (reserved, not implemented).** A loss that keeps a fixed-size state updated once per
-training step from the *global* batch (e.g. a queue of the last 4096 per-example losses and a threshold
-derived from it) will declare it as a new field ``step_state`` of `Training`: an optax-style pair
-
-.. code-block:: python
-
-  class StepState(NamedTuple):
-    init: Callable[[int], PyTree]  # num_classes -> initial state: fixed shapes, float32/int32 leaves
-
-with the update done by the loss itself inside the compiled step: the loop passes the current state as
-the call argument ``step_state=`` and reads the new one from ``aux["step_state"]`` (computed from the
-global batch through ``axis_name``, hence identical on every device), exactly as ELR returns its rows.
-The `Loss` object would expose ``init_step_state(num_classes)`` and ``uses_step_state``, and the loop
-would keep the state in its train state next to the per-example ``loss_state`` (and checkpoint it). The
-per-example hooks above are unaffected by it.
+**Per-step state** (``Training.step_state``, a `StepState`): a fixed-size state updated once per
+training step from the *global* batch — OGC's queue of recent losses and its threshold, the `LossWindow` of
+windowed clipping. An optax-style pair: ``StepState.init(hparams, num_classes)`` builds it (a pytree of
+fixed shapes, or None when these hyperparameters need none, e.g. clipping without a window), and the
+update is done by the loss itself inside the compiled step: the loop passes the current state as the call
+argument ``step_state=`` (the `Loss` object hands it to the loss function under ``StepState.argument``) and
+reads the new one from ``aux["step_state"]``, computed from the global batch through ``axis_name``, hence
+identical on every device. Losses whose state depends on the optimizer (OGC's target ``1 + lr * epsilon``)
+take the call argument ``learning_rate=`` (the learning rate of this step). The loop keeps the state in its
+train state next to the per-example ``loss_state`` and checkpoints it; the `Loss` object exposes
+``uses_step_state``, ``init_step_state(num_classes)`` and ``uses_learning_rate``.
 """
 
 import dataclasses
 from typing import Any, Callable, Mapping, Optional
+
+
+@dataclasses.dataclass(frozen=True)
+class StepState:
+  """A fixed-size state the loss updates once per training step from the global batch (see the module
+  docstring), optax style.
+
+  Attributes:
+    init: ``init(hparams, num_classes) -> pytree`` of fixed shapes (float32/int32 leaves), or None when the
+      loss with these hyperparameters keeps no step state.
+    argument: the keyword argument under which the loss function receives the state, and the key of its aux
+      dict under which it returns the new one (``return_aux=True``). The `Loss` object maps both to
+      ``step_state``.
+  """
+
+  init: Callable[[Mapping[str, Any], int], Any]
+  argument: str = "step_state"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +78,8 @@ class Training:
     num_views: ``num_views(hparams) -> M``, the number of augmented views of each example the loss takes
       (GJS): the loop passes the logits of M independently augmented copies of the batch stacked on a new
       leading axis, ``[M, ..., K]``, with the labels of one copy. None: one view, ``[..., K]``.
+    step_state: a `StepState`, the fixed-size state the loss updates every step from the global batch.
+      None: no step state.
   """
 
   example_state: Optional[Callable[[int], Mapping[str, Any]]] = None
@@ -73,7 +88,7 @@ class Training:
   extra_hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   check: Optional[Callable[[Mapping[str, Any], int], None]] = None
   num_views: Optional[Callable[[Mapping[str, Any]], int]] = None
-  # Reserved: `step_state` (see the module docstring) goes here.
+  step_state: Optional[StepState] = None
 
   def example_state_keys(self) -> tuple[str, ...]:
     """Names of the per-example state (the keyword arguments the loss receives its rows under)."""

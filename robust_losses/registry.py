@@ -50,7 +50,9 @@ Training = protocol.Training
 # Keyword-only parameters supplied per call rather than configured. `epoch` (int32 scalar: epochs completed)
 # is given by a training loop to losses with a schedule; per-example state is passed under the names of
 # its keys (see `protocol.Training`).
-_CALL_ARGS = frozenset({"where", "axis_name", "weights", "return_aux", "epoch", "window"})
+_CALL_ARGS = frozenset(
+  {"where", "axis_name", "weights", "return_aux", "epoch", "window", "step_state", "learning_rate"}
+)
 LABEL_SMOOTHING = "label_smoothing"
 # Hyperparameter types a config can hold (ml_collections placeholders); required ones may be array-like.
 _HPARAM_TYPES = (float, int, str, bool)
@@ -89,6 +91,8 @@ def _hparam_defaults(name) -> dict[str, Any]:
   to inspect.Parameter.empty."""
   entry = _REGISTRY[name]
   state_keys = set(entry.training.example_state_keys())
+  if entry.training.step_state is not None:
+    state_keys.add(entry.training.step_state.argument)
   defaults = {
     p.name: p.default
     for p in inspect.signature(entry.fn).parameters.values()
@@ -232,7 +236,8 @@ class Loss:
     bound = ", ".join(f"{k}={v!r}" for k, v in self.hparams.items())
     head = (
       f"{self!r}: `{self._fn.__module__}.{self._fn.__name__}` with {bound or 'no hyperparameters'} bound.\n\n"
-      "Call it as loss(logits, labels, *, where=None, axis_name=None, epoch=None, example_state=None) -> "
+      "Call it as loss(logits, labels, *, where=None, axis_name=None, epoch=None, example_state=None, "
+      "step_state=None, learning_rate=None) -> "
       "per-example losses; `call_with_aux` also returns the aux dict. The loss function's documentation "
       "follows.\n\n"
     )
@@ -276,6 +281,22 @@ class Loss:
     return self._training.example_state_keys()
 
   @property
+  def uses_step_state(self) -> bool:
+    """Whether the loss, with these hyperparameters, keeps a state across training steps (see
+    `protocol.StepState`): pass ``step_state=`` and read the new state from ``aux["step_state"]``."""
+    return self.init_step_state(2) is not None
+
+  @property
+  def uses_learning_rate(self) -> bool:
+    """Whether the loss takes the optimizer's learning rate of the step (``learning_rate=``; OGC)."""
+    return _accepts(self._fn, "learning_rate")
+
+  def init_step_state(self, num_classes: int):
+    """The initial step state (a pytree of fixed shapes), or None for a loss without one."""
+    spec = self._training.step_state
+    return None if spec is None else spec.init(self.hparams, num_classes)
+
+  @property
   def num_views(self) -> int:
     views = self._training.num_views
     return 1 if views is None else int(views(self.hparams))
@@ -295,8 +316,27 @@ class Loss:
       prepared = onehot
     return optax.smooth_labels(prepared, self._label_smoothing), where
 
-  def _call(self, logits, labels, where, axis_name, weights, epoch, example_state, return_aux):
+  def _call(
+    self,
+    logits,
+    labels,
+    where,
+    axis_name,
+    weights,
+    epoch,
+    example_state,
+    return_aux,
+    step_state=None,
+    learning_rate=None,
+  ):
     kwargs = dict(self._fn_hparams, where=where)
+    spec = self._training.step_state
+    if step_state is not None:
+      if spec is None:
+        raise ValueError(f"{self.name} keeps no step state; only losses with uses_step_state=True take step_state")
+      kwargs[spec.argument] = step_state
+    if learning_rate is not None and self.uses_learning_rate:
+      kwargs["learning_rate"] = learning_rate
     if weights is not None:
       if not self.uses_example_weights:
         raise ValueError(
@@ -325,7 +365,11 @@ class Loss:
       kwargs["epoch"] = epoch
     labels, kwargs["where"] = self._labels(logits, labels, where)
     if return_aux and _accepts(self._fn, "return_aux"):
-      return self._fn(logits, labels, return_aux=True, **kwargs)
+      losses, aux = self._fn(logits, labels, return_aux=True, **kwargs)
+      if spec is not None and spec.argument != "step_state" and spec.argument in aux:
+        aux = dict(aux)
+        aux["step_state"] = aux.pop(spec.argument)  # the loop reads one name, whatever the loss calls it
+      return losses, aux
     losses = self._fn(logits, labels, **kwargs)
     return (losses, {}) if return_aux else losses
 
@@ -339,9 +383,11 @@ class Loss:
     weights: Optional[ArrayLike] = None,
     epoch: Optional[ArrayLike] = None,
     example_state: Optional[Mapping[str, ArrayLike]] = None,
+    step_state: Any = None,
+    learning_rate: Optional[ArrayLike] = None,
   ) -> jax.Array:
     """Per-example losses [...] for logits and class ids [...] or one-hot/soft labels [..., K]."""
-    return self._call(logits, labels, where, axis_name, weights, epoch, example_state, return_aux=False)
+    return self._call(logits, labels, where, axis_name, weights, epoch, example_state, False, step_state, learning_rate)
 
   def call_with_aux(
     self,
@@ -353,11 +399,13 @@ class Loss:
     weights: Optional[ArrayLike] = None,
     epoch: Optional[ArrayLike] = None,
     example_state: Optional[Mapping[str, ArrayLike]] = None,
+    step_state: Any = None,
+    learning_rate: Optional[ArrayLike] = None,
   ) -> tuple[jax.Array, dict[str, Any]]:
     """(per-example losses, aux). aux holds {'clipped', 'unclipped'} (float32 [...]) for the dynamic-
-    clipping losses, 'example_state' (the batch's updated rows) for losses that update their state, and is
-    {} otherwise."""
-    return self._call(logits, labels, where, axis_name, weights, epoch, example_state, return_aux=True)
+    clipping losses, 'example_state' (the batch's updated rows) for losses that update their state,
+    'step_state' (the new step state) when `step_state` was passed, and is {} otherwise."""
+    return self._call(logits, labels, where, axis_name, weights, epoch, example_state, True, step_state, learning_rate)
 
   # ---- the training protocol (see `protocol.Training`)
   def init_example_state(self, num_examples: int, num_classes: int) -> dict[str, np.ndarray]:
@@ -538,6 +586,14 @@ def _check_contract(fn, name, training):
   if "where" not in keyword:
     raise ValueError(f"register: {name} must take the per-example mask as a keyword-only `where=None`")
   state_keys = set(training.example_state_keys())
+  if training.step_state is not None:
+    arg = training.step_state.argument
+    if arg not in keyword or "return_aux" not in keyword:
+      raise ValueError(
+        f"register: {name} keeps a step state: it needs keyword-only parameters {arg!r} (the state) and "
+        f"`return_aux` (the new state is returned as aux[{arg!r}])"
+      )
+    state_keys.add(arg)
   for key in state_keys:
     if key not in keyword:
       raise ValueError(f"register: {name} keeps example state {key!r} but has no keyword-only parameter {key!r}")

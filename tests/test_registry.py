@@ -93,6 +93,7 @@ def test_hparams_are_resolved_defaults_plus_overrides():
     "warmup_epochs": 0,
     "per_class": False,
     "min_class_count": 8,
+    "window_size": 0,  # read by the step-state init: 0 is the per-batch statistic, no window
     "label_smoothing": 0.0,
   }
   # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
@@ -117,7 +118,11 @@ def test_capability_flags():
     "clipped_cross_entropy",
     "clipped_focal_loss",
     "oracle_small_loss_selection",
+    "optimized_gradient_clipping",  # its step state (the queue) holds the global batch's losses
   }
+  step_state = {n for n in rl.names() if rl.get(n, **_required(n)).uses_step_state}
+  assert step_state == {"optimized_gradient_clipping"}  # windowed clipping only with window_size > 0
+  assert {n for n in rl.names() if rl.get(n, **_required(n)).uses_learning_rate} == {"optimized_gradient_clipping"}
   stateful = {n: rl.get(n, **_required(n)).example_state_keys for n in rl.names()}
   assert {n: k for n, k in stateful.items() if k} == {
     "truncated_generalized_cross_entropy": ("weights",),
