@@ -53,3 +53,17 @@ def test_no_flipped_labels_no_precision(tmp_path):
   noisy = [types.SimpleNamespace(labels=np.zeros(3, int), is_noisy=np.zeros(3, bool))]
   (entry,) = audit.finish(str(tmp_path), config, noisy, ["none:0/seed0"])
   assert "label_audit_precision_at_k" not in entry and entry["label_audit_file"]
+
+
+def test_lists_give_the_dataset_index_after_a_validation_split(tmp_path):
+  # With val_fraction the trainer trains on a subset; the list must name examples by their index in the
+  # dataset's training set (as noisy_labels.npz does), not by their position in the subset.
+  config = ml_collections.ConfigDict({"num_epochs": 1, "label_audit_epochs": 1})
+  train_index = np.array([0, 2, 3, 5, 8])
+  losses = np.array([[0.1, 0.2, 9.0, 0.3, 0.4]], np.float32)  # the 3rd trained example, dataset index 3
+  audit.record_epoch(str(tmp_path), 0, np.zeros((1, 5), np.int32), losses)
+  noisy = [types.SimpleNamespace(labels=np.arange(5), is_noisy=np.array([0, 0, 1, 0, 0], bool))]
+  (entry,) = audit.finish(str(tmp_path), config, noisy, ["symmetric:0.2/seed0"], train_index)
+  rows = list(csv.DictReader(open(tmp_path / entry["label_audit_file"])))
+  assert (rows[0]["index"], rows[0]["given_label"]) == ("3", "2")
+  assert sorted(int(r["index"]) for r in rows) == train_index.tolist()
