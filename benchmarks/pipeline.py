@@ -53,7 +53,8 @@ def patched(mode):
     data.augment_batch = lambda keys, images, **kw: images
   elif mode == "ideal":
 
-    def constant_batch(prog, images, key=None, positions=None):
+    def constant_batch(prog, images, key=None, positions=None, num_views=1):
+      del num_views  # the benchmark trains a one-view loss
       rng = np.random.default_rng(0)
       batch = rng.integers(0, 256, images.shape, dtype=np.uint8)  # shape is static at trace time
       return data.normalize(jnp.asarray(batch), prog.mean, prog.std, dtype=prog.compute_dtype)

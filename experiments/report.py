@@ -97,13 +97,13 @@ def collect(workdir: str, table_rows: list[dict]) -> list[dict]:
   """One row per replica (loss, noise setting, seed) of every finished run under WORKDIR/runs whose config
   is a row of the table (seeds and noise settings aside), whichever invocation trained it; a replica held
   by two runs counts once."""
-  from experiments import sweep  # local: the report stays importable without the training stack
+  from experiments import runs  # local: the report stays importable without the training stack
 
   rows, seen = [], set()
-  for d in sweep.scan(workdir):
+  for d in runs.scan(workdir):
     if d["status"] not in DONE:
       continue
-    row = next((r for r in table_rows if not sweep.differences(d["stored"], r["config"])), None)
+    row = next((r for r in table_rows if not runs.differences(d["stored"], r["config"])), None)
     if row is None:
       continue  # another config's run (kept, never reported as this table's)
     for r in _replica_rows(row["loss"]["label"], row["config"].loss.name, d["id"], d["dir"], d["summary"]):

@@ -20,7 +20,6 @@ finished replica in DIR whose config matches a row of the sweep, whichever subse
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 import time
@@ -29,18 +28,11 @@ import ml_collections
 
 from experiments import checkpoints, report, runtime, train
 from experiments import settings as run_settings
-
-# What a run directory's replicas are, not how they are computed: a replica matches a row whatever run
-# (seed range, noise settings) it was trained in.
-REPLICA_KEYS = ("seed", "num_seeds", "noise_settings")
+from experiments.runs import REPLICA_KEYS, differences, noise_label, scan  # noqa: F401 (REPLICA_KEYS: public here)
 
 
 def slug(text: str) -> str:
   return re.sub(r"[^a-z0-9.]+", "_", text.lower()).strip("_")
-
-
-def noise_label(noise: dict) -> str:
-  return f"{noise['kind']}:{float(noise['rate']):g}"
 
 
 def _canonical_noise(text: str) -> str:
@@ -103,44 +95,6 @@ def expand(sweep: ml_collections.ConfigDict) -> list[dict]:
   """The runs {id, loss, noises, config} that train the selected grid in an empty workdir, in table order
   (loss-major). Everything is validated here, before anything is trained or compiled."""
   return plan(sweep, None)
-
-
-# ------------------------------------------------------------------------------------- the workdir's runs
-def scan(workdir: str | None) -> list[dict]:
-  """Every run directory under WORKDIR/runs (moved-aside ones, `*.old-*`, excluded): {id, dir, stored
-  config, status (None while unfinished), replicas [(setting label, seed)], summary}."""
-  root = os.path.join(workdir, "runs") if workdir else None
-  if not root or not os.path.isdir(root):
-    return []
-  out = []
-  for name in sorted(os.listdir(root)):
-    path = os.path.join(root, name)
-    if ".old-" in name or not os.path.exists(os.path.join(path, "config.json")):
-      continue
-    with open(os.path.join(path, "config.json")) as f:
-      stored = json.load(f)
-    summary = None
-    if os.path.exists(os.path.join(path, "summary.json")):
-      with open(os.path.join(path, "summary.json")) as f:
-        summary = json.load(f)
-    settings = stored.get("noise_settings") or [stored["noise"]]
-    out.append(
-      {
-        "id": name,
-        "dir": path,
-        "stored": stored,
-        "status": summary.get("status") if summary else None,
-        "summary": summary,
-        "noises": [{"kind": n["kind"], "rate": float(n["rate"])} for n in settings],
-        "replicas": [(noise_label(n), stored["seed"] + i) for n in settings for i in range(stored["num_seeds"])],
-      }
-    )
-  return out
-
-
-def differences(stored: dict, config) -> list[str]:
-  """The config keys (replica keys aside) where a run directory's config differs from a row's."""
-  return checkpoints.config_differences(stored, config, ignore=REPLICA_KEYS)
 
 
 def _extends(stored: dict, config) -> bool:

@@ -47,3 +47,18 @@ def pytest_sessionfinish(session, exitstatus):
   if session.testscollected == 0:
     session.exitstatus = 1
     print("\nERROR: no tests were collected; the test tree is broken.")
+
+
+def _slow_tests():
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow_tests.txt")
+  with open(path) as f:
+    return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
+def pytest_collection_modifyitems(config, items):
+  # The fast tier (`-m "not slow"`) leaves out the tests listed in slow_tests.txt (measured, see
+  # scripts/slow_tests.py) besides those marked slow in their own file.
+  slow = _slow_tests()
+  for item in items:
+    if item.nodeid in slow:
+      item.add_marker(pytest.mark.slow)
