@@ -6,7 +6,8 @@
 A test is slow when its setup + call + teardown took at least THRESHOLD seconds in that run, except the
 fastest test of each file when it takes under KEEP_MAX seconds: it stays in the fast tier, so that the module
 a test file covers is exercised there (the subprocess-only files, test_install, test_reliability and
-test_examples, are then left to the full run). tests/conftest.py marks the listed tests `slow`; tests may also be marked in their file.
+test_examples, are then left to the full run). tests/conftest.py marks the listed tests `slow`; tests may
+also be marked in their file.
 """
 
 import collections
