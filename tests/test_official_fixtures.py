@@ -214,18 +214,19 @@ def _labels(case, form):
   return ids if form == "ids" else np.eye(k, dtype=np.float32)[ids]
 
 
-def _value_and_grad(fn, logits, labels):
+def _value_and_grad(fn, logits, labels, jit=False):
   def mean(z):
     losses = fn(z, labels)
     return jnp.mean(losses), losses
 
-  (value, losses), grad = jax.jit(jax.value_and_grad(mean, has_aux=True))(logits)
+  value_and_grad = jax.value_and_grad(mean, has_aux=True)
+  (value, losses), grad = (jax.jit(value_and_grad) if jit else value_and_grad)(logits)
   return np.asarray(losses), float(value), np.asarray(grad)
 
 
-def _check(fn, case, form, per_example=True):
+def _check(fn, case, form, per_example=True, jit=False):
   logits = np.asarray(case["logits"], np.float32)
-  losses, mean, grad = _value_and_grad(fn, logits, _labels(case, form))
+  losses, mean, grad = _value_and_grad(fn, logits, _labels(case, form), jit)
   assert losses.dtype == np.float32
   if per_example and case.get("per_example") is not None:
     np.testing.assert_allclose(losses, case["per_example"], rtol=RTOL, atol=ATOL, err_msg="per-example")
@@ -238,13 +239,16 @@ def test_every_fixture_is_covered_or_explained():
   assert not set(BUILDERS) & set(NOT_COVERED)
 
 
+# Cases run eagerly (op by op: compiling each case's program would take most of this file's time); the first
+# case of every fixture runs under jit too, where XLA may fuse and reorder float32 operations (the same
+# error bound as above covers it).
 @pytest.mark.parametrize("name,index,form", _cases())
 def test_matches_official_code(name, index, form):
   case = _load(name)["cases"][index]
   fn = BUILDERS[name](case["hparams"])
   if isinstance(fn, str):
     pytest.skip(fn)
-  _check(fn, case, form)
+  _check(fn, case, form, jit=index == 0 and form == "ids")
 
 
 def test_apl_rce_probability_clamp_is_the_only_difference():
