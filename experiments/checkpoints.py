@@ -53,12 +53,45 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+def _jsonable(value) -> bool:
+  try:
+    json.dumps(value)
+  except TypeError:
+    return False
+  return True
+
+
+def loss_hparams(config) -> dict:
+  """Every hyperparameter of the config's loss as the library resolves it, its defaults included (values
+  filled in from the noise model at run time aside): a run made under another library default is another
+  computation, though its config is the same."""
+  import robust_losses  # local: only this record needs the library
+
+  given = {k: v for k, v in config.loss.items() if k != "name" and v is not None}
+  hparams = robust_losses.get(config.loss.name, **given).hparams
+  return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(hparams.items()) if _jsonable(v)}
+
+
+def run_record(config, extra: dict | None = None) -> dict:
+  """What a run directory's config.json holds: the config, `extra` (a sweep row's noise settings) and the
+  loss's resolved hyperparameters (`loss_hparams`)."""
+  return {**json.loads(config.to_json()), **(extra or {}), "loss_hparams": loss_hparams(config)}
+
+
 def config_differences(stored: dict, config, extra: dict | None = None, ignore=()) -> list[str]:
-  """'key: stored -> current' for every key (runtime keys and `ignore` aside) where a stored run config
-  differs from `config` (+ `extra`), sorted; [] when they describe the same computation."""
-  mine = _flatten(_comparable({**json.loads(config.to_json()), **(extra or {})}))
+  """'key: stored -> current' for every key (runtime keys and `ignore` aside) where a stored run record
+  (config.json) differs from `config` (+ `extra`), sorted; [] when they describe the same computation. A run
+  recorded without its loss's resolved hyperparameters (made before they were recorded) differs: which
+  library defaults it ran with is unknown."""
+  mine = _flatten(_comparable(run_record(config, extra)))
   theirs = _flatten(_comparable(stored))
-  return [
+  if "loss_hparams" not in stored:
+    theirs = {k: v for k, v in theirs.items() if not k.startswith("loss_hparams.")}
+    mine = {k: v for k, v in mine.items() if not k.startswith("loss_hparams.")}
+    unknown = ["loss_hparams: not recorded (a run made before the loss's resolved hyperparameters were) -> recorded"]
+  else:
+    unknown = []
+  return unknown + [
     f"{k}: {theirs.get(k)!r} -> {mine.get(k)!r}"
     for k in sorted(set(mine) | set(theirs))
     if mine.get(k) != theirs.get(k) and k not in ignore
@@ -127,7 +160,7 @@ def guard_workdir(workdir: str, config, extra: dict | None = None, steps_per_epo
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
     with open(path, "w") as f:
-      json.dump({**json.loads(config.to_json()), **(extra or {})}, f, indent=2)
+      json.dump(run_record(config, extra), f, indent=2)
 
 
 def has_checkpoint(workdir: str) -> bool:

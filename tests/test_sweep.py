@@ -31,7 +31,7 @@ def test_grid_expansion():
   assert len({r["id"] for r in full}) == 36
   # The main job's rows are the full sweep's, config for config: both can share a workdir.
   by_id = {r["id"]: r["config"] for r in full}
-  assert all(checkpoints.config_differences(json.loads(by_id[r["id"]].to_json()), r["config"]) == [] for r in main)
+  assert all(checkpoints.config_differences(checkpoints.run_record(by_id[r["id"]]), r["config"]) == [] for r in main)
   runs = sweep.expand(tiny_sweep(group_noise=False))
   assert [r["id"] for r in runs] == [
     "ce__symmetric_0",

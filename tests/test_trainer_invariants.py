@@ -20,8 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import robust_losses as rl
 from configs import digits
-from experiments import checkpoints, data, records, rng, sweep, train, train_lib
+from experiments import checkpoints, data, records, rng, runs, sweep, train, train_lib
 from experiments import settings as run_settings
 from experiments.data import feeds, sources
 from experiments.mesh import AXIS, make_mesh, replicate, to_devices
@@ -166,7 +167,7 @@ def tiny(**overrides):
 
 def stored_json(config, extra=None) -> dict:
   """What guard_workdir writes as config.json."""
-  return {**json.loads(config.to_json()), **(extra or {})}
+  return checkpoints.run_record(config, extra)
 
 
 # Each case: (stored config made from the current one, the difference): they differ only by a key present
@@ -521,3 +522,30 @@ def test_augmented_training_on_one_device_equals_four(tmp_path):
     ("train_memorised_noisy_subset", num_noisy),
   ):
     np.testing.assert_allclose(last_one[key], last_four[key], rtol=0, atol=2 / count, err_msg=key)
+
+
+# Catches: config.json without the loss's resolved hyperparameters (or a comparison that ignores them): a
+# changed library default (e.g. a clipping loss's warm-up) would let a run made under the old default be
+# resumed, or a sweep reuse its result, as if it were the current computation.
+def test_a_run_made_under_other_library_defaults_is_another_config(tmp_path):
+  c = tiny()
+  c.loss.name = "clipped_cross_entropy"
+  checkpoints.guard_workdir(str(tmp_path / "w"), c)
+  path = tmp_path / "w" / "config.json"
+  stored = json.loads(path.read_text())
+  assert stored["loss_hparams"] == checkpoints.loss_hparams(c) and "num_std" in stored["loss_hparams"]
+  assert checkpoints.config_differences(stored, c) == [] and runs.differences(stored, c) == []
+  # The same config, recorded when the library's default separation was another one.
+  stored["loss_hparams"]["num_std"] += 1.0
+  path.write_text(json.dumps(stored))
+  expected = (
+    f"loss_hparams.num_std: {stored['loss_hparams']['num_std']!r} -> {rl.get(c.loss.name).hparams['num_std']!r}"
+  )
+  assert runs.differences(stored, c) == [expected]  # the sweep's test: its result is not reused
+  with pytest.raises(checkpoints.ConfigMismatchError, match=_re(expected)):
+    checkpoints.guard_workdir(str(tmp_path / "w"), c)
+  # A run recorded before the resolved hyperparameters were: which defaults it ran with is unknown.
+  del stored["loss_hparams"]
+  path.write_text(json.dumps(stored))
+  with pytest.raises(checkpoints.ConfigMismatchError, match="loss_hparams: not recorded"):
+    checkpoints.guard_workdir(str(tmp_path / "w"), c)
