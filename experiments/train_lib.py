@@ -260,15 +260,14 @@ def train_chunk_fn(prog: Program) -> Callable:
   return jax.jit(fn, donate_argnums=(0,))
 
 
-@functools.lru_cache(maxsize=None)
-def eval_fn(prog: Program, refresh: bool = False) -> Callable:
-  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], loss-state rows {key: [R, M, ...]}).
+def _eval_pass(prog: Program, per_batch: Callable, gather: bool) -> Callable:
+  """Returns jit(f)(state, x, labels) -> per_batch's outputs for every example, each leaf [R, M, ...].
 
-  `x` is a uint8 image set [M, H, W, C] padded so that M is a multiple of devices × eval batch. With
-  `refresh`, the rows are the loss's `refresh(logits, labels)` (e.g. truncated-Lq weights w = 1[p_y > k])
-  with the per-replica training labels [R, M]; otherwise they are {} and `labels` are unused.
-  Each device evaluates a contiguous block; the blocks are gathered in order, so the (replicated) output
-  keeps the input order and is readable on every process.
+  The evaluation pass shared by `eval_fn` and `label_scores_fn`: `x` (uint8 [M, H, W, C], M a multiple of
+  devices × eval batch) is split into contiguous per-device blocks and scanned in eval batches through the
+  model in eval mode, per replica; `per_batch(logits, labels)` maps one eval batch's logits (compute dtype)
+  and labels int32 [b] to a pytree of [b, ...] arrays. With `gather` the blocks are gathered in order, so
+  the output is replicated; otherwise it stays sharded over M.
   """
 
   def replica(state: TrainState, x, labels):
@@ -281,19 +280,39 @@ def eval_fn(prog: Program, refresh: bool = False) -> Callable:
       logits = prog.model.apply(
         {"params": state.params, "batch_stats": state.batch_stats}, _preprocess(prog, images), train=False
       )
-      rows = prog.loss_fn.refresh(logits, y) if refresh else {}
-      return None, (jnp.argmax(logits, -1).astype(jnp.int32), rows)
+      return None, per_batch(logits, y)
 
-    _, (pred, rows) = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
-    return pred.reshape(-1), jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), rows)
+    _, out = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
+    return jax.tree.map(lambda r: r.reshape(-1, *r.shape[2:]), out)
+
+  per_replica = jax.vmap(replica, in_axes=(0, None, 0))
+  in_specs = (P(), P(AXIS), P(None, AXIS))
+  if not gather:
+    return jax.jit(jax.shard_map(per_replica, mesh=prog.mesh, in_specs=in_specs, out_specs=P(None, AXIS)))
 
   def per_device(state, x, labels):
-    out = jax.vmap(replica, in_axes=(0, None, 0))(state, x, labels)
-    return jax.lax.all_gather(out, AXIS, axis=1, tiled=True)
+    return jax.lax.all_gather(per_replica(state, x, labels), AXIS, axis=1, tiled=True)
 
   # all_gather's result is the same on every device, but the replication checker cannot infer that.
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(), check_vma=False)
-  return jax.jit(fn)
+  return jax.jit(jax.shard_map(per_device, mesh=prog.mesh, in_specs=in_specs, out_specs=P(), check_vma=False))
+
+
+@functools.lru_cache(maxsize=None)
+def eval_fn(prog: Program, refresh: bool = False) -> Callable:
+  """Returns jit(f)(state, x, labels) -> (predictions int32 [R, M], loss-state rows {key: [R, M, ...]}).
+
+  `x` is a uint8 image set [M, H, W, C] padded so that M is a multiple of devices × eval batch. With
+  `refresh`, the rows are the loss's `refresh(logits, labels)` (e.g. truncated-Lq weights w = 1[p_y > k])
+  with the per-replica training labels [R, M]; otherwise they are {} and `labels` are unused.
+  Each device evaluates a contiguous block; the blocks are gathered in order, so the (replicated) output
+  keeps the input order and is readable on every process.
+  """
+
+  def per_batch(logits, y):
+    rows = prog.loss_fn.refresh(logits, y) if refresh else {}
+    return jnp.argmax(logits, -1).astype(jnp.int32), rows
+
+  return _eval_pass(prog, per_batch, gather=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -304,24 +323,11 @@ def label_scores_fn(prog: Program) -> Callable:
   as in `eval_fn`; the outputs are sharded over M (each device's contiguous block), not replicated.
   """
 
-  def replica(state: TrainState, x, labels):
-    nb = x.shape[0] // prog.eval_batch_size
-    xb = x.reshape(nb, prog.eval_batch_size, *x.shape[1:])
-    yb = labels.reshape(nb, prog.eval_batch_size)
-
-    def batch(_, inputs):
-      images, y = inputs
-      logits = prog.model.apply(
-        {"params": state.params, "batch_stats": state.batch_stats}, _preprocess(prog, images), train=False
-      ).astype(jnp.float32)
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-      return None, (jnp.argmax(logits, -1).astype(jnp.int32), ce)
-
-    _, out = jax.lax.scan(batch, None, (xb, yb), unroll=0 if prog.loop_free else 1)
-    return jax.tree.map(lambda r: r.reshape(-1), out)
+  def per_batch(logits, y):
+    logits = logits.astype(jnp.float32)
+    ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+    return jnp.argmax(logits, -1).astype(jnp.int32), ce
 
   # No collective: each device's block stays on it and the host assembles the output (a cross-device gather
   # here waited on the slowest device and hit XLA:CPU's 40 s rendezvous limit on an overloaded host).
-  per_device = jax.vmap(replica, in_axes=(0, None, 0))
-  fn = jax.shard_map(per_device, mesh=prog.mesh, in_specs=(P(), P(AXIS), P(None, AXIS)), out_specs=P(None, AXIS))
-  return jax.jit(fn)
+  return _eval_pass(prog, per_batch, gather=False)
