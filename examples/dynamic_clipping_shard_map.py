@@ -19,6 +19,9 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 import robust_losses as rl  # noqa: E402
 
 NUM_DEVICES, BATCH, NUM_CLASSES, NOISE_RATE = 4, 256, 10, 0.3
+# Epochs completed, which a training loop passes as `epoch`: past the clipping losses' default 5-epoch warm-up
+# (before it the loss is unclipped; a loop that passes no epoch sets warmup_epochs=0 to clip from the start).
+EPOCH = 5
 
 # A batch as a half-trained model sees it: confident logits for the true class, and 30% of the labels
 # flipped to another class, so their losses form a separate high-loss mode for the clipping statistic.
@@ -38,10 +41,10 @@ print(f"{len(jax.devices())} devices; batch {BATCH} split into {NUM_DEVICES} sha
 for statistic, hparams in (("gmm", {}), ("quantile", {"quantile": 0.7}), ("mean_std", {"num_std": 0.5})):
   loss_fn = rl.get("clipped_cross_entropy", statistic=statistic, **hparams)
   # One device, whole batch.
-  one_losses, one_aux = jax.jit(loss_fn.call_with_aux)(logits, labels)
+  one_losses, one_aux = jax.jit(lambda z, y: loss_fn.call_with_aux(z, y, epoch=EPOCH))(logits, labels)
   # Four devices, a quarter of the batch each; axis_name makes the threshold global.
   per_device = jax.shard_map(
-    lambda z, y: loss_fn.call_with_aux(z, y, axis_name="batch"),
+    lambda z, y: loss_fn.call_with_aux(z, y, axis_name="batch", epoch=EPOCH),
     mesh=mesh,
     in_specs=(P("batch"), P("batch")),
     out_specs=P("batch"),

@@ -9,15 +9,19 @@ k·MAD, Otsu's threshold, or a two-component mixture ('gmm'). The default, 'gmm'
 pooled standard deviations, is our own choice: in our ablation (docs/RESULTS.md) it was the only statistic
 never below plain BCE in any column, on the tuning grid and on a confirmation protocol, while a fixed
 quantile clips 10% of every batch whatever the noise (2 points below BCE on clean data). CE and focal
-clipping default to a separation of 3, the winner of their own ablation. Use it with a
-warm-up (``warmup_epochs=5`` with the trainer's ``epoch``): every measurement of it had one. No choice
-here, default included, is presented as the paper's.
+clipping default to a separation of 3, the winner of their own ablation. All three default to a warm-up of
+``warmup_epochs=5`` (no clipping until 5 epochs are completed; every measurement of the defaults had it), so
+the loss by name alone is the recommended configuration. A warm-up follows the ``epoch`` call argument
+(epochs completed): the trainer passes it; a loop of its own passes ``epoch=``, or ``warmup_epochs=0`` to
+clip from the first step (a call with a warm-up and no ``epoch`` is a ValueError). No choice here, default
+included, is presented as the paper's.
 
 Mechanics: :math:`\tau = \mathrm{stop\_gradient}(\mathrm{statistic}(\{L_i\}))` over the whole mini-batch
-and the loss is :math:`\min(L_i, \tau)`. A clipped sample (:math:`L_i > \tau`) contributes the constant
-:math:`\tau`, i.e. zero gradient: the samples with the largest losses — the likeliest to be mislabelled —
-are ignored by that step. In data-parallel training pass ``axis_name`` so the statistic is taken over the
-global batch, identical to what one device holding the whole batch would compute.
+and the loss is :math:`\min(L_i, \tau)` once ``epoch >= warmup_epochs`` (:math:`L_i` before). A clipped
+sample (:math:`L_i > \tau`) contributes the constant :math:`\tau`, i.e. zero gradient: the samples with the
+largest losses — the likeliest to be mislabelled — are ignored by that step. In data-parallel training pass
+``axis_name`` so the statistic is taken over the global batch, identical to what one device holding the
+whole batch would compute.
 """
 
 from __future__ import annotations
@@ -66,7 +70,16 @@ def _warm_up(losses, unclipped, was_clipped, warmup_epochs, epoch):
 
 def warmup_check(hparams, num_epochs: int) -> None:
   """The clipping losses' schedule check: a warm-up of `num_epochs` or more would never clip."""
-  protocol.check_schedule_epoch("warmup_epochs", hparams["warmup_epochs"], num_epochs, "the loss is never clipped")
+  warmup = hparams["warmup_epochs"]
+  protocol.check_schedule_epoch(
+    "warmup_epochs",
+    warmup,
+    num_epochs,
+    "the loss is never clipped",
+    fix=f"The clipping losses' default warm-up is 5 epochs; set warmup_epochs=0 (trainer: "
+    f"--config.loss.warmup_epochs=0) to clip from the first step, a warm-up below {num_epochs}, or "
+    f"num_epochs above {warmup}",
+  )
 
 
 def _bool_mask(where, shape):
@@ -537,7 +550,7 @@ def binary_cross_entropy_dynamic_clipping(
   quantile: float = 0.9,
   num_std: float = 4.0,
   per_element: bool = False,
-  warmup_epochs: int = 0,
+  warmup_epochs: int = 5,
   per_class: bool = False,
   min_class_count: int = MIN_CLASS_COUNT,
   where: Optional[ArrayLike] = None,
@@ -553,8 +566,8 @@ def binary_cross_entropy_dynamic_clipping(
   claimed to be the paper's) each per-class BCE term is clipped instead, with the statistic over all
   elements of the global batch, and then averaged over classes (in our ablation it fails: most
   per-class terms of a confident model are near 0, so the statistic clips the informative ones). The
-  statistic is configurable because the paper's could not be obtained; the default ('gmm', separation 4,
-  best with ``warmup_epochs=5``) follows our ablation (docs/RESULTS.md).
+  statistic is configurable because the paper's could not be obtained; the defaults ('gmm', separation 4,
+  after a warm-up of ``warmup_epochs=5``) are the recommended configuration of our ablation (docs/RESULTS.md).
 
   Args:
     logits: [..., K] unnormalised scores (one sigmoid per class).
@@ -565,9 +578,10 @@ def binary_cross_entropy_dynamic_clipping(
     num_std: >= 0, for 'mean_std', 'mad' and 'gmm' (see :func:`dynamic_clipping`).
     per_element: clip per (example, class) element instead of per example.
     warmup_epochs: no clipping until this many epochs are completed (the loss is then the unclipped one,
-      and aux 'clipped' is 0). Our ablation (docs/RESULTS.md) found clipping from the first step harmful:
-      early on every loss is large and the batch statistic is meaningless. A warm-up needs ``epoch``:
-      without it the call is a ValueError (rather than silently clipping from the first step).
+      and aux 'clipped' is 0). Default 5, the recommended configuration: our ablation (docs/RESULTS.md)
+      found clipping from the first step harmful, as early on every loss is large and the batch statistic
+      is meaningless. A warm-up needs ``epoch`` (the trainer passes it): without it the call is a ValueError
+      (rather than silently clipping from the first step). 0 clips from the first step, ``epoch`` or not.
     where: optional bool [...]; False examples (and those with a negative class id) are excluded from the
       statistic and get loss 0 and zero gradient.
     axis_name: mapped axis name(s) for a global-batch statistic inside ``shard_map``, ``pmap`` or
@@ -591,11 +605,14 @@ def binary_cross_entropy_dynamic_clipping(
     >>> jnp.set_printoptions(precision=4)
     >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
     >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
-    >>> losses, aux = rl.binary_cross_entropy_dynamic_clipping(logits, labels, statistic="median", return_aux=True)
+    >>> loss = rl.binary_cross_entropy_dynamic_clipping
+    >>> losses, aux = loss(logits, labels, statistic="median", epoch=5, return_aux=True)  # warm-up done
     >>> print(losses)
     [0.5622 0.5258 0.5622]
     >>> print(aux["clipped"], aux["unclipped"])
     [0. 0. 1.] [0.5622 0.5258 1.0802]
+    >>> print(loss(logits, labels, statistic="median", epoch=4))  # 4 epochs completed: still warming up
+    [0.5622 0.5258 1.0802]
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)
   _utils.check_bool("per_element", per_element)
@@ -645,7 +662,7 @@ def clipped_cross_entropy(
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 3.0,
-  warmup_epochs: int = 0,
+  warmup_epochs: int = 5,
   per_class: bool = False,
   min_class_count: int = MIN_CLASS_COUNT,
   where: Optional[ArrayLike] = None,
@@ -659,8 +676,8 @@ def clipped_cross_entropy(
   :func:`softmax_cross_entropy` per example, then :func:`dynamic_clipping`; arguments and aux as in
   :func:`binary_cross_entropy_dynamic_clipping`. The statistic is configurable because the paper's could
   not be obtained. Default: 'gmm' with separation ``num_std=3`` (BCE's 4 leaves CE's noisy mode mostly
-  unclipped), best with ``warmup_epochs=5``: the winner of our CE ablation on the tuning grid and on the
-  confirmation protocol (``configs/sweeps/clipping_ce.py``, docs/RESULTS.md).
+  unclipped) after a warm-up of ``warmup_epochs=5`` (pass ``epoch``): the winner of our CE ablation on the
+  tuning grid and on the confirmation protocol (``configs/sweeps/clipping_ce.py``, docs/RESULTS.md).
 
   References:
     Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
@@ -672,7 +689,7 @@ def clipped_cross_entropy(
     >>> jnp.set_printoptions(precision=4)
     >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
     >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
-    >>> losses, aux = rl.clipped_cross_entropy(logits, labels, statistic="median", return_aux=True)
+    >>> losses, aux = rl.clipped_cross_entropy(logits, labels, statistic="median", warmup_epochs=0, return_aux=True)
     >>> print(losses)
     [0.161  0.4688 0.4688]
     >>> print(aux["clipped"], aux["unclipped"])
@@ -704,7 +721,7 @@ def clipped_focal_loss(
   statistic: str = "gmm",
   quantile: float = 0.9,
   num_std: float = 3.0,
-  warmup_epochs: int = 0,
+  warmup_epochs: int = 5,
   per_class: bool = False,
   min_class_count: int = MIN_CLASS_COUNT,
   where: Optional[ArrayLike] = None,
@@ -716,8 +733,9 @@ def clipped_focal_loss(
   """Focal loss with dynamic clipping (the focal variant Hurtik et al. mention).
 
   :func:`focal_loss` (``gamma`` >= 0, default 0.5) per example, then :func:`dynamic_clipping`; other
-  arguments and aux as in :func:`binary_cross_entropy_dynamic_clipping`. Default statistic as for
-  :func:`clipped_cross_entropy` ('gmm', ``num_std=3``; docs/RESULTS.md has the focal ablation).
+  arguments and aux as in :func:`binary_cross_entropy_dynamic_clipping`. Defaults as for
+  :func:`clipped_cross_entropy` ('gmm', ``num_std=3``, ``warmup_epochs=5``: pass ``epoch``; docs/RESULTS.md
+  has the focal ablation).
 
   References:
     Hurtik, Tomasiello, Hula & Hynar, Binary cross-entropy with dynamical clipping, Neural Computing &
@@ -729,7 +747,7 @@ def clipped_focal_loss(
     >>> jnp.set_printoptions(precision=4)
     >>> logits = jnp.array([[3.0, 0.5, -1.0, 0.4], [-0.1, 1.5, 0.1, -0.4], [2.7, -0.2, -0.1, 1.0]])
     >>> labels = jnp.array([0, 1, 3])  # class ids; the last contradicts the model
-    >>> print(rl.clipped_focal_loss(logits, labels, gamma=0.5, statistic="median"))
+    >>> print(rl.clipped_focal_loss(logits, labels, gamma=0.5, statistic="median", epoch=5))
     [0.0621 0.2868 0.2868]
   """
   _check_clipping_hparams(statistic, quantile, num_std, warmup_epochs)

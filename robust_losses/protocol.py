@@ -98,11 +98,11 @@ class Training:
 NO_TRAINING = Training()
 
 
-def check_schedule_epoch(name: str, value: int, num_epochs: int, consequence: str) -> None:
+def check_schedule_epoch(name: str, value: int, num_epochs: int, consequence: str, fix: str = "") -> None:
   """Raises ValueError unless the schedule epoch `name`=`value` lies within a run of `num_epochs` epochs;
-  `consequence` says what happens otherwise (for the message)."""
+  `consequence` says what happens otherwise and `fix` (optional) how to fix it (for the message)."""
   if value >= num_epochs:
     raise ValueError(
       f"{name}={value} is out of range for num_epochs={num_epochs}; valid range is [0, {num_epochs - 1}] "
-      f"(otherwise {consequence})"
+      f"(otherwise {consequence})" + (f". {fix}" if fix else "")
     )

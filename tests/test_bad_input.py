@@ -95,7 +95,8 @@ def test_negative_class_ids_are_ignored_examples(name):
 @pytest.mark.parametrize("name", ["softmax_cross_entropy", "clipped_cross_entropy", "generalized_cross_entropy"])
 def test_negative_class_ids_with_label_smoothing(name):
   # The registry's label smoothing turns ids into soft labels; the ignored examples stay ignored.
-  loss = rl.get(name, label_smoothing=0.1, **({"statistic": "quantile"} if "clipped" in name else {}))
+  clipping = {"statistic": "quantile", "warmup_epochs": 0}  # clips from the first step: no epoch needed
+  loss = rl.get(name, label_smoothing=0.1, **(clipping if "clipped" in name else {}))
   losses = loss(LOGITS, IDS)
   np.testing.assert_array_equal(np.asarray(losses)[~VALID], 0.0)
   smoothed = 0.9 * np.eye(K, dtype=np.float32)[IDS[VALID]] + 0.1 / K
@@ -155,9 +156,10 @@ BATCH_STATISTIC_CASES = [
 def test_batch_statistics_under_vmap_are_global(name, hparams):
   # vmap over 4 groups of 2 with axis_name: the statistic is over all 8 examples, as one batch of 8 gives.
   loss = rl.get(name, **hparams)
+  epoch = {"epoch": 7} if loss.uses_epoch else {}  # past the clipping losses' default warm-up
   ids = np.where(VALID, IDS, 1)
-  expected, expected_grads, expected_aux = _value_and_grad(loss, LOGITS, ids)
-  per_group = jax.vmap(lambda z, y: _value_and_grad(loss, z, y, axis_name="g"), axis_name="g")
+  expected, expected_grads, expected_aux = _value_and_grad(loss, LOGITS, ids, **epoch)
+  per_group = jax.vmap(lambda z, y: _value_and_grad(loss, z, y, axis_name="g", **epoch), axis_name="g")
   for fn in (per_group, jax.jit(per_group)):
     losses, grads, aux = fn(LOGITS.reshape(4, 2, K), ids.reshape(4, 2))
     np.testing.assert_allclose(losses.reshape(-1), expected, rtol=1e-6, atol=1e-7)
@@ -181,7 +183,10 @@ def test_a_schedule_needs_the_epoch():
       unclipped(LOGITS, IDS_OK, epoch=4), unclipped.call_with_aux(LOGITS, IDS_OK, epoch=4)[1]["unclipped"]
     )
     assert unclipped.call_with_aux(LOGITS, IDS_OK, epoch=5)[1]["clipped"].sum() > 0
-    rl.get(name)(LOGITS, IDS_OK)
+    rl.get(name, warmup_epochs=0)(LOGITS, IDS_OK)
+    # The default is a warm-up of 5 epochs: by name alone the loss needs the epoch too, and says both ways out.
+    with pytest.raises(ValueError, match=message + r".*or warmup_epochs=0 to clip from the first step"):
+      rl.get(name)(LOGITS, IDS_OK)
   with pytest.raises(ValueError, match=r"warmup_epochs=2 needs the epoch"):
     rl.get("oracle_small_loss_selection", noise_rate=0.2, warmup_epochs=2)(LOGITS, IDS_OK)
   # SR's weight grows by rho per epoch from the start.
@@ -221,7 +226,7 @@ def test_where_must_be_per_example():
   ):
     rl.softmax_cross_entropy(LOGITS, IDS_OK, where=np.ones((B, K), bool))
   with pytest.raises(ValueError, match=r"broadcastable to logits.shape\[:-1\] = \(8,\).*got shape \(3,\)"):
-    rl.get("clipped_cross_entropy")(LOGITS, IDS_OK, where=np.ones(3, bool))
+    rl.get("clipped_cross_entropy")(LOGITS, IDS_OK, where=np.ones(3, bool), epoch=7)
   # Broadcastable masks are fine.
   np.testing.assert_array_equal(
     rl.softmax_cross_entropy(LOGITS, IDS_OK, where=True), rl.softmax_cross_entropy(LOGITS, IDS_OK)

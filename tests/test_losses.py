@@ -111,10 +111,12 @@ def _data(shape=(2, 3), seed=0, views=()):
 
 def _extras(name, hparams, logits, labels):
   """What a training loop gives the losses with a schedule or state, as a function of the batch so that any
-  subset of examples gets the same rows: SR's epoch, ELR's targets, truncated Lq's weights (the ones the
-  loop's refresh would compute from these logits)."""
+  subset of examples gets the same rows: SR's epoch, the clipping losses' epoch, ELR's targets, truncated
+  Lq's weights (the ones the loop's refresh would compute from these logits)."""
   if name == "sparse_regularization":
     return {"epoch": 3}
+  if name in ("binary_cross_entropy_dynamic_clipping", "clipped_cross_entropy", "clipped_focal_loss"):
+    return {"epoch": 5}  # their default warm-up of 5 epochs is over: the loss clips
   if name == "early_learning_regularization":
     return {"targets": jnp.full(jnp.shape(logits), 0.1, jnp.float32)}
   if name == "truncated_generalized_cross_entropy":

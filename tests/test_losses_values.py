@@ -244,21 +244,27 @@ def test_bi_tempered_gradient_is_gradient_of_the_loss():
 
 
 def test_clipped_loss_values():
+  # The clipping itself: warmup_epochs=0 clips from the first step (the default warm-up needs an epoch).
   ce = np_ce(LOGITS, Y)
-  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="quantile"), np.minimum(ce, np.quantile(ce, 0.9)))
-  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="mean"), np.minimum(ce, ce.mean()))
-  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median"), np.minimum(ce, np.median(ce)))
+  close(
+    rl.clipped_cross_entropy(LOGITS, Y, statistic="quantile", warmup_epochs=0), np.minimum(ce, np.quantile(ce, 0.9))
+  )
+  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="mean", warmup_epochs=0), np.minimum(ce, ce.mean()))
+  close(rl.clipped_cross_entropy(LOGITS, Y, statistic="median", warmup_epochs=0), np.minimum(ce, np.median(ce)))
   fl = (Y * np_focal_terms(LOGITS, 0.5)).sum(-1)
-  close(rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5), np.minimum(fl, fl.mean() + 0.5 * fl.std()))
+  close(
+    rl.clipped_focal_loss(LOGITS, Y, statistic="mean_std", num_std=0.5, warmup_epochs=0),
+    np.minimum(fl, fl.mean() + 0.5 * fl.std()),
+  )
   s = 1 / (1 + np.exp(-LOGITS.astype(np.float64)))
   elements = -Y * np.log(s) - (1 - Y) * np.log(1 - s)
   bce = elements.mean(-1)
   close(
-    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3),
+    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, statistic="quantile", quantile=0.3, warmup_epochs=0),
     np.minimum(bce, np.quantile(bce, 0.3)),
   )
   close(
-    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True, statistic="mean"),
+    rl.binary_cross_entropy_dynamic_clipping(LOGITS, Y, per_element=True, statistic="mean", warmup_epochs=0),
     np.minimum(elements, elements.mean()).mean(-1),
   )
 

@@ -90,15 +90,18 @@ def test_hparams_are_resolved_defaults_plus_overrides():
     "quantile": 0.9,
     "num_std": 4.0,
     "per_element": False,
-    "warmup_epochs": 0,
+    "warmup_epochs": 5,  # the recommended configuration by name alone (the trainer passes the epoch)
     "per_class": False,
     "min_class_count": 8,
     "window_size": 0,  # read by the step-state init: 0 is the per-batch statistic, no window
     "label_smoothing": 0.0,
   }
-  # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md).
+  # CE and focal clipping have their own default separation (their ablation, docs/RESULTS.md), the same warm-up.
   for name in ("clipped_cross_entropy", "clipped_focal_loss"):
-    assert rl.get(name).hparams["num_std"] == 3.0 and rl.get(name).hparams["statistic"] == "gmm"
+    hparams = rl.get(name).hparams
+    assert (hparams["statistic"], hparams["num_std"], hparams["warmup_epochs"]) == ("gmm", 3.0, 5)
+  # The oracle reference keeps no warm-up by default.
+  assert rl.get("oracle_small_loss_selection", noise_rate=0.2).hparams["warmup_epochs"] == 0
   assert rl.get("truncated_generalized_cross_entropy").hparams == {
     "q": 0.7,
     "k": 0.5,
@@ -326,7 +329,7 @@ def test_weights_only_for_the_truncated_loss():
 
 
 def test_loss_object_works_under_jit_and_grad():
-  loss = rl.get("clipped_focal_loss", statistic="median")
+  loss = rl.get("clipped_focal_loss", statistic="median", warmup_epochs=0)
   value = jax.jit(lambda x: loss(x, Y).mean())(LOGITS)
   grad = jax.jit(jax.grad(lambda x: loss(x, Y).mean()))(LOGITS)
   np.testing.assert_allclose(value, loss(LOGITS, Y).mean(), rtol=1e-6)
@@ -389,6 +392,17 @@ def test_schedules_that_never_act_are_rejected():
   rl.get("truncated_generalized_cross_entropy", prune_start_epoch=29).check_training(30)
   with pytest.raises(ValueError, match=r"warmup_epochs=5 is out of range for num_epochs=5"):
     rl.get("clipped_cross_entropy", warmup_epochs=5).check_training(5)
+  # The default warm-up (5 epochs): the message says how to fix a shorter run.
+  for name in ("clipped_cross_entropy", "binary_cross_entropy_dynamic_clipping", "clipped_focal_loss"):
+    with pytest.raises(
+      ValueError,
+      match=r"warmup_epochs=5 is out of range for num_epochs=3; valid range is \[0, 2\] \(otherwise the loss is "
+      r"never clipped\)\. The clipping losses' default warm-up is 5 epochs; set warmup_epochs=0 \(trainer: "
+      r"--config\.loss\.warmup_epochs=0\) to clip from the first step, a warm-up below 3, or num_epochs above 5",
+    ):
+      rl.get(name).check_training(3)
+    rl.get(name).check_training(6)
+    rl.get(name, warmup_epochs=0).check_training(1)
   with pytest.raises(ValueError, match=r"prune_every_epochs=0 is out of range"):
     rl.get("truncated_generalized_cross_entropy", prune_every_epochs=0)
 

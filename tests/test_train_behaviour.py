@@ -122,6 +122,19 @@ def test_without_a_validation_split_the_selection_keys_are_absent(tmp_path):
   assert "val_accuracy" not in history(tmp_path)[0]
 
 
+@pytest.mark.slow  # 6 epochs end to end
+def test_clipped_cross_entropy_by_name_alone_warms_up_for_5_epochs(tmp_path):
+  # Only the loss name: the trainer passes the epoch, so the default 5-epoch warm-up (the recommended
+  # configuration, docs/RESULTS.md) leaves epochs 1-5 unclipped and the mixture statistic clips from epoch 6
+  # (40 % symmetric noise: by then the flipped labels are a separate high-loss mode).
+  c = config(num_epochs=6, **{"loss.name": "clipped_cross_entropy"})
+  train.train_and_evaluate(c, str(tmp_path))
+  h = assert_finite_run(tmp_path, 6)
+  clipped = [r["clipped_fraction"][0] for r in h]
+  assert clipped[:5] == [0.0] * 5, clipped
+  assert 0 < clipped[5] < 1, clipped
+
+
 def test_clipping_warmup_switches_on_after_its_epochs(tmp_path):
   # Dynamic clipping at the 0.9 quantile of the global batch's losses clips about 10 % of each batch, but
   # only once its warm-up epochs are completed (from epoch 3 here); before, the loss is unclipped.

@@ -186,7 +186,9 @@ def test_clipping_losses_thread_the_window_through_aux():
     chex.assert_trees_all_close(new_window, window)  # the warm-up step fills the window too
     np.testing.assert_allclose(losses, ce if i == 0 else expected, rtol=1e-6)
   # Through the registry: per_class and min_class_count are hyperparameters.
-  loss = rl.get("binary_cross_entropy_dynamic_clipping", statistic="median", per_class=True, min_class_count=2)
+  loss = rl.get(
+    "binary_cross_entropy_dynamic_clipping", statistic="median", per_class=True, min_class_count=2, warmup_epochs=0
+  )
   bce = rl.sigmoid_binary_cross_entropy(logits[0], ids[0])
   expected = rl.dynamic_clipping(
     bce, statistic="median", per_class=True, min_class_count=2, labels=ids[0], num_classes=K
@@ -206,7 +208,7 @@ def test_bad_window_and_per_class_arguments():
     rl.loss_window_update(rl.loss_window_init(4, num_classes=2), losses, labels=jnp.array([0, 1, 5, 0, 1, 0]))
   with pytest.raises(ValueError, match="per_element=True clips"):
     rl.binary_cross_entropy_dynamic_clipping(
-      jnp.zeros((6, 2)), jnp.zeros(6, jnp.int32), per_element=True, per_class=True
+      jnp.zeros((6, 2)), jnp.zeros(6, jnp.int32), per_element=True, per_class=True, warmup_epochs=0
     )
   with pytest.raises(ValueError, match=r"min_class_count=0 is out of range"):
     rl.get("clipped_cross_entropy", per_class=True, min_class_count=0)

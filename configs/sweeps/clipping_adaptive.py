@@ -27,7 +27,7 @@ def baselines(warmup: int = 5):
 ROUND_1 = [
   g.loss("oracle small-loss BCE", "oracle_small_loss_selection", base="bce"),
   g.loss("BCE clip gmm wu5", BCE, statistic="gmm", num_std=2.0, warmup_epochs=5),
-  g.loss("BCE clip gmm", BCE, statistic="gmm", num_std=2.0),
+  g.loss("BCE clip gmm", BCE, statistic="gmm", num_std=2.0, warmup_epochs=0),  # from the first step
   g.loss("BCE clip mad k=3 wu5", BCE, statistic="mad", num_std=3.0, warmup_epochs=5),
   g.loss("BCE clip otsu wu5", BCE, statistic="otsu", warmup_epochs=5),
 ]
