@@ -62,13 +62,13 @@ def _jsonable(value) -> bool:
 
 
 def loss_hparams(config) -> dict:
-  """Every hyperparameter of the config's loss as the library resolves it, its defaults included (values
-  filled in from the noise model at run time aside): a run made under another library default is another
-  computation, though its config is the same."""
+  """Every hyperparameter of the config's loss as the library resolves it, its defaults included (those the
+  trainer fills in from the noise model, e.g. a transition matrix, aside: they follow from config.noise): a
+  run made under another library default is another computation, though its config is the same."""
   import robust_losses  # local: only this record needs the library
 
   given = {k: v for k, v in config.loss.items() if k != "name" and v is not None}
-  hparams = robust_losses.get(config.loss.name, **given).hparams
+  hparams = {**robust_losses.hparam_defaults(config.loss.name), **given}
   return {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(hparams.items()) if _jsonable(v)}
 
 

@@ -77,7 +77,16 @@ from robust_losses.ogc import (
   optimized_gradient_clipping,
 )
 from robust_losses.phuber import partially_huberised_cross_entropy, partially_huberised_generalized_cross_entropy
-from robust_losses.registry import Loss, Training, get, hparam_types, names, register, required_hparams
+from robust_losses.registry import (
+  Loss,
+  Training,
+  get,
+  hparam_defaults,
+  hparam_types,
+  names,
+  register,
+  required_hparams,
+)
 from robust_losses.regularized import early_learning_regularization, sparse_regularization
 from robust_losses.symmetric import (
   active_passive_loss,
@@ -146,6 +155,7 @@ __all__ = [
   "partially_huberised_cross_entropy",
   "partially_huberised_generalized_cross_entropy",
   "required_hparams",
+  "hparam_defaults",
   "register",
   "reverse_cross_entropy",
   "sigmoid_binary_cross_entropy",

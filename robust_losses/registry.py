@@ -118,6 +118,18 @@ def required_hparams(name: str) -> list[str]:
   return sorted(k for k, v in _hparam_defaults(name).items() if v is inspect.Parameter.empty)
 
 
+def hparam_defaults(name: str) -> dict[str, Any]:
+  """{hyperparameter: default} of loss `name`: what ``get(name)`` binds when nothing is given (the required
+  hyperparameters of :func:`required_hparams` have no default and are left out). A training record that
+  stores these tells a run made under other library defaults from one made under the current ones.
+
+  Raises:
+    ValueError: unknown name (suggests the closest registered names and lists all).
+  """
+  _entry(name)
+  return {k: v for k, v in _hparam_defaults(name).items() if v is not inspect.Parameter.empty}
+
+
 def _types_of(name) -> dict[str, type]:
   """{hparam: type} of one loss: the default's type; without default the annotation if it is a type, else
   `tuple` (an array-like such as the transition matrix: nested tuples in a config)."""

@@ -1,9 +1,11 @@
 """Helpers for tests that run the training CLI as real subprocesses (signals, several processes)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -15,6 +17,8 @@ def cli(workdir, *flags, devices=1, extra_env=None):
     JAX_PLATFORMS="cpu",
     XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
     JAX_COMPILATION_CACHE_DIR=os.path.join(REPO, ".pytest_cache", "jax"),
+    # On SIGABRT (sent by `finish` to a run that outlives its timeout) Python prints every thread's stack.
+    PYTHONFAULTHANDLER="1",
     **(extra_env or {}),
   )
   cmd = [
@@ -29,10 +33,26 @@ def cli(workdir, *flags, devices=1, extra_env=None):
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(proc, timeout=300):
-  out, _ = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, out[-3000:]
-  return out
+def finish(*procs, timeout=300):
+  """Waits for every process (one deadline for all); asserts each exited 0 and returns the outputs (one
+  string for one process). A run still going at the deadline is a hang: every unfinished process gets
+  SIGABRT, and the failure shows each one's output with the Python stack of every thread."""
+  deadline, outs, hung = time.monotonic() + timeout, [], []
+  for p in procs:
+    try:
+      outs.append(p.communicate(timeout=max(deadline - time.monotonic(), 1))[0])
+    except subprocess.TimeoutExpired:
+      outs.append(None)
+      hung.append(p)
+  for p in hung:
+    p.send_signal(signal.SIGABRT)
+  outs = [out if out is not None else p.communicate(timeout=60)[0] for p, out in zip(procs, outs)]
+  if hung:
+    report = "\n".join(f"--- process {i} (pid {p.pid}):\n{out[-6000:]}" for i, (p, out) in enumerate(zip(procs, outs)))
+    raise AssertionError(f"{len(hung)} of {len(procs)} run(s) still going after {timeout} s:\n{report}")
+  for p, out in zip(procs, outs):
+    assert p.returncode == 0, out[-3000:]
+  return outs[0] if len(procs) == 1 else outs
 
 
 def history(workdir):

@@ -30,7 +30,7 @@ PAGES = sorted(glob.glob(os.path.join(DOCS, "**", "*.rst"), recursive=True))
 MODULES = sorted(m.name for m in pkgutil.iter_modules(rl.__path__, "robust_losses."))
 # The registry and the training protocol are documented on their own pages; their docstrings describe an
 # API rather than a loss from a paper.
-NOT_LOSSES = {"get", "names", "hparam_types", "required_hparams", "register"}
+NOT_LOSSES = {"get", "names", "hparam_types", "hparam_defaults", "required_hparams", "register"}
 NUMBER = re.compile(r"-?\d+(?:\.\d*)?(?:e[+-]?\d+)?")
 PRINT_DECIMALS = 4  # the examples print with jnp.set_printoptions(precision=4) or f"{x:.4f}"
 

@@ -418,3 +418,14 @@ def test_truncated_lq_refresh_uses_the_labels_the_loss_trains_on():
   np.testing.assert_array_equal(expected, [1.0, 0.0, 0.0, 0.0])
   np.testing.assert_array_equal(rl.truncated_lq_prune_weights(LOGITS, ids, k=0.45), [1.0, 0.0, 0.0, 1.0])
   assert loss.refresh_due(40) and loss.refresh_due(50) and not loss.refresh_due(45) and not loss.refresh_due(39)
+
+
+@pytest.mark.parametrize("name", rl.names())
+def test_hparam_defaults_are_what_get_binds(name):
+  defaults = rl.hparam_defaults(name)
+  required = rl.required_hparams(name)
+  assert not set(required) & set(defaults)
+  if not required:
+    assert rl.get(name).hparams == defaults
+  with pytest.raises(ValueError, match="did you mean"):
+    rl.hparam_defaults(name + "x")

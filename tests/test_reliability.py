@@ -44,9 +44,7 @@ def test_two_processes_equal_one_process(tmp_path):
   single = cli(tmp_path / "one", *flags, devices=2)
   port = free_port()
   procs = [cli(tmp_path / "two", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
-  for p in procs:
-    finish(p)
-  finish(single)
+  finish(*procs, single)
   one, two = history(tmp_path / "one"), history(tmp_path / "two")
   with open(tmp_path / "two" / "summary.json") as f:
     assert json.load(f)["num_devices"] == 2
@@ -116,8 +114,7 @@ def test_slurm_variables_start_multi_process_training(tmp_path):
     )
     for i in range(2)
   ]
-  for p in procs:
-    finish(p)
+  finish(*procs)
   with open(tmp_path / "slurm" / "summary.json") as f:
     assert json.load(f)["num_devices"] == 2
 

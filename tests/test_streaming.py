@@ -190,9 +190,7 @@ def test_two_streaming_processes_equal_one_in_memory_process(digits_folder, tmp_
     cli(tmp_path / "stream", *flags, "--config.data.input=stream", devices=1, extra_env=coordinator_env(port, i))
     for i in range(2)
   ]
-  for p in procs:
-    finish(p)
-  finish(single)
+  finish(*procs, single)
   with open(tmp_path / "stream" / "summary.json") as f:
     assert json.load(f)["num_devices"] == 2
   # Both meshes have 2 devices reducing the same 32 examples each; beyond the fusion difference of

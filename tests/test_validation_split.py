@@ -133,9 +133,7 @@ def test_two_processes_hold_out_what_one_does(tmp_path):
     cli(tmp_path / "two", *flags, "--config.data.input=stream", devices=1, extra_env=coordinator_env(port, i))
     for i in range(2)
   ]
-  for p in procs:
-    finish(p)
-  finish(single)
+  finish(*procs, single)
   a, b = history(tmp_path / "one"), history(tmp_path / "two")
   assert [r["step"] for r in a] == [r["step"] for r in b] == [17, 34]
   for ra, rb in zip(a, b):
