@@ -33,10 +33,10 @@ def cli(workdir, *flags, devices=1, extra_env=None):
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def finish(*procs, timeout=300):
-  """Waits for every process (one deadline for all); asserts each exited 0 and returns the outputs (one
-  string for one process). A run still going at the deadline is a hang: every unfinished process gets
-  SIGABRT, and the failure shows each one's output with the Python stack of every thread."""
+def wait(*procs, timeout=300):
+  """Waits for every process (one deadline for all) and returns their outputs. A run still going at the
+  deadline is a hang: every unfinished process gets SIGABRT, and the failure shows each one's output with the
+  Python stack of every thread (PYTHONFAULTHANDLER, set by `cli`)."""
   deadline, outs, hung = time.monotonic() + timeout, [], []
   for p in procs:
     try:
@@ -50,6 +50,12 @@ def finish(*procs, timeout=300):
   if hung:
     report = "\n".join(f"--- process {i} (pid {p.pid}):\n{out[-6000:]}" for i, (p, out) in enumerate(zip(procs, outs)))
     raise AssertionError(f"{len(hung)} of {len(procs)} run(s) still going after {timeout} s:\n{report}")
+  return outs
+
+
+def finish(*procs, timeout=300):
+  """`wait`, then asserts each run exited 0; the outputs (one string for one process)."""
+  outs = wait(*procs, timeout=timeout)
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
   return outs[0] if len(procs) == 1 else outs

@@ -12,7 +12,7 @@ import time
 import jax
 import numpy as np
 import pytest
-from cli_runs import cli, coordinator_env, finish, free_port, history, lines
+from cli_runs import cli, coordinator_env, finish, free_port, history, lines, wait
 from PIL import Image
 
 from configs import digits as digits_config
@@ -287,7 +287,7 @@ def test_a_corrupt_image_read_by_one_process_stops_both_promptly(digits_folder, 
   port = free_port()
   procs = [cli(tmp_path / "run", *flags, devices=1, extra_env=coordinator_env(port, i)) for i in range(2)]
   t0 = time.time()
-  outs = [p.communicate(timeout=240)[0] for p in procs]
+  outs = wait(*procs, timeout=240)
   assert all(p.returncode != 0 for p in procs), [o[-2000:] for o in outs]
   for out in outs:  # every process names the file, whichever read it
     assert bad.name in out and "cannot" in out.lower(), out[-3000:]
