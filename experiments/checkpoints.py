@@ -16,6 +16,8 @@ import time
 import jax
 import orbax.checkpoint as ocp
 
+from experiments import multihost
+
 # Keys that change how a run is carried out, not what it computes: they may differ on resume.
 RUNTIME_KEYS = (
   "progress",
@@ -137,17 +139,38 @@ def guard_workdir(workdir: str, config, extra: dict | None = None, steps_per_epo
   A run whose config differs only by a larger num_epochs is continued from its last checkpoint when the
   learning rates of its trained steps stay the same (`extension_problem`); otherwise the error says why.
   Nothing is deleted: with `overwrite`, the old run is renamed to WORKDIR.old-<timestamp>.
+  In a multi-process run process 0 alone reads, decides and writes config.json, and the others wait for it
+  and raise its error: a process that read the file while process 0 rewrote it would see half a file.
   """
+  error = None
+  if jax.process_index() == 0:
+    try:
+      _guard_workdir(workdir, config, extra, steps_per_epoch)
+    except ValueError as e:
+      error = e
+  if jax.process_count() > 1:
+    message = multihost.Agreement("guard_workdir").gather(str(error) if error else "")[0]
+    if message and error is None:
+      raise ConfigMismatchError(message)
+  if error is not None:
+    raise error
+
+
+def _guard_workdir(workdir: str, config, extra: dict | None, steps_per_epoch: int) -> None:
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
+    try:
+      with open(path) as f:
+        stored = json.load(f)
+    except json.JSONDecodeError as e:
+      raise ConfigMismatchError(
+        f"workdir {workdir!r} holds an unreadable config.json ({e}); move the workdir aside or use a new --workdir"
+      ) from None
     diff = config_differences(stored, config, extra)
     longer = len(diff) == 1 and diff[0].startswith("num_epochs:") and stored["num_epochs"] < config.num_epochs
     why_not = extension_problem(workdir, stored, config, steps_per_epoch) if longer else None
     if longer and why_not is None and not config.overwrite:
-      if jax.process_index() == 0:
-        print(f"Continuing the {stored['num_epochs']}-epoch run in {workdir} to {config.num_epochs} epochs")
+      print(f"Continuing the {stored['num_epochs']}-epoch run in {workdir} to {config.num_epochs} epochs")
     elif diff:
       if not config.overwrite:
         reason = f" It cannot be continued to more epochs: {why_not}." if why_not else ""
@@ -155,12 +178,11 @@ def guard_workdir(workdir: str, config, extra: dict | None = None, steps_per_epo
           f"workdir {workdir!r} holds a run of a different config ({', '.join(diff[:8])}).{reason} Use a new "
           "--workdir, or --config.overwrite=True to move the old run aside (it is renamed, never deleted)."
         )
-      if jax.process_index() == 0:
-        print(f"Moved the previous run in {workdir} to {move_aside(workdir)}")
-  if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-      json.dump(run_record(config, extra), f, indent=2)
+      print(f"Moved the previous run in {workdir} to {move_aside(workdir)}")
+  os.makedirs(workdir, exist_ok=True)
+  with open(path + ".tmp", "w") as f:  # written whole, then renamed: a kill mid-write leaves the old file
+    json.dump(run_record(config, extra), f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def has_checkpoint(workdir: str) -> bool:

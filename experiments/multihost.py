@@ -10,12 +10,25 @@ public API yet; this module is the one place that reaches for it.
 from __future__ import annotations
 
 import collections
+import time
 
 import jax
+
+_STOPPED = "robust_losses/stopped"  # key-value directory: one entry per process that stopped with an error
 
 
 class InputError(RuntimeError):
   """A step failed on some process; raised on every process, so none waits in a collective."""
+
+
+class PeerStopped(InputError):
+  """Another process stopped with an error while this one waited for it in an Agreement."""
+
+
+def _client():
+  from jax._src import distributed  # no public API for the key-value store (module docstring)
+
+  return distributed.global_state.client
 
 
 class Agreement:
@@ -34,13 +47,11 @@ class Agreement:
   def gather(self, value: str) -> list[str]:
     if jax.process_count() == 1:
       return [value]
-    from jax._src import distributed  # no public API for the key-value store (module docstring)
-
-    client = distributed.global_state.client
+    client = _client()
     key = f"robust_losses/{self.name}/{Agreement._calls[self.name]}"
     Agreement._calls[self.name] += 1
     client.key_value_set(f"{key}/{jax.process_index()}", "=" + value)  # '=': never an empty value
-    return [client.blocking_key_value_get(f"{key}/{p}", 3_600_000)[1:] for p in range(jax.process_count())]
+    return [_wait(client, f"{key}/{p}")[1:] for p in range(jax.process_count())]
 
   def run(self, fn):
     """fn() on this process; if it raised here or anywhere, InputError on every process."""
@@ -54,6 +65,32 @@ class Agreement:
         raise exc
       raise InputError("; ".join(f"process {p}: {m}" for p, m in errors))
     return out
+
+
+def _wait(client, key: str, timeout_s: float = 3600.0) -> str:
+  """The value of `key` once some process posts it; PeerStopped as soon as any process has posted that it
+  stopped (`stopped`), which would otherwise leave this one waiting for the whole timeout."""
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      return client.blocking_key_value_get(key, 1000)
+    except jax.errors.JaxRuntimeError as e:
+      if "DEADLINE_EXCEEDED" not in str(e) or time.monotonic() > deadline:
+        raise
+    gone = client.key_value_dir_get(_STOPPED + "/")
+    if gone:
+      raise PeerStopped("; ".join(f"process {k.rsplit('/', 1)[-1]} stopped: {v[1:]}" for k, v in sorted(gone)))
+
+
+def stopped(message: str) -> None:
+  """Posts that this process stops with `message`, so that the others stop waiting for it (see `_wait`).
+  Called by the entry point on any error; a no-op in a single-process run."""
+  if jax.process_count() == 1 or _client() is None:
+    return
+  try:
+    _client().key_value_set(f"{_STOPPED}/{jax.process_index()}", "=" + message)
+  except Exception:  # noqa: BLE001 - the coordinator may be gone already; the error itself is reported anyway
+    pass
 
 
 def barrier(name: str) -> None:

@@ -11,6 +11,8 @@ import threading
 
 import jax
 
+from experiments import multihost
+
 # XLA:CPU runs ResNet-20's convolutions faster through Eigen than through YNNPACK (measured in
 # docs/PERFORMANCE.md, train_step); the flag only concerns CPU convolutions. A user's own setting wins.
 CPU_XLA_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",)
@@ -104,9 +106,10 @@ DEBUG_ENV = "ROBUST_LOSSES_DEBUG"
 
 def user_error(e: BaseException) -> bool:
   """Errors that describe a mistake in the config, the data or the workdir (every check in settings.py,
-  data/, noise.py and checkpoints.py raises ValueError or a subclass), or a diverged run: their message is
-  the whole story. Anything else is a bug and keeps its traceback."""
-  return isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError))
+  data/, noise.py and checkpoints.py raises ValueError or a subclass), a diverged run, or another process's
+  error (multihost.InputError names the process and its error): their message is the whole story. Anything
+  else is a bug and keeps its traceback."""
+  return isinstance(e, (ValueError, FileNotFoundError, NotADirectoryError, FloatingPointError, multihost.InputError))
 
 
 def _flat_keys(config, prefix="") -> list[str]:
@@ -216,8 +219,10 @@ def cli(run, description: str) -> None:
       setup(config.base if "base" in config else config)
       run(config, flags.FLAGS.workdir)
     except KeyboardInterrupt:
+      multihost.stopped("interrupted")
       sys.exit(130)
     except Exception as e:
+      multihost.stopped(f"{type(e).__name__}: {e}")
       if debug() or not user_error(e):
         raise
       _fail(f"{e}\n(--debug or {DEBUG_ENV}=1 shows the traceback)", 1 if isinstance(e, FloatingPointError) else 2)

@@ -24,9 +24,10 @@ import os
 import re
 import time
 
+import jax
 import ml_collections
 
-from experiments import checkpoints, report, runtime, train
+from experiments import checkpoints, multihost, report, runtime, train
 from experiments import settings as run_settings
 from experiments.runs import REPLICA_KEYS, differences, noise_label, scan  # noqa: F401 (REPLICA_KEYS: public here)
 
@@ -240,34 +241,51 @@ def check_changed(sweep: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def run(sweep: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  check_changed(sweep, workdir)
-  runs = plan(sweep, workdir, verbose=True)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "sweep_config.json"), "w") as f:
-    f.write(sweep.to_json(indent=2))
-  done = sum(len(d["replicas"]) for d in scan(workdir) if d["status"] == "completed")
-  print(f"{len(runs)} run(s) to train; {done} finished replica(s) already in {workdir}")
+  # In a multi-process sweep process 0 alone changes the workdir (moves runs aside, writes the tables): two
+  # processes moving one directory, or one reading a summary.json the other is writing, would fail. The
+  # others plan from what process 0 left, and every process must train the same runs in the same order.
+  lead = jax.process_index() == 0
+  runs = []
+  if lead:
+    check_changed(sweep, workdir)
+    runs = plan(sweep, workdir, verbose=True)
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "sweep_config.json"), "w") as f:
+      f.write(sweep.to_json(indent=2))
+    done = sum(len(d["replicas"]) for d in scan(workdir) if d["status"] == "completed")
+    print(f"{len(runs)} run(s) to train; {done} finished replica(s) already in {workdir}")
+  multihost.barrier("sweep_planned")
+  if not lead:
+    runs = plan(sweep, workdir)
+  planned = multihost.Agreement("sweep_plan").gather(" ".join(r["id"] for r in runs))
+  if len(set(planned)) > 1:
+    raise RuntimeError(f"the processes planned different runs ({planned}): is {workdir} on a disk they all share?")
   t0 = time.time()
   table_rows = rows(sweep, selected=False)
   for i, r in enumerate(runs, 1):
     run_dir = os.path.join(workdir, "runs", r["id"])
-    print(
-      f"[{i}/{len(runs)}] {r['id']}: {', '.join(noise_label(n) for n in r['noises'])} × seeds "
-      f"{r['config'].seed}..{r['config'].seed + r['config'].num_seeds - 1} ({time.time() - t0:.0f}s into this sweep)",
-      flush=True,
-    )
+    if lead:
+      print(
+        f"[{i}/{len(runs)}] {r['id']}: {', '.join(noise_label(n) for n in r['noises'])} × seeds "
+        f"{r['config'].seed}..{r['config'].seed + r['config'].num_seeds - 1} ({time.time() - t0:.0f}s into this "
+        "sweep)",
+        flush=True,
+      )
     try:
       train.train_and_evaluate(r["config"], run_dir, r["noises"])
     except train.NonFiniteError as e:
       # A loss that diverges is a result, not a crash of the sweep: recorded as failed in its summary (and
       # tried again by the next invocation).
-      print(f"  {r['id']} failed: {e}")
-    report.write(workdir, table_rows)
-  paths = report.write(workdir, table_rows)
-  print(
-    f"\nSweep finished in {time.time() - t0:.0f}s.\n  table: {paths['md']}\n  csv:   {paths['csv']}\n"
-    f"  plots: {', '.join(paths['plots'])}"
-  )
+      if lead:
+        print(f"  {r['id']} failed: {e}")
+    if lead:
+      report.write(workdir, table_rows)
+  if lead:
+    paths = report.write(workdir, table_rows)
+    print(
+      f"\nSweep finished in {time.time() - t0:.0f}s.\n  table: {paths['md']}\n  csv:   {paths['csv']}\n"
+      f"  plots: {', '.join(paths['plots'])}"
+    )
   return runs
 
 

@@ -10,8 +10,9 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cli(workdir, *flags, devices=1, extra_env=None):
-  """Starts `python -m experiments.train` on configs/digits.py with `flags`, on `devices` CPU devices."""
+def cli(workdir, *flags, devices=1, extra_env=None, module="experiments.train", config="configs/digits.py"):
+  """Starts `python -m MODULE` (the trainer on configs/digits.py unless told) with `flags`, on `devices` CPU
+  devices."""
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
   env.update(
     JAX_PLATFORMS="cpu",
@@ -21,15 +22,8 @@ def cli(workdir, *flags, devices=1, extra_env=None):
     PYTHONFAULTHANDLER="1",
     **(extra_env or {}),
   )
-  cmd = [
-    sys.executable,
-    "-m",
-    "experiments.train",
-    "--config=configs/digits.py",
-    f"--workdir={workdir}",
-    "--config.progress=False",
-    *flags,
-  ]
+  quiet = ["--config.progress=False"] if module == "experiments.train" else []
+  cmd = [sys.executable, "-m", module, f"--config={config}", f"--workdir={workdir}", *quiet, *flags]
   return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

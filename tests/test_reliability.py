@@ -7,7 +7,9 @@ import socket
 import time
 
 import numpy as np
-from cli_runs import cli, coordinator_env, finish, free_port, history, lines
+from cli_runs import cli, coordinator_env, finish, free_port, history, lines, wait
+
+SWEEP = "configs/sweeps/digits_full.py"
 
 
 def complete_checkpoints(workdir):
@@ -117,6 +119,61 @@ def test_slurm_variables_start_multi_process_training(tmp_path):
   finish(*procs)
   with open(tmp_path / "slurm" / "summary.json") as f:
     assert json.load(f)["num_devices"] == 2
+
+
+def test_a_process_that_stops_early_stops_the_others_promptly(tmp_path):
+  # Process 1 stops on a config error before the first agreement; process 0 would wait for it an hour at the
+  # workdir guard (and process 1 at its exit, for process 0) had process 1 not posted that it stopped.
+  port = free_port()
+  procs = [
+    cli(
+      tmp_path / "run",
+      "--config.num_epochs=1",
+      *(["--config.num_epochs=0"] if i else []),
+      extra_env=coordinator_env(port, i),
+    )
+    for i in range(2)
+  ]
+  t0 = time.time()
+  outs = wait(*procs, timeout=240)
+  assert [p.returncode for p in procs] == [2, 2], outs
+  assert "error: num_epochs=0" in outs[1], outs[1][-2000:]
+  assert "error: process 1 stopped: ValueError: num_epochs=0" in outs[0], outs[0][-2000:]
+  assert time.time() - t0 < 120, "a process waited for the one that stopped"
+
+
+# Catches: every process of a sweep changing the workdir. Both moved the failed run aside (the second found it
+# gone), and one read a summary.json for the tables while the other was writing it.
+def test_two_processes_run_a_sweep_and_retry_its_failed_run(tmp_path):
+  flags = (
+    "--config.only_losses=CE,GCE q=0.7",
+    "--config.only_noise=symmetric:0.4",
+    "--config.num_seeds=1",
+    "--config.base.num_epochs=1",
+    "--config.base.progress=False",
+  )
+
+  def sweep():
+    port = free_port()
+    procs = [
+      cli(tmp_path / "s", *flags, extra_env=coordinator_env(port, i), module="experiments.sweep", config=SWEEP)
+      for i in range(2)
+    ]
+    return finish(*procs)
+
+  sweep()
+  runs = sorted(os.listdir(tmp_path / "s" / "runs"))
+  assert len(runs) == 2 and os.path.exists(tmp_path / "s" / "results.md")
+  path = tmp_path / "s" / "runs" / runs[0] / "summary.json"
+  summary = json.loads(path.read_text())
+  assert summary["num_devices"] == 2
+  path.write_text(json.dumps({**summary, "status": "failed"}))
+  outs = sweep()
+  assert "1 run(s) to train" in outs[0] and f"{runs[0]}: failed last time" in outs[0], outs[0][-3000:]
+  assert not any("run(s) to train" in line for line in outs[1].splitlines())  # process 0 alone reports
+  moved = [n for n in os.listdir(tmp_path / "s" / "runs") if n not in runs]
+  assert len(moved) == 1 and moved[0].startswith(f"{runs[0]}.old-"), moved  # moved aside once, never deleted
+  assert json.loads(path.read_text())["status"] == "completed"
 
 
 def _free_port_in(ports):

@@ -22,7 +22,7 @@ import pytest
 
 import robust_losses as rl
 from configs import digits
-from experiments import checkpoints, data, records, rng, runs, sweep, train, train_lib
+from experiments import checkpoints, data, multihost, records, rng, runs, sweep, train, train_lib
 from experiments import settings as run_settings
 from experiments.data import feeds, sources
 from experiments.mesh import AXIS, make_mesh, replicate, to_devices
@@ -231,6 +231,34 @@ def test_workdir_guard_refuses_a_plain_run_in_a_grouped_runs_workdir_and_the_rev
   with pytest.raises(checkpoints.ConfigMismatchError, match="noise_settings"):
     checkpoints.guard_workdir(str(tmp_path / "b"), c, grouped)
   checkpoints.guard_workdir(str(tmp_path / "a"), c, grouped)  # the same config is accepted
+
+
+# Catches: every process reading config.json while process 0 rewrites it. Under load process 1 once read the
+# file between process 0's open("w") and its write, stopped on a JSON error, and process 0 waited for it.
+def test_only_process_0_reads_and_writes_the_workdirs_config(tmp_path, monkeypatch):
+  c, w = tiny(), tmp_path / "w"
+  os.makedirs(w)
+  (w / "config.json").write_text("")  # what a reader saw between process 0's open("w") and its write
+  posted = []
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  monkeypatch.setattr(multihost.Agreement, "gather", lambda self, value: posted.append(value) or ["", value])
+  checkpoints.guard_workdir(str(w), c)  # process 1 neither reads nor writes; it waits for process 0's verdict
+  assert posted == [""] and (w / "config.json").read_text() == ""
+  verdict = "workdir 'w' holds a run of a different config (seed: 1 -> 0)."
+  monkeypatch.setattr(multihost.Agreement, "gather", lambda self, value: [verdict, value])
+  with pytest.raises(checkpoints.ConfigMismatchError, match=_re(verdict)):
+    checkpoints.guard_workdir(str(w), c)  # process 0's refusal is every process's
+  monkeypatch.setattr(jax, "process_index", lambda: 0)
+  monkeypatch.setattr(multihost.Agreement, "gather", lambda self, value: posted.append(value) or [value, ""])
+  with pytest.raises(checkpoints.ConfigMismatchError, match="unreadable config.json"):
+    checkpoints.guard_workdir(str(w), c)  # a half-written file is named, not a bare JSON error
+  assert posted[-1].startswith(f"workdir {str(w)!r} holds an unreadable config.json")  # and told to the others
+  (w / "config.json").unlink()
+  checkpoints.guard_workdir(str(w), c)
+  assert posted[-1] == "" and sorted(os.listdir(w)) == ["config.json"]  # written whole (via a renamed .tmp)
+  with open(w / "config.json") as f:
+    assert json.load(f) == stored_json(c)
 
 
 def _re(text):
