@@ -13,6 +13,7 @@ evaluation.py, what is written in records.py, the process around it in runtime.p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 
@@ -73,29 +74,20 @@ def train_and_evaluate(
     pretrained = finetune.load(config.init_from)  # the guard moved another config's run aside
   lead = jax.process_index() == 0
 
-  # ---- The replicas (noise setting × seed), their noisy labels, the loss and the compiled program.
-  seeds = [config.seed + i for i in range(config.num_seeds)]
-  replicas = [(n, s) for n in settings for s in seeds]
-  # The noise is drawn on the whole training set, then the validation split (if any) is taken from it: the
-  # held-out examples keep the noisy labels of the same draw, and noisy_labels.npz covers every example.
-  noisy_all = run_settings.noisy_labels(config, dataset, replicas)
-  if lead:
-    run_settings.write_noisy_labels(workdir, noisy_all, replicas)
-    if any(n["kind"] == "file" for n in settings):
-      print(run_settings.file_noise_report(noisy_all, replicas), flush=True)
+  # ---- The replicas (noise setting × seed), their noisy labels, the loss and the program.
   selection = run_settings.selection(config, dataset)
-  split = run_settings.validation_split(config, dataset)
-  noisy, val_labels = noisy_all, None
-  if split is not None:
-    dataset, noisy, val_labels = run_settings.hold_out(config, dataset, noisy_all, split)
-    if lead:
+  run = build(config, dataset, settings)
+  dataset, noisy, replicas, loss_fn, prog = run.dataset, run.noisy, run.replicas, run.loss_fn, run.prog
+  if lead:
+    run_settings.write_noisy_labels(workdir, run.noisy_all, replicas)
+    if any(n["kind"] == "file" for n in settings):
+      print(run_settings.file_noise_report(run.noisy_all, replicas), flush=True)
+    if run.split is not None:
       print(
-        f"validation: {len(split[1])} of {len(split[0]) + len(split[1])} training examples held out "
+        f"validation: {len(run.split[1])} of {len(run.split[0]) + len(run.split[1])} training examples held out "
         f"(val_fraction={config.val_fraction}, scored on their {config.val_labels} labels); the epoch is selected "
         "by val_accuracy"
       )
-  loss_fn = run_settings.build_loss(config, dataset.num_classes, settings, np.mean([nl.rate_realised for nl in noisy]))
-  prog = make_program(config, dataset, loss_fn)
   setup = records.setup_info(config, dataset, _model_name(config, dataset), noisy, replicas)
   if lead:
     print("\n".join(records.setup_lines(setup)), flush=True)
@@ -104,10 +96,10 @@ def train_and_evaluate(
   keys = jax.random.wrap_key_data(replicate(prog.mesh, jax.random.key_data(rng.replica_keys([s for _, s in replicas]))))
   labels = replicate(prog.mesh, np.stack([nl.labels for nl in noisy]))
   is_noisy = replicate(prog.mesh, np.stack([nl.is_noisy for nl in noisy]))
-  feed = data.train_feed(dataset, prog.mesh, keys, seeds, config.batch_size, spe, config.data)
+  feed = data.train_feed(dataset, prog.mesh, keys, run.seeds, config.batch_size, spe, config.data)
   if lead and not feed.per_replica and len(replicas) > 1:
     print(f"input: streamed batches are shared by all {len(replicas)} replicas, in seed {config.seed}'s order")
-  evaluator = evaluation.Evaluator(prog, dataset, noisy, config, val_labels)
+  evaluator = evaluation.Evaluator(prog, dataset, noisy, config, run.val_labels)
   learning_rate = optimizers.learning_rate_fn(config, spe)
   train_chunk = train_lib.train_chunk_fn(prog)
 
@@ -140,7 +132,7 @@ def train_and_evaluate(
     summary = records.summarise(
       config,
       history,
-      noisy_all,
+      run.noisy_all,
       replicas,
       seconds,
       status,
@@ -151,7 +143,7 @@ def train_and_evaluate(
     )
     if status == "completed" and lead:
       labels = [records.replica_label(n, s) for n, s in replicas]
-      train_index = None if split is None else split[0]
+      train_index = None if run.split is None else run.split[0]
       audit.add_to_summary(summary, audit.finish(workdir, config, noisy, labels, train_index))
     if lead:
       records.write_json(os.path.join(workdir, "summary.json"), summary)
@@ -247,6 +239,39 @@ def train_and_evaluate(
 
 def _model_name(config, dataset) -> str:
   return models.default_for(dataset.image_shape) if config.model == "auto" else config.model
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """What a run trains, built before anything is compiled (`build`)."""
+
+  seeds: list[int]
+  replicas: list[tuple[dict, int]]  # (noise setting, seed), the order of the vmapped replicas
+  noisy_all: list  # per replica, noise.NoisyLabels of the whole training set (what noisy_labels.npz holds)
+  split: tuple | None  # (train, validation) indices into the whole training set, or None
+  dataset: data.Data  # the training set after the validation split
+  noisy: list  # per replica, the noisy labels of `dataset`
+  val_labels: np.ndarray | None  # per replica, the labels the validation split is scored on
+  loss_fn: object
+  prog: train_lib.Program
+
+
+def build(config, dataset, settings: list[dict]) -> Run:
+  """The replicas of a run (each noise setting × seed), their noisy labels, the validation split, the loss
+  and the program, from a checked config and its loaded dataset."""
+  seeds = [config.seed + i for i in range(config.num_seeds)]
+  replicas = [(n, s) for n in settings for s in seeds]
+  # The noise is drawn on the whole training set, then the validation split (if any) is taken from it: the
+  # held-out examples keep the noisy labels of the same draw, and noisy_labels.npz covers every example.
+  noisy_all = run_settings.noisy_labels(config, dataset, replicas)
+  split = run_settings.validation_split(config, dataset)
+  train_set, noisy, val_labels = dataset, noisy_all, None
+  if split is not None:
+    train_set, noisy, val_labels = run_settings.hold_out(config, dataset, noisy_all, split)
+  rate = np.mean([nl.rate_realised for nl in noisy])
+  loss_fn = run_settings.build_loss(config, train_set.num_classes, settings, rate)
+  prog = make_program(config, train_set, loss_fn)
+  return Run(seeds, replicas, noisy_all, split, train_set, noisy, val_labels, loss_fn, prog)
 
 
 def make_program(config, dataset, loss_fn) -> train_lib.Program:

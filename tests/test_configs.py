@@ -100,22 +100,17 @@ def lower_train_step(config, noises=None):
   settings.validate_static(config, noises)
   dataset = data.load(config.data, seed=config.seed)
   settings.validate_with_data(config, dataset, noises)
-  replicas = [(n, config.seed) for n in noises]
-  noisy = settings.noisy_labels(config, dataset, replicas)
-  split = settings.validation_split(config, dataset)
-  if split is not None:
-    dataset, noisy, _ = settings.hold_out(config, dataset, noisy, split)
-  loss_fn = settings.build_loss(config, dataset.num_classes, noises, float(np.mean([n.rate_realised for n in noisy])))
-  prog = train.make_program(config, dataset, loss_fn)
-  keys = rng.replica_keys([config.seed] * len(replicas))
-  state = jax.eval_shape(lambda k: train_lib.init_state(prog, k, dataset.image_shape), keys)
-  lead = (len(replicas), 1) if prog.per_replica_batches else (1,)
+  run = train.build(config, dataset, noises)
+  prog = run.prog
+  keys = rng.replica_keys([s for _, s in run.replicas])
+  state = jax.eval_shape(lambda k: train_lib.init_state(prog, k, run.dataset.image_shape), keys)
+  lead = (len(run.replicas), 1) if prog.per_replica_batches else (1,)
   batch = {
-    "images": jax.ShapeDtypeStruct((*lead, config.batch_size, *dataset.image_shape), jnp.uint8),
+    "images": jax.ShapeDtypeStruct((*lead, config.batch_size, *run.dataset.image_shape), jnp.uint8),
     "ids": jax.ShapeDtypeStruct((*lead, config.batch_size), jnp.int32),
   }
-  labels = np.stack([n.labels for n in noisy])
-  is_noisy = np.stack([n.is_noisy for n in noisy])
+  labels = np.stack([n.labels for n in run.noisy])
+  is_noisy = np.stack([n.is_noisy for n in run.noisy])
   step = train_lib.train_chunk_fn(prog).trace(state, keys, labels, is_noisy, batch, jnp.arange(1)).lower()
   return step.as_text()
 
