@@ -227,6 +227,25 @@ def test_sweep_config_expands_and_validates(module):
   assert runs and len({r["id"] for r in runs}) == len(runs)
 
 
+# The other protocols of the sweeps that take one (`--config=FILE:protocol`); their cells share the default
+# protocol's code path, so expanding (which validates every cell) is their check.
+PROTOCOLS = [
+  ("configs.sweeps.clipping_ce", "confirm"),
+  ("configs.sweeps.clipping_issue20", "confirm"),
+  ("configs.sweeps.clipping_issue20", "confirm_cnn"),
+]
+
+
+@pytest.mark.parametrize("module,protocol", PROTOCOLS)
+def test_sweep_protocol_expands_and_validates(module, protocol):
+  s = importlib.import_module(module).get_config(protocol)
+  runs = sweep.expand(s)
+  assert runs and len({r["id"] for r in runs}) == len(runs)
+  assert s.base.optimizer == "adam" and s.base.model == ("small_cnn" if protocol == "confirm_cnn" else "mlp")
+  with pytest.raises(ValueError, match="valid choices"):
+    importlib.import_module(module).get_config("nope")
+
+
 @pytest.mark.parametrize("module", SWEEP_CONFIGS)
 def test_sweep_config_first_cell_lowers_or_trains(module, tmp_path, tfds_mock):
   s = get_config(module)

@@ -41,6 +41,6 @@ def get_config(protocol: str = "tune"):
     confirm = clipping_confirm.get_config()
     return g.sweep(confirm.base, rows(), list(confirm.noise), num_seeds=confirm.num_seeds)
   if protocol != "tune":
-    raise ValueError(f"protocol must be 'tune' or 'confirm', got {protocol!r}")
+    raise ValueError(f"protocol={protocol!r} is unknown; valid choices: 'tune', 'confirm'")
   noises = g.noise("symmetric", 0.0, 0.2, 0.4, 0.6, 0.8) + g.noise("asymmetric", 0.2, 0.4)
   return g.sweep(digits.get_config(), rows(), noises, num_seeds=3)
